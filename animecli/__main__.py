@@ -1,0 +1,5 @@
+"""``python -m animecli`` = the ``animecli`` command."""
+
+from animecli.cli import run
+
+run()

@@ -1,0 +1,48 @@
+"""Atomic file writes: a temporary file in the destination folder, then ``os.replace``.
+
+A reader (or a later run) sees either the old file or the complete new one,
+never a truncated one, even if the process is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_PREFIX = ".animecli-"
+TEMP_SUFFIX = ".part"
+
+
+@contextlib.contextmanager
+def atomic_open(dest: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``dest``; on success it replaces ``dest``.
+
+    On any exception the temporary file is removed and ``dest`` is untouched.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(dest: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on a temporary file and move it onto ``dest`` when it returns."""
+    with atomic_open(dest) as fh:
+        write(fh)
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_open(dest) as fh:
+        fh.write(data)

@@ -1,0 +1,305 @@
+"""The command line (Typer). The only module that prints or exits.
+
+Heavy imports (torch, the pipeline) happen inside the commands, so that
+``animecli --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from animecli import __version__
+from animecli.config import (
+    Backend,
+    ClearCache,
+    ConvertOptions,
+    EngineOptions,
+    Existing,
+    LoadOptions,
+    ModelChoice,
+    OutputFormat,
+    Precision,
+    WriteOptions,
+)
+from animecli.errors import AnimecliError
+
+if TYPE_CHECKING:
+    from animecli.pipeline import RunInfo
+    from animecli.report import FileRecord, Summary
+
+app = typer.Typer(
+    name="animecli",
+    help="Batch-convert folders of photos into anime-style images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, inspect and download generator weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _fail(exc: AnimecliError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"animecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Batch-convert folders of photos into anime-style images."""
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: finish the current batch, write the report, exit 130/143. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.received = signum
+        self.stop.set()
+        err.print(f"\n{signal.Signals(signum).name}: finishing the current image, then stopping "
+                  "(press Ctrl-C again to abort now)")
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for s in EXIT_SIGNAL:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]
+
+
+def _record_line(rec: FileRecord) -> str:
+    if rec.status.value == "failed":
+        return f"FAILED {rec.src}: {rec.reason}"
+    if rec.status.value == "skipped":
+        return f"skipped {rec.src}: {rec.reason}"
+    if rec.status.value == "planned":
+        return f"would convert {rec.src} -> {rec.dst}" + (f" ({rec.notes})" if rec.notes else "")
+    parts = [rec.processed_size, f"load {rec.load_ms:.0f} ms", f"infer {rec.infer_ms:.0f} ms",
+             f"save {rec.save_ms:.0f} ms", f"rss {rec.rss_mb:.0f} MB"]
+    if rec.gpu_peak_mb:
+        parts.append(f"gpu {rec.gpu_peak_mb:.0f} MB")
+    note = f" [{rec.notes}]" if rec.notes else ""
+    return f"converted {rec.src} -> {rec.dst} ({', '.join(parts)}){note}"
+
+
+def _summary_line(s: Summary) -> str:
+    text = (f"{s.converted} converted, {s.skipped} skipped, {s.failed} failed"
+            + (f", {s.ignored} non-image files ignored" if s.ignored else "")
+            + f" in {s.elapsed_s:.1f} s ({s.images_per_s:.2f} images/s, peak RSS {s.peak_rss_mb:.0f} MB)")
+    return text
+
+
+@app.command()
+def convert(
+    paths: Annotated[list[str], typer.Argument(help="INPUT... OUTPUT: image files, folders or globs, then the output folder.", metavar="INPUT... OUTPUT")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (see `animecli models list`); default: the shipped default.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="A generator state dict to use instead of a named model.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Architecture of --weights (v2 or lite); default: detected from its keys.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Descend into sub-folders (the tree is mirrored).")] = True,
+    max_size: Annotated[int, typer.Option(min=0, help="Down-scale so the long side is at most this many pixels; 0 = keep full size.")] = 1024,
+    max_pixels: Annotated[int, typer.Option(min=0, help="Refuse images larger than this many pixels (decompression bombs); 0 = no limit.")] = 100_000_000,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. Asking for CUDA without it is an error.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto = fp16 on CUDA, fp32 on CPU.")] = Precision.AUTO,
+    backend: Annotated[Backend, typer.Option(help="eager, or traced (TorchScript, frozen).")] = Backend.AUTO,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (images of equal size are batched).")] = 1,
+    prefetch: Annotated[int, typer.Option(min=1, help="Images decoded ahead of the model.")] = 4,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch; 0 = torch's default (all cores).")] = 0,
+    clear_cache: Annotated[ClearCache, typer.Option(help="When to empty the CUDA cache between batches.")] = ClearCache.AUTO,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format; same = the input's.")] = OutputFormat.SAME,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 92,
+    suffix: Annotated[str, typer.Option(help="Added to each output file name's stem.")] = "",
+    overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist (default: skip them).")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Write a report: .json, .csv or .jsonl.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file, also on a terminal.")] = False,
+) -> None:
+    """Convert photos to anime style: [bold]animecli convert photos/ out/[/].
+
+    Exit codes: 0 all converted or skipped; 1 some files failed (the rest were
+    converted) or the output became unwritable; 2 usage or setup error;
+    130/143 interrupted (after finishing the current image and writing the report).
+    """
+    if len(paths) < 2:
+        err.print("error: give at least one INPUT and the OUTPUT folder, e.g. `animecli convert photos/ out/`")
+        raise typer.Exit(EXIT_USAGE)
+    *inputs, output = paths
+    opts = ConvertOptions(
+        inputs=tuple(inputs),
+        output=Path(output),
+        recursive=recursive,
+        model=ModelChoice(model, weights, arch),
+        load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch),
+        engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads),
+        write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP),
+        report=report,
+        dry_run=dry_run,
+    )
+    if Path(output).exists() and not Path(output).is_dir():
+        err.print(f"error: OUTPUT {output} is a file; give a folder (it is created if missing)")
+        raise typer.Exit(EXIT_USAGE)
+    summary = _run_with_display(opts, quiet, verbose)
+    if summary.fatal:
+        err.print(f"[bold red]error:[/] {summary.fatal}")
+    if not quiet or summary.failed or summary.fatal:
+        (err if summary.failed or summary.fatal else out).print(_summary_line(summary), soft_wrap=True)
+    if summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and not summary.interrupted:
+        err.print("error: no images found in the inputs (supported: jpg, jpeg, png, webp, bmp, tif, tiff)")
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(_exit_code(summary, None))
+
+
+def _exit_code(summary: Summary, signum: int | None) -> int:
+    if signum is not None:
+        return EXIT_SIGNAL.get(signal.Signals(signum), 130)
+    return EXIT_FAILED if summary.failed or summary.fatal else EXIT_OK
+
+
+def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from animecli.pipeline import run_convert
+
+    tty = out.is_terminal
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=out, transient=True,
+    ) if tty and not quiet else None
+    task = progress.add_task("converting", total=None, rate="") if progress else None
+    done = [0]
+
+    def on_start(info: RunInfo) -> None:
+        if not quiet:
+            out.print(f"model {info.model} on {info.device} ({info.precision}, {info.backend})")
+
+    def on_record(rec: FileRecord) -> None:
+        done[0] += 1
+        line = _record_line(rec)
+        if rec.status.value == "failed":
+            err.print(line, markup=False, soft_wrap=True)
+        elif (verbose or not tty or opts.dry_run) and not quiet:
+            out.print(line, markup=False, soft_wrap=True)
+        if progress is not None and task is not None:
+            progress.update(task, completed=done[0], description=Path(rec.src).name[:40])
+
+    with _Signals() as sig:
+        try:
+            if progress:
+                progress.start()
+            summary = run_convert(opts, on_record, on_start, sig.stop)
+        except AnimecliError as exc:
+            raise _fail(exc) from None
+        finally:
+            if progress:
+                progress.stop()
+    if summary.interrupted and sig.received is not None:
+        err.print(_summary_line(summary), soft_wrap=True)
+        err.print(f"interrupted by {signal.Signals(sig.received).name}; rerun the same command to continue")
+        raise typer.Exit(_exit_code(summary, sig.received))
+    return summary
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the named models: shipped students and pullable upstream checkpoints."""
+    from animecli.weights import load_manifest
+
+    try:
+        manifest = load_manifest()
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    table = Table(title="animecli models")
+    for col in ("name", "arch", "params", "size", "style", "licence", "installed"):
+        table.add_column(col)
+    for name in sorted(manifest.models):
+        e = manifest.models[name]
+        star = " (default)" if name == manifest.default else ""
+        params = f"{e.parameters / 1e6:.2f} M" if e.parameters else "?"
+        size = f"{e.size / 1e6:.1f} MB" if e.size else "?"
+        installed = "yes" if e.path().is_file() else f"no: animecli models pull {name}"
+        table.add_row(name + star, e.arch.value, params, size, e.style, e.licence, installed)
+    out.print(table)
+
+
+@models_app.command("info")
+def models_info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """Everything the manifest records about one model."""
+    import json
+
+    from animecli.weights import load_manifest
+
+    try:
+        entry = load_manifest().get(name)
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    data = {"name": name, **entry.to_json(), "path": str(entry.path()), "installed": entry.path().is_file()}
+    out.print_json(json.dumps(data))
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e.g. face_paint_512_v2.")]) -> None:
+    """Download an upstream checkpoint into the cache (ANIMECLI_HOME or the platform cache folder)."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from animecli.hub import RemoteFile, download
+    from animecli.weights import cache_dir, load_manifest
+
+    try:
+        entry = load_manifest().get(name)
+        if not entry.remote or entry.url is None:
+            out.print(f"{name} ships with animecli; nothing to download")
+            return
+        remote = RemoteFile(name, entry.url, entry.size, entry.sha256)
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err,
+                      disable=not err.is_terminal) as bar:
+            task = bar.add_task(f"pulling {name}", total=entry.size)
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            path = download(remote, cache_dir(), progress)
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    out.print(f"{name}: {path}")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("aborted")
+        sys.exit(130)

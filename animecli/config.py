@@ -1,0 +1,144 @@
+"""Options, as frozen dataclasses and ``str`` enums, passed from the CLI down the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Precision(str, Enum):
+    """Compute precision. ``auto`` = fp16 on CUDA, fp32 on CPU."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Backend(str, Enum):
+    """How the generator runs: plain eager PyTorch, or TorchScript-traced and frozen."""
+
+    AUTO = "auto"
+    EAGER = "eager"
+    TRACED = "traced"
+
+
+class OutputFormat(str, Enum):
+    """Output image format; ``same`` keeps the input's."""
+
+    SAME = "same"
+    PNG = "png"
+    JPG = "jpg"
+    WEBP = "webp"
+
+
+class ClearCache(str, Enum):
+    """When to release cached GPU memory: ``auto`` = after batches on CUDA when sizes change."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class Existing(str, Enum):
+    """What to do when the output file already exists."""
+
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which generator: a manifest name, or a weights file (with optional arch override).
+
+    Attributes:
+        name: model name from ``weights/manifest.json`` or a pulled upstream
+            model; ``None`` = the default model.
+        weights: path to a state dict; wins over ``name``.
+        arch: architecture of ``weights`` (``None`` = detect from keys).
+        align_corners: v2 upsampling mode for ``weights`` (``None`` = True).
+    """
+
+    name: str | None = None
+    weights: Path | None = None
+    arch: str | None = None
+    align_corners: bool | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How images are read and prepared.
+
+    Attributes:
+        max_size: long-side limit in pixels (LANCZOS down-scaling); 0 = none.
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+        prefetch: decoded images waiting ahead of the model (bounded queue depth).
+    """
+
+    max_size: int = 1024
+    max_pixels: int = 100_000_000
+    prefetch: int = 4
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the generator runs.
+
+    Attributes:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: compute precision.
+        backend: eager or traced.
+        batch_size: images per forward pass (images of equal processed size).
+        clear_cache: when to empty the CUDA cache.
+        threads: CPU threads for torch (0 = torch's default).
+    """
+
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    backend: Backend = Backend.AUTO
+    batch_size: int = 1
+    clear_cache: ClearCache = ClearCache.AUTO
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How results are saved.
+
+    Attributes:
+        format: output format.
+        quality: JPEG/WebP quality 1–100.
+        suffix: added to the output file's stem (``photo`` → ``photo_anime``).
+        existing: skip or overwrite outputs that already exist.
+    """
+
+    format: OutputFormat = OutputFormat.SAME
+    quality: int = 92
+    suffix: str = ""
+    existing: Existing = Existing.SKIP
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything ``animecli convert`` needs.
+
+    Attributes:
+        inputs: files, directories or glob patterns.
+        output: output directory (the input tree is mirrored below it).
+        recursive: descend into sub-directories.
+        model: which generator.
+        load, engine, write: the stages' options.
+        report: where to write the machine-readable report (json/csv/jsonl), if anywhere.
+        dry_run: list what would be converted, convert nothing.
+    """
+
+    inputs: tuple[str, ...]
+    output: Path
+    recursive: bool = True
+    model: ModelChoice = ModelChoice()
+    load: LoadOptions = LoadOptions()
+    engine: EngineOptions = EngineOptions()
+    write: WriteOptions = WriteOptions()
+    report: Path | None = None
+    dry_run: bool = False

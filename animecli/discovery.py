@@ -1,0 +1,183 @@
+"""Lazy discovery of input images and the output path each one maps to.
+
+Directories are walked one at a time (sorted, so runs are reproducible) and
+yielded as they are read: a folder of 100,000 photos starts converting at
+once, and memory is bounded by the largest single directory listing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from animecli.config import OutputFormat
+
+SUPPORTED = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+_FORMAT_EXT = {OutputFormat.PNG: ".png", OutputFormat.JPG: ".jpg", OutputFormat.WEBP: ".webp"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to convert.
+
+    Attributes:
+        src: the input file.
+        dst: the output file.
+        note: a remark for the report (e.g. a resolved name collision).
+    """
+
+    src: Path
+    dst: Path
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A file that is not a supported image (counted, not converted)."""
+
+    src: Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A path that could not be read at all (missing input, unreadable folder)."""
+
+    src: Path
+    reason: str
+
+
+Found = Job | Ignored | Problem
+
+
+def output_name(src: Path, fmt: OutputFormat, suffix: str) -> str:
+    """``photo.JPG`` → ``photo{suffix}.jpg`` (or the chosen format's extension)."""
+    ext = _FORMAT_EXT.get(fmt, src.suffix.lower())
+    return f"{src.stem}{suffix}{ext}"
+
+
+def _has_magic(pattern: str) -> bool:
+    return glob.has_magic(pattern)
+
+
+class Discovery:
+    """Walks the inputs and plans outputs.
+
+    Args:
+        inputs: files, directories or glob patterns.
+        output: the output root; excluded from the walk when inside an input.
+        recursive: descend into sub-directories.
+        fmt: output format (decides the output extension).
+        suffix: added to output stems.
+    """
+
+    def __init__(
+        self, inputs: tuple[str, ...], output: Path, recursive: bool, fmt: OutputFormat, suffix: str
+    ) -> None:
+        self.inputs = inputs
+        self.output = output
+        self.recursive = recursive
+        self.fmt = fmt
+        self.suffix = suffix
+        self._out_real = os.path.realpath(output)
+
+    def __iter__(self) -> Iterator[Found]:
+        roots = self._roots()
+        for path, dst_dir in roots:
+            if path.is_dir():
+                yield from self._walk(path, dst_dir, set())
+            elif path.is_file() or path.is_symlink():
+                yield from self._plan_dir([path], dst_dir)
+            else:
+                yield Problem(path, "no such file or directory; check the path")
+
+    def _roots(self) -> list[tuple[Path, Path]]:
+        """(input path, output dir) pairs. One input dir maps to the output root;
+        several map to sub-folders named after them (made unique)."""
+        paths: list[Path] = []
+        for item in self.inputs:
+            if not os.path.exists(item) and _has_magic(item):
+                matches = sorted(glob.glob(item, recursive=True))
+                if not matches:
+                    paths.append(Path(item))  # reported as missing
+                paths.extend(Path(m) for m in matches)
+            else:
+                paths.append(Path(item))
+        dirs = [p for p in paths if p.is_dir()]
+        used: dict[str, int] = {}
+        roots = []
+        for p in paths:
+            if p.is_dir() and len(dirs) > 1:
+                base = p.resolve().name or "root"
+                n = used.get(base, 0)
+                used[base] = n + 1
+                roots.append((p, self.output / (base if n == 0 else f"{base}_{n + 1}")))
+            else:
+                roots.append((p, self.output))
+        return roots
+
+    def _walk(self, folder: Path, dst_dir: Path, seen: set[tuple[int, int]]) -> Iterator[Found]:
+        try:
+            st = folder.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen:  # a symlink loop: this folder is already being walked
+                return
+            seen = seen | {key}
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield Problem(folder, f"cannot read folder ({exc.strerror or exc}); check its permissions")
+            return
+        files: list[Path] = []
+        subdirs: list[os.DirEntry[str]] = []
+        for e in entries:
+            if e.name.startswith(".animecli"):
+                continue  # our own temp/state files
+            try:
+                if e.is_dir():
+                    subdirs.append(e)
+                elif e.is_file():
+                    files.append(Path(e.path))
+            except OSError:
+                files.append(Path(e.path))  # let the loader report it
+        yield from self._plan_dir(files, dst_dir)
+        if not self.recursive:
+            return
+        for d in subdirs:
+            if os.path.realpath(d.path) == self._out_real:
+                continue  # never re-convert our own outputs
+            yield from self._walk(Path(d.path), dst_dir / d.name, seen)
+
+    def _plan_dir(self, files: list[Path], dst_dir: Path) -> Iterator[Found]:
+        """Plan the outputs of one directory's files, resolving name collisions.
+
+        When several inputs map to the same output name (``a.jpg`` and
+        ``a.png`` both to ``a.png``), every one of them gets its source
+        extension in the name (``a_jpg.png``, ``a_png.png``): the result does
+        not depend on which file is seen first, and nothing is overwritten.
+        """
+        images = [f for f in files if f.suffix.lower() in SUPPORTED]
+        for f in files:
+            if f.suffix.lower() not in SUPPORTED:
+                yield Ignored(f)
+        names: dict[str, list[Path]] = {}
+        for f in images:
+            names.setdefault(output_name(f, self.fmt, self.suffix).lower(), []).append(f)
+        taken = {n for n, group in names.items() if len(group) == 1}
+        for f in images:
+            plain = output_name(f, self.fmt, self.suffix)
+            group = names[plain.lower()]
+            if len(group) == 1:
+                yield Job(f, dst_dir / plain)
+                continue
+            stem = f"{f.stem}_{f.suffix.lstrip('.').lower()}{self.suffix}"
+            name = output_name(f.with_name(stem + f.suffix), self.fmt, "")
+            n = 2
+            while name.lower() in taken:
+                name = output_name(f.with_name(f"{stem}_{n}{f.suffix}"), self.fmt, "")
+                n += 1
+            taken.add(name.lower())
+            others = ", ".join(g.name for g in group if g != f)
+            yield Job(f, dst_dir / name, f"name collision with {others}: written as {name}")

@@ -1,0 +1,193 @@
+"""The engine: runs a generator on CPU or GPU, one image or N at a time.
+
+It owns device and precision choice, the backend (eager or traced), the
+padding to the model's size multiple, and memory hygiene: tensors are
+``del``-eted after each batch and the CUDA cache is emptied when asked; on
+CUDA out-of-memory the batch is halved and retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from animecli.config import Backend, ClearCache, EngineOptions, Precision
+from animecli.errors import SetupError, UsageError
+from animecli.transforms import from_model_range, pad_batch, to_model_range
+
+_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU. Asking for CUDA without it is an error, never a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+            raise SetupError(
+                f"--device {name} asked for CUDA, but no CUDA GPU is usable (torch {torch.__version__}, {build}); "
+                "install a CUDA build of torch and a driver, or use --device cpu"
+            )
+        index = dev.index or 0
+        if index >= torch.cuda.device_count():
+            raise SetupError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present; use cuda:0"
+                f"..cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif dev.type != "cpu":
+        raise UsageError(f"unsupported --device {name!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+    """``auto`` = fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (no fast kernels there)."""
+    if precision is Precision.AUTO:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision is Precision.FP16 and device.type == "cpu":
+        raise UsageError("--precision fp16 needs a CUDA GPU; on CPU use fp32 (default) or bf16")
+    return _DTYPES[precision]
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for CUDA (or CPU allocator) out-of-memory errors."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass
+class BatchResult:
+    """Outputs of one batch.
+
+    Attributes:
+        images: per input, a (3, H, W) uint8 CPU tensor, or ``None`` if it failed.
+        errors: per input, the failure reason or ``None``.
+        infer_ms: wall time of the batch's inference, shared by its images.
+        gpu_peak_mb: peak CUDA memory during the batch (0 on CPU).
+    """
+
+    images: list[torch.Tensor | None]
+    errors: list[str | None]
+    infer_ms: float
+    gpu_peak_mb: float
+
+
+class Engine:
+    """Runs one generator.
+
+    Args:
+        model: the generator, (N, 3, H, W) in [-1, 1] → same.
+        input_multiple: H and W are padded to a multiple of this.
+        opts: device, precision, backend, batch size, cache policy.
+    """
+
+    def __init__(self, model: nn.Module, input_multiple: int, opts: EngineOptions) -> None:
+        if opts.threads > 0:
+            torch.set_num_threads(opts.threads)
+        self.device = resolve_device(opts.device)
+        self.dtype = resolve_precision(opts.precision, self.device)
+        self.opts = opts
+        self.multiple = input_multiple
+        # Channels-last is faster for these convolutions on both CPU (oneDNN) and GPU (tensor cores).
+        self.memory_format = torch.channels_last
+        self.model = model.to(self.device, self.dtype).to(memory_format=self.memory_format).eval()
+        self.backend = Backend.EAGER if opts.backend is Backend.AUTO else opts.backend
+        self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._last_shape: tuple[int, ...] | None = None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend is Backend.TRACED:
+            key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+            fn = self._traced.get(key)
+            if fn is None:
+                # A traced graph is specialised to its input shape in places (padding, interpolate
+                # sizes), so one is traced and frozen per shape; photo folders have few shapes.
+                traced = torch.jit.trace(self.model, x, check_trace=False)
+                fn = torch.jit.freeze(traced)
+                if len(self._traced) >= 8:
+                    self._traced.pop(next(iter(self._traced)))
+                self._traced[key] = fn
+            return fn(x)
+        out: torch.Tensor = self.model(x)
+        return out
+
+    def _run(self, batch: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
+        x = torch.stack(list(batch)).to(self.device, non_blocking=True)
+        x = to_model_range(x, self.dtype)
+        x = pad_batch(x, self.multiple).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            y = self._forward(x)
+            out = from_model_range(y[:, :, :h, :w]).cpu()
+        del x, y  # release device memory before the next batch, not when Python gets round to it
+        return list(out.unbind(0))
+
+    def run_batch(self, batch: Sequence[torch.Tensor]) -> BatchResult:
+        """Stylise images of one processed size.
+
+        Args:
+            batch: (3, H, W) uint8 tensors, all the same H and W.
+
+        Returns:
+            A :class:`BatchResult`; on CUDA out-of-memory the batch is split
+            in halves and retried, and only an image that fails alone is
+            reported as failed.
+        """
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        images: list[torch.Tensor | None] = []
+        errors: list[str | None] = []
+        self._run_split(list(batch), images, errors)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        infer_ms = (time.perf_counter() - t0) * 1000.0
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else 0.0
+        self._after_batch(tuple(batch[0].shape))
+        return BatchResult(images, errors, infer_ms, peak)
+
+    def _run_split(
+        self, batch: list[torch.Tensor], images: list[torch.Tensor | None], errors: list[str | None]
+    ) -> None:
+        try:
+            outs = self._run(batch)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the run
+            if not is_oom(exc):
+                reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+                images.extend([None] * len(batch))
+                errors.extend([f"inference failed ({type(exc).__name__}: {reason}); "
+                               "try --backend eager or --device cpu, and report it if it persists"] * len(batch))
+                return
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
+                images.append(None)
+                errors.append(
+                    f"out of memory at {w}×{h}; lower --max-size, use --batch-size 1, or --device cpu"
+                )
+                return
+            half = len(batch) // 2
+            self._run_split(batch[:half], images, errors)
+            self._run_split(batch[half:], images, errors)
+            return
+        images.extend(outs)
+        errors.extend([None] * len(outs))
+
+    def _after_batch(self, shape: tuple[int, ...]) -> None:
+        if self.device.type != "cuda" or self.opts.clear_cache is ClearCache.NEVER:
+            return
+        # auto: cached blocks are reused by same-shape batches, so only a shape change frees them.
+        if self.opts.clear_cache is ClearCache.ALWAYS or shape != self._last_shape:
+            torch.cuda.empty_cache()
+        self._last_shape = shape

@@ -1,0 +1,481 @@
+"""Download public upstream checkpoints into the local cache, safely.
+
+"Safely" means three things here:
+
+* **Atomic.** Bytes go to ``NAME.pt.part`` and only a complete, verified file is
+  ``os.replace``-d onto ``NAME.pt``, so a crash or Ctrl-C never leaves a
+  half-written checkpoint under the name that loaders look for.
+* **Verified.** The size and SHA-256 are checked against what the registry
+  expects. Where the registry has no digest, the one computed on the first
+  download is recorded in ``NAME.pt.sha256`` (``sha256sum -c`` format) and every
+  later use is checked against it (trust on first use).
+* **Resumable.** Interrupted transfers continue from the ``.part`` with an HTTP
+  ``Range`` request, both within one call (a dropped connection is retried) and
+  across runs (the ``.part`` is kept when the retries run out).
+
+This module never prints and never exits: it reports through ``progress`` and
+raises :class:`~animecli.errors.DownloadError` (the network) or
+:class:`~animecli.errors.WeightsError` (the bytes) whose one-line messages the
+CLI shows as they are. It uses only the standard library and does not import
+torch, so ``animecli models pull`` stays quick to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from animecli.errors import DownloadError, WeightsError
+
+__all__ = ["ProgressFn", "RemoteFile", "cache_dir", "download", "sha256_file"]
+
+ProgressFn = Callable[[int, int | None], None]
+"""Called as ``progress(bytes_done, total_or_None)`` while a download runs."""
+
+# 1 MiB: big enough that hashing and copying are not call-bound, small enough for smooth progress.
+_CHUNK = 1 << 20
+_USER_AGENT = "animecli (python-urllib)"
+# Seconds to wait before retry n is n * this. Short on purpose: the usual cause is a
+# dropped connection that a fresh one fixes at once; module-level so tests can zero it.
+_RETRY_BACKOFF_S = 0.5
+# Server answers that say "try again later" rather than "this will never work".
+_TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_MANUAL = "or download the file by hand and pass --weights PATH"
+
+
+def cache_dir() -> Path:
+    """Return the folder that downloaded weights are kept in.
+
+    ``$ANIMECLI_HOME`` if set, else the platform cache dir: ``$XDG_CACHE_HOME/animecli``
+    or ``~/.cache/animecli`` on Linux, ``~/Library/Caches/animecli`` on macOS,
+    ``%LOCALAPPDATA%\\animecli`` on Windows. The folder is not created here.
+
+    Returns:
+        The cache folder (possibly not existing yet).
+    """
+    home = os.environ.get("ANIMECLI_HOME")
+    if home:
+        return Path(home).expanduser()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        base = Path(local) if local else Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        # The XDG spec says a relative value is invalid and must be ignored.
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "animecli"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable checkpoint.
+
+    Attributes:
+        name: cache name without extension, e.g. ``"face_paint_512_v2"``; the file
+            is saved as ``NAME.pt``.
+        url: ``http://`` or ``https://`` address of the file.
+        size: expected size in bytes, if known.
+        sha256: expected hex digest, if known; ``None`` records it on first download.
+    """
+
+    name: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        """Reject entries that would write outside the cache or can never verify.
+
+        These are programming errors in the model registry, not user errors,
+        hence ``ValueError`` rather than an :class:`AnimecliError`.
+
+        Raises:
+            ValueError: ``name`` is not a plain file name, ``size`` is negative,
+                or ``sha256`` is not 64 hex digits.
+        """
+        # The name becomes part of a path: a separator or ".." would escape dest_dir.
+        if not self.name or self.name in {".", ".."} or any(c in self.name for c in "/\\\0:"):
+            raise ValueError(f"RemoteFile name must be a plain file name, got {self.name!r}")
+        if self.size is not None and self.size < 0:
+            raise ValueError(f"RemoteFile size must be >= 0, got {self.size}")
+        if self.sha256 is not None:
+            digest = self.sha256.strip().lower()
+            if not _HEX64.fullmatch(digest):
+                raise ValueError(f"RemoteFile sha256 must be 64 hex digits, got {self.sha256!r}")
+            # Normalise once so every comparison below is a plain string compare.
+            object.__setattr__(self, "sha256", digest)
+
+
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 hex digest of a file, read in 1 MiB chunks.
+
+    Args:
+        path: the file to hash.
+
+    Returns:
+        The lowercase hex digest.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        # Streamed: checkpoints can be hundreds of MB and need not fit in memory twice.
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(
+    remote: RemoteFile,
+    dest_dir: Path,
+    progress: ProgressFn | None = None,
+    timeout: float = 30.0,
+    retries: int = 3,
+) -> Path:
+    """Download ``remote`` to ``dest_dir/NAME.pt``, verified, resuming where possible.
+
+    If ``NAME.pt`` already exists and matches the expected digest (``remote.sha256``
+    or the one recorded in ``NAME.pt.sha256``), it is returned without any network
+    access. Otherwise the file is fetched into ``NAME.pt.part`` (continuing an
+    earlier ``.part`` with a ``Range`` request), checked, and renamed atomically.
+
+    Args:
+        remote: what to fetch and how to check it.
+        dest_dir: folder to save into; created if missing.
+        progress: called as ``progress(bytes_done, total_or_None)`` as bytes arrive;
+            ``bytes_done`` includes bytes resumed from an earlier ``.part``.
+        timeout: seconds to wait for the connection and for each read.
+        retries: how many times a transfer that drops mid-way (reset, timeout,
+            short body, HTTP 5xx) is retried, continuing from the bytes received.
+
+    Returns:
+        The path of the verified ``NAME.pt``.
+
+    Raises:
+        DownloadError: the server cannot be reached, answers with an HTTP error,
+            keeps dropping the transfer, or the file cannot be written. A kept
+            ``.part`` lets the next call resume.
+        WeightsError: the existing or downloaded bytes have the wrong size or
+            SHA-256; a bad ``.part`` is deleted first.
+    """
+    final = dest_dir / f"{remote.name}.pt"
+    part = dest_dir / f"{remote.name}.pt.part"
+    sidecar = dest_dir / f"{remote.name}.pt.sha256"
+
+    if final.exists():
+        return _verify_existing(remote, final, sidecar)
+
+    _check_url(remote.url)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(dest_dir, exc) from exc
+
+    failures = 0
+    while True:
+        try:
+            server_total = _fetch(remote, part, progress, timeout)
+            break
+        except _TransientError as exc:
+            failures += 1
+            if failures > max(retries, 0):
+                raise DownloadError(
+                    f"downloading {remote.url} failed {failures} times (last: {exc}); "
+                    f"check your network and run `animecli models pull {remote.name}` again "
+                    f"(it resumes), {_MANUAL}"
+                ) from exc
+            time.sleep(_RETRY_BACKOFF_S * failures)
+
+    digest = _verify_part(remote, part, server_total)
+    try:
+        if remote.sha256 is None:
+            # Recorded before the rename: a crash in between only costs a re-download,
+            # whereas a final file without its record would be trusted blindly next time.
+            _write_sidecar(sidecar, digest, final.name)
+        os.replace(part, final)
+    except OSError as exc:
+        raise _write_error(final, exc) from exc
+    return final
+
+
+class _TransientError(Exception):
+    """A failure that retrying (resuming from the ``.part``) may fix."""
+
+
+def _fetch(remote: RemoteFile, part: Path, progress: ProgressFn | None, timeout: float) -> int | None:
+    """Make one attempt to complete ``part``; return the file size the server announced.
+
+    Raises:
+        _TransientError: the transfer broke off; ``part`` holds what arrived.
+        DownloadError: a failure that retrying will not fix.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    if remote.size is not None:
+        if offset > remote.size:
+            # Longer than the real file: not a prefix of it, so nothing to resume.
+            _unlink(part)
+            offset = 0
+        elif offset == remote.size and offset > 0:
+            # Complete already (e.g. an earlier run died while verifying): let the checks decide.
+            return None
+
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(remote.url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        with exc:  # an HTTPError holds the open response; close it.
+            if exc.code == 416 and offset:
+                full = _parse_content_range(exc.headers.get("Content-Range"))[2]
+                if full == offset:
+                    return full  # The .part was already complete.
+                # The .part is not a prefix of the current file: start from zero.
+                _unlink(part)
+                return _fetch(remote, part, progress, timeout)
+            reason = f"HTTP {exc.code} {exc.reason}"
+            if exc.code in _TRANSIENT_HTTP:
+                raise _TransientError(reason) from exc
+            raise DownloadError(_unreachable(remote.url, reason)) from exc
+    except urllib.error.URLError as exc:
+        # A timeout or reset while connecting may pass; a refused connection, a DNS
+        # failure or a TLS error will not within seconds, so report it at once.
+        if isinstance(exc.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
+            raise _TransientError(_one_line(exc.reason)) from exc
+        raise DownloadError(_unreachable(remote.url, _one_line(exc.reason))) from exc
+    except (http.client.HTTPException, OSError) as exc:
+        # The request went out but the answer never came (closed, reset, timed out).
+        raise _TransientError(_one_line(exc)) from exc
+
+    with response:
+        length = _int_or_none(response.headers.get("Content-Length"))
+        if response.status == 206:
+            start, _end, full = _parse_content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                # Appending bytes from another offset would silently corrupt the file.
+                _unlink(part)
+                raise _TransientError(f"server resumed at byte {start} instead of {offset}")
+            mode, done = "ab", offset
+            server_total = full if full is not None else (offset + length if length is not None else None)
+        elif response.status == 200:
+            # No Range asked, or the server ignored it: the body is the whole file.
+            mode, done = "wb", 0
+            server_total = length
+        else:
+            raise DownloadError(_unreachable(remote.url, f"unexpected HTTP {response.status}"))
+
+        if remote.size is not None and server_total is not None and server_total != remote.size:
+            # Fail before fetching hundreds of MB that can never pass the size check.
+            _unlink(part)
+            raise WeightsError(_mismatch(remote, "size", f"{remote.size} bytes", f"{server_total} bytes"))
+
+        total = server_total if server_total is not None else remote.size
+        try:
+            with open(part, mode) as fh:
+                received = _stream(response, fh, done, total, progress)
+                fh.flush()
+                # On disk before the rename, so a power cut cannot leave an empty NAME.pt.
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            # Network errors became _TransientError inside _stream; an OSError here is the disk.
+            raise _write_error(part, exc) from exc
+
+    # http.client returns b"" rather than raising when a Content-Length body ends early.
+    if length is not None and received < length:
+        raise _TransientError(f"connection closed after {received} of {length} bytes")
+    return server_total
+
+
+def _stream(
+    response: http.client.HTTPResponse,
+    fh: IO[bytes],
+    done: int,
+    total: int | None,
+    progress: ProgressFn | None,
+) -> int:
+    """Copy the response body to ``fh``, reporting progress; return the bytes copied.
+
+    Raises:
+        _TransientError: reading from the network failed part-way.
+    """
+    received = 0
+    if progress is not None:
+        progress(done, total)
+    while True:
+        try:
+            # read1, not read: it hands over whatever arrived, so when the connection
+            # drops every byte received is already on disk for the resume (read() on a
+            # chunked body raises IncompleteRead and discards the partial chunk).
+            chunk = response.read1(_CHUNK)
+        except (http.client.HTTPException, OSError) as exc:
+            # IncompleteRead, ConnectionResetError, TimeoutError, ssl.SSLError...
+            raise _TransientError(_one_line(exc) or type(exc).__name__) from exc
+        if not chunk:
+            return received
+        fh.write(chunk)
+        received += len(chunk)
+        if progress is not None:
+            progress(done + received, total)
+
+
+def _verify_part(remote: RemoteFile, part: Path, server_total: int | None) -> str:
+    """Check the finished ``.part``'s size and digest; delete it and raise if wrong.
+
+    Returns:
+        The SHA-256 hex digest of ``part``.
+    """
+    size = part.stat().st_size
+    for expected in (remote.size, server_total):
+        if expected is not None and size != expected:
+            _unlink(part)
+            raise WeightsError(_mismatch(remote, "size", f"{expected} bytes", f"{size} bytes"))
+    digest = sha256_file(part)
+    if remote.sha256 is not None and digest != remote.sha256:
+        # Deleted so the next pull starts clean instead of "resuming" bad bytes.
+        _unlink(part)
+        raise WeightsError(_mismatch(remote, "checksum", remote.sha256, digest))
+    return digest
+
+
+def _verify_existing(remote: RemoteFile, final: Path, sidecar: Path) -> Path:
+    """Return ``final`` if it matches the expected or recorded digest, else raise WeightsError."""
+    fix = f"delete it and run `animecli models pull {remote.name}` again"
+    expected = remote.sha256 if remote.sha256 is not None else _read_sidecar(sidecar, final, remote.name)
+    try:
+        size = final.stat().st_size
+        actual = sha256_file(final)
+    except OSError as exc:
+        raise WeightsError(
+            f"cannot read {final} ({_one_line(exc)}); check its permissions, or {fix}"
+        ) from exc
+    if expected is None:
+        # Placed by hand or by a version that kept no record: nothing to check it
+        # against, so trust it now and record its digest for every later use.
+        if remote.size is not None and size != remote.size:
+            raise WeightsError(
+                f"{final} is {size} bytes, expected {remote.size}: the file is incomplete "
+                f"or not {remote.name}; {fix}"
+            )
+        try:
+            _write_sidecar(sidecar, actual, final.name)
+        except OSError as exc:
+            raise _write_error(sidecar, exc) from exc
+        return final
+    if actual != expected:
+        raise WeightsError(
+            f"{final} does not match its SHA-256 (expected {expected}, got {actual}): "
+            f"the file is corrupt or was replaced; {fix}"
+        )
+    return final
+
+
+def _read_sidecar(sidecar: Path, final: Path, name: str) -> str | None:
+    """Return the digest recorded in ``sidecar``, or None if there is no record."""
+    try:
+        text = sidecar.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        text = f"<unreadable: {exc}>"
+    fields = text.split()
+    digest = fields[0].lower() if fields else ""
+    if not _HEX64.fullmatch(digest):
+        raise WeightsError(
+            f"{sidecar} does not hold a SHA-256 digest, so {final} cannot be checked; "
+            f"delete both and run `animecli models pull {name}` again"
+        )
+    return digest
+
+
+def _write_sidecar(sidecar: Path, digest: str, filename: str) -> None:
+    """Atomically write ``DIGEST  FILENAME`` (``sha256sum -c`` format) to ``sidecar``."""
+    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(f"{digest}  {filename}\n")
+        # Written then renamed, so a reader never sees a truncated digest.
+        os.replace(tmp, sidecar)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+def _check_url(url: str) -> None:
+    """Raise DownloadError unless ``url`` is an absolute http(s) address."""
+    parts = urllib.parse.urlsplit(url)
+    # urlopen would also follow file:// and ftp://, which have no resume or status codes.
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise DownloadError(
+            f"cannot download {url!r}: only http:// and https:// addresses are supported; {_MANUAL}"
+        )
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """Parse ``bytes START-END/TOTAL`` (or ``bytes */TOTAL``); unknown parts are None."""
+    if not value:
+        return None, None, None
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if match:
+        total = None if match.group(3) == "*" else int(match.group(3))
+        return int(match.group(1)), int(match.group(2)), total
+    unsatisfied = re.fullmatch(r"bytes\s+\*/(\d+)", value.strip(), re.IGNORECASE)
+    if unsatisfied:
+        return None, None, int(unsatisfied.group(1))
+    return None, None, None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    """``int(value)`` for a well-formed non-negative header value, else None."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def _unlink(path: Path) -> None:
+    """Delete ``path`` if present; a failure here must not hide the error being raised."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _one_line(obj: object) -> str:
+    """``str(obj)`` collapsed onto one line, since messages are shown one per line."""
+    return " ".join(str(obj).split())
+
+
+def _unreachable(url: str, reason: str) -> str:
+    return f"could not reach {url} ({reason}); check your network, {_MANUAL}"
+
+
+def _mismatch(remote: RemoteFile, what: str, expected: str, got: str) -> str:
+    return (
+        f"{what} mismatch for {remote.name} from {remote.url}: expected {expected}, got {got}; "
+        f"the download was corrupted or the file changed upstream: run `animecli models pull "
+        f"{remote.name}` again, {_MANUAL}"
+    )
+
+
+def _write_error(path: Path, exc: OSError) -> DownloadError:
+    return DownloadError(
+        f"could not write {path} ({_one_line(exc.strerror or exc)}); free some disk space "
+        f"or set ANIMECLI_HOME to a writable folder, then run again"
+    )

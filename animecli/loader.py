@@ -1,0 +1,191 @@
+"""The streaming loader: a background thread decodes the next images while the model runs.
+
+Jobs come from a lazy iterator; decoded images wait in a bounded queue
+(``prefetch`` deep), so memory stays flat however many files there are.
+Every per-file problem becomes a :class:`Loaded` with ``error`` set: the
+batch carries on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from animecli.config import LoadOptions
+from animecli.discovery import Job
+from animecli.transforms import prepare
+
+# Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class Loaded:
+    """One decoded image, or the reason it could not be decoded.
+
+    Attributes:
+        job: what to convert and where to.
+        rgb: (3, H, W) uint8 at the processed size (``None`` on error).
+        alpha: alpha channel (mode ``L``) at the processed size, if any.
+        icc: the input's ICC profile bytes, kept for the output.
+        exif: the input's EXIF bytes with orientation reset, kept for the output.
+        original_size: (width, height) after EXIF rotation.
+        load_ms: time to read, decode and prepare.
+        notes: remarks for the report.
+        error: one-line reason, when the file could not be loaded.
+    """
+
+    job: Job
+    rgb: torch.Tensor | None = None
+    alpha: Image.Image | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+    original_size: tuple[int, int] = (0, 0)
+    load_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def processed_size(self) -> tuple[int, int]:
+        """(width, height) fed to the model."""
+        if self.rgb is None:
+            return (0, 0)
+        return int(self.rgb.shape[2]), int(self.rgb.shape[1])
+
+
+def _describe(exc: BaseException, path: Path) -> str:
+    """A one-line reason with the fix, for a file that failed to load."""
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished before it could be read; nothing to do unless it should exist"
+    if isinstance(exc, PermissionError):
+        return "permission denied; make the file readable (chmod +r) and rerun"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an image"
+    if isinstance(exc, UnidentifiedImageError):
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes); re-export or remove it"
+        return "not a recognised image (wrong extension or corrupt); re-export it as JPEG/PNG or remove it"
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"corrupt or truncated image ({text}); re-export or re-download it"
+    if isinstance(exc, Image.DecompressionBombError):  # pragma: no cover - we disabled Pillow's check
+        return f"{exc}; raise --max-pixels if the file is trusted"
+    return f"could not be decoded ({type(exc).__name__}: {exc}); re-export it as JPEG/PNG"
+
+
+def load_one(job: Job, opts: LoadOptions) -> Loaded:
+    """Read, orient, convert and resize one image. Never raises for a bad file."""
+    t0 = time.perf_counter()
+    out = Loaded(job)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on odd metadata; the image is still usable
+            with Image.open(job.src) as img:
+                w, h = img.size
+                if opts.max_pixels and w * h > opts.max_pixels:
+                    out.error = (
+                        f"{w}×{h} = {w * h / 1e6:.0f} megapixels is over the {opts.max_pixels / 1e6:.0f} MP limit "
+                        "(possible decompression bomb); raise --max-pixels if the file is trusted"
+                    )
+                    return out
+                if getattr(img, "n_frames", 1) > 1:
+                    out.notes.append(f"animated ({img.n_frames} frames): first frame converted")
+                    img.seek(0)
+                img.load()
+                out.icc = img.info.get("icc_profile")
+                exif = img.getexif()
+                if exif:
+                    exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
+                    out.exif = exif.tobytes() if len(exif) else None
+                prepared = prepare(img, opts.max_size)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is one bad file, not a crash
+        out.error = _describe(exc, job.src)
+        return out
+    out.rgb = prepared.rgb
+    out.alpha = prepared.alpha
+    out.original_size = prepared.original_size
+    out.notes.extend(prepared.notes)
+    if prepared.original_size != out.processed_size:
+        (ow, oh), (pw, ph) = prepared.original_size, out.processed_size
+        out.notes.append(f"resized {ow}×{oh} → {pw}×{ph}")
+    out.load_ms = (time.perf_counter() - t0) * 1000.0
+    return out
+
+
+_END = object()
+
+
+class StreamingLoader:
+    """Decode jobs in a background thread into a bounded queue.
+
+    Iterate over it to receive a :class:`Loaded` for every :class:`Job`, in
+    order; any other item of ``jobs`` (a skip notice, say) is passed through
+    unchanged, so the consumer sees one ordered stream. Exceptions raised by
+    the job iterator itself (not by a file) are re-raised in the consumer.
+    Call :meth:`close` (or use it as a context manager) to stop early.
+
+    Args:
+        jobs: the jobs, consumed lazily in the loader thread.
+        opts: loading options (``prefetch`` = queue depth).
+    """
+
+    def __init__(self, jobs: Iterable[object], opts: LoadOptions) -> None:
+        self._jobs = jobs
+        self._opts = opts
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.prefetch))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="animecli-loader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for job in self._jobs:
+                item = load_one(job, self._opts) if isinstance(job, Job) else job
+                if self._stop.is_set() or not self._put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+            return
+        self._put(_END)
+
+    def __iter__(self) -> Iterator[object]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread and drop what it had prefetched."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> StreamingLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

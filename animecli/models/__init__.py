@@ -1,0 +1,98 @@
+"""Generator architectures and a small registry that builds them by name.
+
+Network classes hold only the network; which file holds which weights is the
+business of :mod:`animecli.weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import nn
+
+from animecli.models.lite import GeneratorLite
+from animecli.models.norm import FastGroupNorm
+from animecli.models.v2 import GeneratorV2
+
+__all__ = [
+    "Arch",
+    "ArchSpec",
+    "FastGroupNorm",
+    "GeneratorLite",
+    "GeneratorV2",
+    "build_generator",
+    "detect_arch",
+    "count_macs",
+]
+
+
+class Arch(str, Enum):
+    """Generator architectures."""
+
+    V2 = "v2"
+    LITE = "lite"
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything needed to build an empty generator.
+
+    Attributes:
+        arch: which architecture.
+        width: channel multiplier; 1.0 for every shipped model.
+        align_corners: v2 upsampling mode (ignored by ``lite``).
+        fast_norm: fast normalisation instead of ``nn.GroupNorm`` (same parameters).
+    """
+
+    arch: Arch = Arch.LITE
+    width: float = 1.0
+    align_corners: bool = True
+    fast_norm: bool = True
+
+
+def build_generator(spec: ArchSpec) -> nn.Module:
+    """Build an untrained generator, in eval mode, for ``spec``."""
+    model: nn.Module
+    if spec.arch is Arch.V2:
+        model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
+    else:
+        model = GeneratorLite(spec.width, spec.fast_norm)
+    return model.eval()
+
+
+# The first conv of each architecture: its key tells the arch, its shape the width.
+_STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
+
+
+def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | None:
+    """Guess (arch, width) from a state dict's keys, or ``None`` if it matches none."""
+    for arch, key in _STEM_KEYS.items():
+        if key in state_dict:
+            return arch, int(state_dict[key].shape[0]) / 32.0
+    return None
+
+
+def count_macs(model: nn.Module, height: int, width: int) -> int:
+    """Multiply-accumulates of the convolutions for one (1, 3, height, width) input.
+
+    Only convolutions are counted: they are over 99% of the work.
+    """
+    total = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, nn.Conv2d)
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += int(out.numel()) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+    return total

@@ -1,0 +1,193 @@
+"""The pipeline: discovery → streaming loader → engine → writer, with a report of every file.
+
+``run_convert`` is what ``animecli convert`` calls. It never prints and
+never exits: it reports through callbacks and returns a :class:`Summary`,
+from which the CLI derives the exit code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from animecli.config import ConvertOptions, Existing
+from animecli.discovery import Discovery, Found, Ignored, Job, Problem
+from animecli.errors import FileError, OutputError
+from animecli.loader import Loaded, StreamingLoader
+from animecli.report import FileRecord, ReportWriter, Status, Summary, peak_rss_mb, rss_mb
+
+RecordFn = Callable[[FileRecord], None]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the run uses, announced before the first file."""
+
+    model: str
+    device: str
+    precision: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class _Skip:
+    job: Job
+    reason: str
+
+
+def _size(wh: tuple[int, int]) -> str:
+    return f"{wh[0]}×{wh[1]}" if wh[0] else ""
+
+
+class _Run:
+    """State of one conversion run (counts, report, callbacks)."""
+
+    def __init__(self, opts: ConvertOptions, on_record: RecordFn | None) -> None:
+        self.opts = opts
+        self.on_record = on_record
+        self.summary = Summary()
+        self.report = ReportWriter(opts.report) if opts.report else None
+
+    def emit(self, rec: FileRecord) -> None:
+        self.summary.add(rec)
+        if self.report:
+            self.report.add(rec)
+        if self.on_record:
+            self.on_record(rec)
+
+    def plan(self) -> Iterator[Found | _Skip]:
+        """Discovery, with outputs that already exist turned into skips (they are never decoded)."""
+        w = self.opts.write
+        for item in Discovery(self.opts.inputs, self.opts.output, self.opts.recursive, w.format, w.suffix):
+            if isinstance(item, Job) and w.existing is Existing.SKIP and _done(item):
+                yield _Skip(item, "output exists (use --overwrite to redo)")
+            else:
+                yield item
+
+    def passthrough(self, item: object) -> None:
+        """Record a non-image, a skip or an unreadable path."""
+        if isinstance(item, Ignored):
+            self.summary.ignored += 1
+        elif isinstance(item, _Skip):
+            self.emit(FileRecord(str(item.job.src), str(item.job.dst), Status.SKIPPED, item.reason))
+        elif isinstance(item, Problem):
+            self.emit(FileRecord(str(item.src), "", Status.FAILED, item.reason))
+
+    def finish(self, t0: float) -> Summary:
+        self.summary.elapsed_s = time.perf_counter() - t0
+        self.summary.peak_rss_mb = peak_rss_mb()
+        if self.report:
+            self.report.finish(self.summary)
+            self.report.close()
+        return self.summary
+
+
+def _done(job: Job) -> bool:
+    try:
+        return job.dst.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def run_convert(
+    opts: ConvertOptions,
+    on_record: RecordFn | None = None,
+    on_start: Callable[[RunInfo], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Summary:
+    """Convert everything ``opts`` names.
+
+    Args:
+        opts: the run's options.
+        on_record: called with each file's record as soon as it is final.
+        on_start: called once the model is loaded, before the first file.
+        stop: when set (e.g. by SIGINT), the run finishes the batch in hand,
+            writes the report and returns with ``summary.interrupted``.
+
+    Returns:
+        The summary; ``summary.fatal`` is set if the output became unwritable.
+
+    Raises:
+        AnimecliError: setup problems (weights, device, options) before any file is touched.
+    """
+    t0 = time.perf_counter()
+    run = _Run(opts, on_record)
+    if opts.dry_run:
+        for item in run.plan():
+            if isinstance(item, Job):
+                run.emit(FileRecord(str(item.src), str(item.dst), Status.PLANNED, notes=item.note))
+            else:
+                run.passthrough(item)
+        return run.finish(t0)
+
+    # Imported here so that `animecli --help` and --dry-run never pay for torch.
+    from animecli.engine import Engine
+    from animecli.weights import load_generator
+    from animecli.writer import save_image
+
+    loaded_model = load_generator(opts.model)
+    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine)
+    s = run.summary
+    s.model, s.device, s.backend = loaded_model.name, str(engine.device), engine.backend.value
+    s.precision = str(engine.dtype).removeprefix("torch.")
+    if on_start:
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend))
+
+    batch_size = max(1, opts.engine.batch_size)
+    pending: dict[tuple[int, int], list[Loaded]] = {}
+
+    def flush(key: tuple[int, int]) -> None:
+        items = pending.pop(key)
+        result = engine.run_batch([it.rgb for it in items if it.rgb is not None])
+        share = result.infer_ms / len(items)
+        for it, out, err in zip(items, result.images, result.errors):
+            rec = FileRecord(
+                str(it.job.src), str(it.job.dst), Status.FAILED,
+                input_size=_size(it.original_size), processed_size=_size(it.processed_size),
+                load_ms=it.load_ms, infer_ms=share, gpu_peak_mb=result.gpu_peak_mb,
+                notes="; ".join(([it.job.note] if it.job.note else []) + it.notes),
+            )
+            if out is None:
+                rec.reason = err or "inference failed"
+            else:
+                try:
+                    saved = save_image(out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
+                except FileError as exc:
+                    rec.reason = exc.reason
+                else:
+                    rec.status, rec.save_ms = Status.CONVERTED, saved.save_ms
+                    if saved.notes:
+                        rec.notes = "; ".join(filter(None, [rec.notes, *saved.notes]))
+            rec.rss_mb = rss_mb()
+            run.emit(rec)
+        del items, result  # drop the batch's tensors before the next one is formed
+
+    with StreamingLoader(run.plan(), opts.load) as loader:
+        try:
+            for item in loader:
+                if not isinstance(item, Loaded):
+                    run.passthrough(item)
+                    continue
+                if item.error is not None:
+                    run.emit(FileRecord(
+                        str(item.job.src), str(item.job.dst), Status.FAILED, item.error, load_ms=item.load_ms,
+                        notes="; ".join(item.notes),
+                    ))
+                    continue
+                key = item.processed_size
+                pending.setdefault(key, []).append(item)
+                if len(pending[key]) >= batch_size:
+                    flush(key)
+                elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
+                    flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
+                if stop is not None and stop.is_set():
+                    s.interrupted = True
+                    break
+            if not s.interrupted:
+                for key in list(pending):
+                    flush(key)
+        except OutputError as exc:
+            s.fatal = str(exc)
+    return run.finish(t0)

@@ -1,0 +1,224 @@
+"""Train a student generator to imitate an ONNX teacher.
+
+Three stages, each resumable:
+
+1. **Cache** — random crops of training photos are run through the teacher
+   once and stored as uint8 (input, target) pairs, so later epochs and reruns
+   never pay for the teacher again.
+2. **Train** — the student learns on random sub-crops of those pairs, with
+   L1 + SSIM + Sobel-edge loss, AdamW and a cosine schedule. The last part of
+   training uses whole pairs (``final_size``) so that the generator's
+   whole-image normalisation sees the statistics it will see in use.
+3. **Export** — the float32 state dict, ready for ``--weights`` or the manifest.
+
+Checkpoints are written every ``checkpoint_every`` steps; rerunning the same
+command continues from the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from animecli.models import Arch, ArchSpec, build_generator
+from animecli.training.losses import distill_loss
+from animecli.training.teachers import OnnxTeacher
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything one distillation run needs.
+
+    Attributes:
+        teacher: the ONNX teacher file.
+        photos: folder of training photos.
+        work_dir: cache of teacher outputs and checkpoints.
+        arch: student architecture.
+        pair_size: side of the square (input, teacher output) pairs cached.
+        num_pairs: how many pairs to cache.
+        crop_size: side of the random crops used for most of training.
+        final_size: side of the crops for the last ``final_fraction`` of steps.
+        final_fraction: share of steps trained at ``final_size``.
+        batch_size: crops per step (halved in the final stage, for memory).
+        steps: optimiser steps in all.
+        lr: peak AdamW learning rate.
+        photo_filter: keep photos whose name contains none of these words
+            (e.g. ``("face",)`` for landscape styles), or only those
+            containing ``include`` if given.
+        include: see ``photo_filter``.
+        seed: seeds crops, order and initialisation.
+        threads: torch and onnxruntime threads (0 = all cores).
+        checkpoint_every: steps between checkpoints.
+    """
+
+    teacher: Path
+    photos: Path
+    work_dir: Path
+    arch: Arch = Arch.LITE
+    pair_size: int = 512
+    num_pairs: int = 400
+    crop_size: int = 256
+    final_size: int = 512
+    final_fraction: float = 0.2
+    batch_size: int = 8
+    steps: int = 4000
+    lr: float = 2e-3
+    photo_filter: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every: int = 100
+    log: list[str] = field(default_factory=list, compare=False, repr=False)
+
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+
+
+def list_photos(cfg: DistillConfig) -> list[Path]:
+    """Training photos, sorted, after the name filters."""
+    out = []
+    for p in sorted(cfg.photos.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        name = p.name.lower()
+        if cfg.include and not any(w in name for w in cfg.include):
+            continue
+        if any(w in name for w in cfg.photo_filter):
+            continue
+        out.append(p)
+    return out
+
+
+def random_square(img: Image.Image, size: int, rng: random.Random) -> Image.Image:
+    """A random size×size crop after a random rescale (short side 1.0–1.5× size) and flip."""
+    img = ImageOps.exif_transpose(img).convert("RGB")
+    short = min(img.size)
+    target_short = int(size * rng.uniform(1.0, 1.5))
+    scale = target_short / short
+    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    img = img.resize((w, h), Image.Resampling.LANCZOS)
+    x0, y0 = rng.randint(0, w - size), rng.randint(0, h - size)
+    img = img.crop((x0, y0, x0 + size, y0 + size))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return img
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB → (3, H, W) uint8."""
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3).permute(2, 0, 1)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (…, 3, H, W) → float32 in [-1, 1]."""
+    return x.float() / 127.5 - 1.0
+
+
+def build_cache(cfg: DistillConfig, progress: ProgressFn | None = None) -> Path:
+    """Run the teacher on ``num_pairs`` random crops; skip pairs already cached.
+
+    Returns:
+        The cache folder, holding ``pair_NNNNN.pt`` files of ``{"x", "y"}``
+        uint8 (3, S, S) tensors.
+    """
+    cache = cfg.work_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    photos = list_photos(cfg)
+    if not photos:
+        raise FileNotFoundError(f"{cfg.photos}: no training photos after filtering")
+    teacher = OnnxTeacher(cfg.teacher, cfg.threads)
+    if teacher.info.fixed_size and teacher.info.fixed_size != (cfg.pair_size, cfg.pair_size):
+        raise ValueError(f"{cfg.teacher.name} takes only {teacher.info.fixed_size}; set pair_size to match")
+    for i in range(cfg.num_pairs):
+        dest = cache / f"pair_{i:05d}.pt"
+        if dest.exists():
+            continue
+        rng = random.Random(cfg.seed * 1_000_003 + i)  # pair i is the same on every rerun
+        with Image.open(photos[rng.randrange(len(photos))]) as im:
+            crop = random_square(im, cfg.pair_size, rng)
+        x = to_tensor(crop)
+        y = teacher(to_unit(x).unsqueeze(0))[0]
+        yq = ((y + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        tmp = dest.with_suffix(".tmp")
+        torch.save({"x": x.clone(), "y": yq}, tmp)
+        tmp.replace(dest)
+        if progress:
+            progress("cache", i + 1, cfg.num_pairs, {})
+    return cache
+
+
+def load_pairs(cache: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All cached pairs as two uint8 (P, 3, S, S) tensors."""
+    xs, ys = [], []
+    for i in range(count):
+        d = torch.load(cache / f"pair_{i:05d}.pt", weights_only=True)
+        xs.append(d["x"])
+        ys.append(d["y"])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def batches(
+    xs: torch.Tensor, ys: torch.Tensor, size: int, batch: int, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless random (input, target) batches of size×size crops, in [-1, 1]."""
+    p, _, s, _ = xs.shape
+    while True:
+        idx = torch.randint(0, p, (batch,), generator=gen)
+        x0 = torch.randint(0, s - size + 1, (batch,), generator=gen)
+        y0 = torch.randint(0, s - size + 1, (batch,), generator=gen)
+        xb = torch.stack([xs[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0)])
+        yb = torch.stack([ys[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0)])
+        yield to_unit(xb), to_unit(yb)
+
+
+def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
+    """Train (or resume) the student; return its float32 state dict."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    cache = build_cache(cfg, progress)
+    xs, ys = load_pairs(cache, cfg.num_pairs)
+    model = build_generator(ArchSpec(cfg.arch)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    ckpt = cfg.work_dir / "checkpoint.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+    final_start = int(cfg.steps * (1.0 - cfg.final_fraction))
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    stream = batches(xs, ys, cfg.crop_size, cfg.batch_size, gen)
+    final_stream = batches(xs, ys, cfg.final_size, max(1, cfg.batch_size // 4), gen)
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = next(final_stream if step >= final_start else stream)
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        loss, parts = distill_loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if progress:
+            parts.update(loss=float(loss), lr=lr, s_per_step=(time.perf_counter() - t0) / step)
+            progress("train", step, cfg.steps, parts)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "config": {k: str(v) for k, v in asdict(cfg).items() if k != "log"}}, tmp)
+            tmp.replace(ckpt)
+    return {k: v.detach().float().clone() for k, v in model.state_dict().items()}

@@ -1,0 +1,330 @@
+"""The weights layer: the manifest of named models, and the one function that loads a generator.
+
+``weights/manifest.json`` describes every named model: its file, architecture,
+SHA-256, size, parameter count, input multiple, upsampling mode, style,
+licence and provenance. Shipped models live beside the manifest; upstream
+checkpoints (``"url"`` set) are pulled into :func:`animecli.hub.cache_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from animecli.config import ModelChoice
+from animecli.errors import WeightsError
+from animecli.models import Arch, ArchSpec, build_generator, detect_arch
+
+MANIFEST_NAME = "manifest.json"
+
+
+def weights_dir() -> Path:
+    """Folder of the shipped weights and their manifest.
+
+    ``$ANIMECLI_WEIGHTS_DIR`` if set; else the source tree's ``weights/`` (editable
+    installs and checkouts); else ``<prefix>/share/animecli/weights`` (wheel installs).
+    """
+    env = os.environ.get("ANIMECLI_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parent.parent / "weights"
+    if (source / MANIFEST_NAME).is_file():
+        return source
+    return Path(sys.prefix) / "share" / "animecli" / "weights"
+
+
+def cache_dir() -> Path:
+    """Where pulled upstream checkpoints live: ``$ANIMECLI_HOME`` or the platform cache folder."""
+    from animecli.hub import cache_dir as hub_cache_dir
+
+    return hub_cache_dir()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One manifest entry.
+
+    Attributes:
+        name: the model's name (``--model NAME``).
+        file: file name (in the weights dir, or the cache for pulled models).
+        arch: architecture.
+        width: channel multiplier.
+        align_corners: v2 upsampling mode.
+        input_multiple: input H and W are padded to a multiple of this.
+        sha256: expected digest, or ``None`` for upstream files not yet pulled.
+        size: file size in bytes, if known.
+        parameters: number of parameters.
+        style: one-line description of the look.
+        licence: licence or usage condition.
+        source: provenance (teacher, training data, upstream URL).
+        url: download URL for upstream checkpoints; ``None`` for shipped files.
+        extra: anything else recorded (quality figures, training steps).
+    """
+
+    name: str
+    file: str
+    arch: Arch
+    width: float = 1.0
+    align_corners: bool = True
+    input_multiple: int = 4
+    sha256: str | None = None
+    size: int | None = None
+    parameters: int | None = None
+    style: str = ""
+    licence: str = ""
+    source: str = ""
+    url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        """True for upstream checkpoints that are downloaded with ``animecli models pull``."""
+        return self.url is not None
+
+    def path(self) -> Path:
+        """Where this model's file is (or would be, once pulled)."""
+        return (cache_dir() if self.remote else weights_dir()) / self.file
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest representation."""
+        d: dict[str, Any] = {
+            "file": self.file,
+            "arch": self.arch.value,
+            "width": self.width,
+            "align_corners": self.align_corners,
+            "input_multiple": self.input_multiple,
+            "sha256": self.sha256,
+            "size": self.size,
+            "parameters": self.parameters,
+            "style": self.style,
+            "licence": self.licence,
+            "source": self.source,
+        }
+        if self.url:
+            d["url"] = self.url
+        d.update(self.extra)
+        return d
+
+
+_KNOWN_FIELDS = {
+    "file", "arch", "width", "align_corners", "input_multiple", "sha256", "size",
+    "parameters", "style", "licence", "source", "url",
+}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed manifest: named entries and the default model's name."""
+
+    default: str
+    models: Mapping[str, ModelEntry]
+
+    def get(self, name: str) -> ModelEntry:
+        """The entry called ``name``, or a :class:`WeightsError` listing the known names."""
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise WeightsError(
+                f"unknown model {name!r}; known models: {known} (see `animecli models list`), "
+                "or pass a file with --weights PATH"
+            ) from None
+
+
+def parse_manifest(data: Mapping[str, Any]) -> Manifest:
+    """Build a :class:`Manifest` from its JSON form."""
+    models = {}
+    for name, raw in data.get("models", {}).items():
+        extra = {k: v for k, v in raw.items() if k not in _KNOWN_FIELDS}
+        models[name] = ModelEntry(
+            name=name,
+            file=raw["file"],
+            arch=Arch(raw["arch"]),
+            width=float(raw.get("width", 1.0)),
+            align_corners=bool(raw.get("align_corners", True)),
+            input_multiple=int(raw.get("input_multiple", 4)),
+            sha256=raw.get("sha256"),
+            size=raw.get("size"),
+            parameters=raw.get("parameters"),
+            style=raw.get("style", ""),
+            licence=raw.get("licence", ""),
+            source=raw.get("source", ""),
+            url=raw.get("url"),
+            extra=extra,
+        )
+    return Manifest(default=str(data.get("default", "")), models=models)
+
+
+def load_manifest(folder: Path | None = None) -> Manifest:
+    """Read ``manifest.json`` from ``folder`` (default: :func:`weights_dir`)."""
+    path = (folder or weights_dir()) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(
+            f"{path}: model manifest not found; reinstall animecli, set ANIMECLI_WEIGHTS_DIR, "
+            "or pass a file with --weights PATH"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable manifest ({exc}); restore it from the animecli release") from None
+    return parse_manifest(data)
+
+
+def save_manifest(manifest: Manifest, folder: Path) -> None:
+    """Write the manifest (sorted, indented) to ``folder/manifest.json``."""
+    data = {
+        "schema": 1,
+        "default": manifest.default,
+        "models": {n: manifest.models[n].to_json() for n in sorted(manifest.models)},
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 hex digest of a file, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a state dict safely (``weights_only=True``), with a clear error for each way it can fail.
+
+    Accepts a plain state dict or one wrapped as ``{"state_dict": …}`` / ``{"model": …}``
+    (our training checkpoints).
+    """
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file; check the path, or run `animecli models list`")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise WeightsError(
+            f"{path}: not a readable PyTorch state dict ({reason}); the file is truncated or corrupt, "
+            "download or copy it again"
+        ) from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a state dict of tensors; pass a generator's state dict")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _key_diff(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> str:
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shape = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shape)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+    return "; ".join(parts)
+
+
+def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) -> nn.Module:
+    """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key."""
+    model = build_generator(spec)
+    diff = _key_diff(model, sd)
+    if diff:
+        raise WeightsError(
+            f"{origin}: weights do not fit the {spec.arch.value} architecture ({diff}); "
+            "pass the right --arch, or a file made for animecli"
+        )
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready generator and what is known about it."""
+
+    model: nn.Module
+    name: str
+    spec: ArchSpec
+    input_multiple: int
+    sha256: str
+    path: Path
+
+
+def resolve(choice: ModelChoice, manifest: Manifest | None = None) -> tuple[str, Path, ArchSpec | None, int, str | None]:
+    """Turn a :class:`ModelChoice` into (name, path, spec or None to detect, input multiple, expected sha256)."""
+    if choice.weights is not None:
+        spec = None
+        if choice.arch is not None:
+            try:
+                arch = Arch(choice.arch)
+            except ValueError:
+                raise WeightsError(f"unknown --arch {choice.arch!r}; use one of: v2, lite") from None
+            spec = ArchSpec(arch, align_corners=choice.align_corners if choice.align_corners is not None else True)
+        return choice.weights.name, choice.weights, spec, 4, None
+    manifest = manifest or load_manifest()
+    name = choice.name or manifest.default
+    entry = manifest.get(name)
+    path = entry.path()
+    if entry.remote and not path.is_file():
+        raise WeightsError(f"model {name!r} is not downloaded yet; run `animecli models pull {name}` first")
+    expected = entry.sha256
+    if entry.remote and expected is None:
+        recorded = path.with_name(path.name + ".sha256")
+        if recorded.is_file():
+            expected = recorded.read_text().split()[0]
+    spec = ArchSpec(entry.arch, entry.width, entry.align_corners)
+    return name, path, spec, entry.input_multiple, expected
+
+
+def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manifest | None = None) -> LoadedModel:
+    """The one way to get a generator: resolve, verify checksum, load strictly.
+
+    Args:
+        choice: ``--model`` / ``--weights`` / ``--arch`` as given.
+        fast_norm: use the fast normalisation (same weights, same output).
+        manifest: a manifest to use instead of the shipped one (tests).
+
+    Raises:
+        WeightsError: missing, unreadable, corrupt, mismatching or unknown weights.
+    """
+    name, path, spec, multiple, expected = resolve(choice, manifest)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file; check the path, or reinstall animecli")
+    digest = sha256_of(path)
+    if expected is not None and digest != expected:
+        raise WeightsError(
+            f"{path}: checksum mismatch (expected {expected[:12]}…, got {digest[:12]}…); "
+            "the file is corrupt or was replaced: reinstall it or `animecli models pull` it again"
+        )
+    sd = read_state_dict(path)
+    if spec is None:
+        found = detect_arch(sd)
+        if found is None:
+            raise WeightsError(
+                f"{path}: cannot tell the architecture from its keys (first key {next(iter(sd), '?')!r}); "
+                "pass --arch v2 or --arch lite"
+            )
+        align = choice.align_corners if choice.align_corners is not None else True
+        spec = ArchSpec(found[0], found[1], align)
+    elif choice.weights is not None:
+        found = detect_arch(sd)
+        if found is not None and found[0] is spec.arch:
+            spec = ArchSpec(spec.arch, found[1], spec.align_corners)
+    spec = ArchSpec(spec.arch, spec.width, spec.align_corners, fast_norm)
+    model = build_and_load(spec, sd, str(path))
+    return LoadedModel(model, name, spec, multiple, digest, path)

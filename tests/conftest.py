@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny seeded generator with its own manifest, and small test photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from animecli.models import Arch, ArchSpec, build_generator
+from animecli.weights import Manifest, ModelEntry, save_manifest, sha256_of
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A few-KB generator, random init, seeded (width 1/8)."""
+    torch.manual_seed(seed)
+    model = build_generator(ArchSpec(arch, width=0.125))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def tiny_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights folder with tiny ``lite`` (default) and ``v2`` models, used via ANIMECLI_WEIGHTS_DIR."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    entries = {}
+    for name, arch in (("tiny", Arch.LITE), ("tiny_v2", Arch.V2)):
+        sd = tiny_state_dict(arch)
+        path = folder / f"{name}.pt"
+        torch.save(sd, path)
+        entries[name] = ModelEntry(
+            name=name, file=path.name, arch=arch, width=0.125, sha256=sha256_of(path),
+            size=path.stat().st_size, parameters=sum(v.numel() for v in sd.values()),
+            style="test", licence="test", source="random init, seed 0",
+        )
+    save_manifest(Manifest(default="tiny", models=entries), folder)
+    monkeypatch.setenv("ANIMECLI_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))
+    return folder
+
+
+def make_photo(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", seed: int = 0, **save: object) -> Path:
+    """Write a smooth, deterministic test image (a gradient with a seeded tint)."""
+    w, h = size
+    g = torch.Generator().manual_seed(seed)
+    tint = torch.randint(0, 255, (3,), generator=g)
+    xs = torch.linspace(0, 255, w).view(1, 1, w).expand(3, h, w)
+    ys = torch.linspace(0, 255, h).view(1, h, 1).expand(3, h, w)
+    rgb = ((xs + ys) / 2 * 0.5 + tint.view(3, 1, 1) * 0.5).to(torch.uint8)
+    from animecli.transforms import tensor_to_image
+
+    img = tensor_to_image(rgb)
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **save)  # type: ignore[arg-type]
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    # Tests run tiny models; more threads only add contention on small CI machines.
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def needs_shared(*parts: str) -> pytest.MarkDecorator:
+    """Skip unless ``../shared/<parts>`` exists."""
+    path = SHARED.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"needs {path}")

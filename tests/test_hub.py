@@ -1,0 +1,326 @@
+"""Tests for :mod:`animecli.hub` against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import random
+import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from animecli import hub
+from animecli.errors import DownloadError, WeightsError
+from animecli.hub import RemoteFile, cache_dir, download, sha256_file
+
+PAYLOAD = random.Random(1234).randbytes(48 * 1024)  # seeded: same bytes every run
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+CUT = 10_000  # where a "dropping" server cuts the body off
+
+
+@dataclass
+class ServerState:
+    """What the test server does, and what it saw. Shared with the handler threads."""
+
+    payload: bytes = PAYLOAD
+    # ok | corrupt | no_range | eof | chunked | stall | 404 | 503
+    mode: str = "ok"
+    drops_left: int = 1  # how many responses a dropping mode still cuts off
+    ranges: list[str | None] = field(default_factory=list)  # Range header of each request
+    bytes_sent: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # needed for chunked transfer encoding
+    server: Server
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output quiet
+        pass
+
+    def do_GET(self) -> None:
+        st = self.server.state
+        rng = self.headers.get("Range")
+        with st.lock:
+            st.ranges.append(rng)
+            cut = st.mode in {"eof", "chunked", "stall"} and st.drops_left > 0
+            if cut:
+                st.drops_left -= 1
+        if self.path != "/model.pt" or st.mode == "404":
+            self.send_error(404)
+            return
+        if st.mode == "503":
+            self.send_error(503)
+            return
+        body = st.payload
+        if st.mode == "corrupt":
+            body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if match and st.mode != "no_range":
+            start = int(match.group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        data = body[start:]
+        chunked = st.mode == "chunked"
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+
+        out = data[:CUT] if cut else data
+        if chunked:
+            # One chunk announcing the full length; cut short it makes http.client raise IncompleteRead.
+            self.wfile.write(f"{len(data):x}\r\n".encode() + out + (b"" if cut else b"\r\n0\r\n\r\n"))
+        else:
+            self.wfile.write(out)
+        self.wfile.flush()
+        with st.lock:
+            st.bytes_sent += len(out)
+        if cut:
+            self.close_connection = True
+            if st.mode == "stall":
+                st.release.wait(5)  # hold the socket open, silent, until the client times out
+
+
+class Server(http.server.ThreadingHTTPServer):
+    state: ServerState
+
+
+@dataclass
+class Site:
+    state: ServerState
+    base: str
+
+    def remote(
+        self, size: int | None = None, sha256: str | None = None, path: str = "/model.pt"
+    ) -> RemoteFile:
+        return RemoteFile(name="tiny", url=self.base + path, size=size, sha256=sha256)
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub, "_RETRY_BACKOFF_S", 0.0)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    state = ServerState()
+    server = Server(("127.0.0.1", 0), Handler)
+    server.state = state
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Site(state, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_download_records_sha_and_second_call_is_offline(site: Site, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    path = download(site.remote(), tmp_path, progress=lambda d, t: calls.append((d, t)))
+
+    assert path == tmp_path / "tiny.pt"
+    assert path.read_bytes() == PAYLOAD
+    assert not (tmp_path / "tiny.pt.part").exists()
+    assert (tmp_path / "tiny.pt.sha256").read_text().split() == [PAYLOAD_SHA, "tiny.pt"]
+    assert calls[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert site.state.ranges == [None]
+
+    assert download(site.remote(), tmp_path) == path
+    assert len(site.state.ranges) == 1  # verified against the sidecar, no request
+
+
+def test_expected_sha_match(site: Site, tmp_path: Path) -> None:
+    path = download(site.remote(size=len(PAYLOAD), sha256=PAYLOAD_SHA.upper()), tmp_path)
+    assert sha256_file(path) == PAYLOAD_SHA
+    assert not (tmp_path / "tiny.pt.sha256").exists()  # nothing to record: the digest was given
+    # An existing file matching the given digest is returned without a request.
+    assert download(site.remote(sha256=PAYLOAD_SHA), tmp_path) == path
+    assert len(site.state.ranges) == 1
+
+
+def test_corrupted_download_raises_and_leaves_nothing(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "corrupt"
+    with pytest.raises(WeightsError) as err:
+        download(site.remote(sha256=PAYLOAD_SHA), tmp_path)
+    msg = str(err.value)
+    assert "checksum mismatch" in msg and PAYLOAD_SHA in msg and "--weights" in msg
+    assert "animecli models pull tiny" in msg
+    assert "\n" not in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_size_mismatch_raises_before_download(site: Site, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"size mismatch.*expected 123 bytes"):
+        download(site.remote(size=123), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["eof", "chunked", "stall"])
+def test_dropped_connection_is_resumed(site: Site, tmp_path: Path, mode: str) -> None:
+    site.state.mode = mode
+    calls: list[int] = []
+    path = download(
+        site.remote(sha256=PAYLOAD_SHA), tmp_path, progress=lambda d, t: calls.append(d), timeout=0.5
+    )
+
+    assert path.read_bytes() == PAYLOAD
+    assert site.state.ranges == [None, f"bytes={CUT}-"]
+    assert site.state.bytes_sent == len(PAYLOAD)  # nothing fetched twice
+    assert calls[-1] == len(PAYLOAD)
+
+
+def test_resume_from_existing_part_uses_range(site: Site, tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt.part").write_bytes(PAYLOAD[:1000])
+    calls: list[tuple[int, int | None]] = []
+    path = download(site.remote(), tmp_path, progress=lambda d, t: calls.append((d, t)))
+
+    assert site.state.ranges == ["bytes=1000-"]
+    assert site.state.bytes_sent == len(PAYLOAD) - 1000
+    assert path.read_bytes() == PAYLOAD
+    assert calls[0] == (1000, len(PAYLOAD))
+
+
+def test_server_ignoring_range_starts_over(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "no_range"
+    (tmp_path / "tiny.pt.part").write_bytes(b"\0" * 5000)  # garbage that must not survive
+    path = download(site.remote(sha256=PAYLOAD_SHA), tmp_path)
+    assert site.state.ranges == ["bytes=5000-"]
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_complete_part_gets_416_and_is_used(site: Site, tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt.part").write_bytes(PAYLOAD)
+    path = download(site.remote(sha256=PAYLOAD_SHA), tmp_path)
+    assert site.state.ranges == [f"bytes={len(PAYLOAD)}-"]
+    assert site.state.bytes_sent == 0
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_retries_exhausted_keeps_part_for_next_run(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "eof"
+    site.state.drops_left = 99
+    with pytest.raises(DownloadError) as err:
+        download(site.remote(), tmp_path, retries=2)
+    assert "failed 3 times" in str(err.value) and "--weights" in str(err.value)
+    assert len(site.state.ranges) == 3
+    part = tmp_path / "tiny.pt.part"
+    assert part.read_bytes() == PAYLOAD[: 3 * CUT]
+    assert not (tmp_path / "tiny.pt").exists()
+
+    site.state.drops_left = 0  # the network recovers: the next run picks up where it stopped
+    assert download(site.remote(), tmp_path).read_bytes() == PAYLOAD
+    assert site.state.ranges[-1] == f"bytes={3 * CUT}-"
+
+
+def test_http_5xx_is_retried_then_reported(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "503"
+    with pytest.raises(DownloadError, match=r"HTTP 503.*--weights"):
+        download(site.remote(), tmp_path, retries=1)
+    assert len(site.state.ranges) == 2
+
+
+def test_404_raises_download_error(site: Site, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError) as err:
+        download(site.remote(path="/missing.pt"), tmp_path)
+    msg = str(err.value)
+    assert "could not reach" in msg and "404" in msg and "--weights" in msg and "\n" not in msg
+    assert len(site.state.ranges) == 1  # a 404 is final: not retried
+    assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_unreachable_port_raises_download_error(tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connection refused
+    url = f"http://127.0.0.1:{port}/model.pt"
+    with pytest.raises(DownloadError) as err:
+        download(RemoteFile("tiny", url, None, None), tmp_path, timeout=2)
+    msg = str(err.value)
+    assert f"could not reach {url}" in msg and "--weights" in msg
+    assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_existing_file_with_wrong_recorded_sha(site: Site, tmp_path: Path) -> None:
+    final = tmp_path / "tiny.pt"
+    final.write_bytes(PAYLOAD)
+    (tmp_path / "tiny.pt.sha256").write_text("0" * 64 + "  tiny.pt\n")
+    with pytest.raises(WeightsError) as err:
+        download(site.remote(), tmp_path)
+    msg = str(err.value)
+    assert str(final) in msg and "delete it" in msg and "animecli models pull tiny" in msg
+    assert PAYLOAD_SHA in msg
+    assert site.state.ranges == []  # never went to the network
+    assert final.read_bytes() == PAYLOAD  # and did not touch the user's file
+
+
+def test_existing_file_wrong_expected_sha(tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt").write_bytes(b"not the model")
+    with pytest.raises(WeightsError, match="does not match its SHA-256"):
+        download(RemoteFile("tiny", "http://127.0.0.1:9/x", None, PAYLOAD_SHA), tmp_path)
+
+
+def test_existing_file_without_record_is_recorded(tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt").write_bytes(PAYLOAD)
+    # Port 9 would refuse: returning at all shows no request was made.
+    assert download(RemoteFile("tiny", "http://127.0.0.1:9/x"), tmp_path) == tmp_path / "tiny.pt"
+    assert (tmp_path / "tiny.pt.sha256").read_text().split()[0] == PAYLOAD_SHA
+
+
+def test_bad_url_and_bad_name_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="only http"):
+        download(RemoteFile("tiny", "file:///etc/passwd"), tmp_path)
+    with pytest.raises(ValueError, match="plain file name"):
+        RemoteFile("../evil", "http://127.0.0.1/x")
+    with pytest.raises(ValueError, match="64 hex"):
+        RemoteFile("tiny", "http://127.0.0.1/x", sha256="abc")
+
+
+def test_sha256_file(tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    data = PAYLOAD * 30  # > 1 MiB, so several chunks
+    f.write_bytes(data)
+    assert sha256_file(f) == hashlib.sha256(data).hexdigest()
+
+
+def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path
+
+    monkeypatch.delenv("ANIMECLI_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "animecli"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "animecli"
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert cache_dir() == tmp_path / "home" / "Library" / "Caches" / "animecli"
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    assert cache_dir() == tmp_path / "local" / "animecli"
