@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -125,9 +125,9 @@ def _summary_line(s: Summary) -> str:
 @app.command()
 def convert(
     paths: Annotated[list[str], typer.Argument(help="INPUT... OUTPUT: image files, folders or globs, then the output folder.", metavar="INPUT... OUTPUT")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (see `animecli models list`); default: the shipped default.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="A generator state dict to use instead of a named model.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture of --weights (v2 or lite); default: detected from its keys.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `animecli models list`); default: the shipped default.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A generator state dict to use instead of a named model.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture of --weights (v2 or lite); default: detected from its keys.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Descend into sub-folders (the tree is mirrored).")] = True,
     max_size: Annotated[int, typer.Option(min=0, help="Down-scale so the long side is at most this many pixels; 0 = keep full size.")] = 1024,
     max_pixels: Annotated[int, typer.Option(min=0, help="Refuse images larger than this many pixels (decompression bombs); 0 = no limit.")] = 100_000_000,
@@ -142,7 +142,7 @@ def convert(
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 92,
     suffix: Annotated[str, typer.Option(help="Added to each output file name's stem.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist (default: skip them).")] = False,
-    report: Annotated[Optional[Path], typer.Option(help="Write a report: .json, .csv or .jsonl.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a report: .json, .csv or .jsonl.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file, also on a terminal.")] = False,
@@ -176,7 +176,8 @@ def convert(
         err.print(f"[bold red]error:[/] {summary.fatal}")
     if not quiet or summary.failed or summary.fatal:
         (err if summary.failed or summary.fatal else out).print(_summary_line(summary), soft_wrap=True)
-    if summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and not summary.interrupted:
+    if (summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and summary.planned == 0
+            and not summary.interrupted):
         err.print("error: no images found in the inputs (supported: jpg, jpeg, png, webp, bmp, tif, tiff)")
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(_exit_code(summary, None))
@@ -294,6 +295,92 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
     except AnimecliError as exc:
         raise _fail(exc) from None
     out.print(f"{name}: {path}")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="ONNX teacher generator (see shared/teachers/README.md).")],
+    photos: Annotated[Path, typer.Option(help="Folder of training photos.")],
+    work_dir: Annotated[Path, typer.Option(help="Cache of teacher outputs and checkpoints; rerun to resume.")],
+    output: Annotated[Path, typer.Option(help="Where to write the trained student's state dict (.pt).")],
+    arch: Annotated[str, typer.Option(help="Student architecture: lite or v2.")] = "lite",
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 4000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 8,
+    crop_size: Annotated[int, typer.Option(min=32, help="Side of the training crops.")] = 256,
+    pair_size: Annotated[int, typer.Option(min=64, help="Side of the cached teacher pairs (fixed-size teachers: their size).")] = 512,
+    num_pairs: Annotated[int, typer.Option(min=1, help="Teacher pairs to cache.")] = 400,
+    final_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of steps on whole pairs.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 2e-3,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip photos whose name contains this (repeatable).")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Use only photos whose name contains this (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a student generator to imitate a teacher (knowledge distillation). Resumable."""
+    import time
+
+    import torch
+
+    from animecli.models import Arch
+    from animecli.training.distill import DistillConfig, train
+
+    try:
+        cfg = DistillConfig(
+            teacher=teacher, photos=photos, work_dir=work_dir, arch=Arch(arch), pair_size=pair_size,
+            num_pairs=num_pairs, crop_size=crop_size, final_size=pair_size, final_fraction=final_fraction,
+            batch_size=batch_size, steps=steps, lr=lr, photo_filter=tuple(exclude or ()),
+            include=tuple(include or ()), seed=seed, threads=threads,
+        )
+        last = [0.0]
+
+        def progress(stage: str, i: int, n: int, parts: dict[str, float]) -> None:
+            if time.monotonic() - last[0] > 10 or i == n:
+                last[0] = time.monotonic()
+                figures = " ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                err.print(f"{stage} {i}/{n} {figures}", markup=False)
+
+        sd = train(cfg, progress)
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, output)
+    out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    weights: Annotated[Path, typer.Option(help="Student state dict.")],
+    teacher: Annotated[Path, typer.Option(help="The ONNX teacher it imitates.")],
+    photos: Annotated[Path, typer.Option(help="Validation photos.")],
+    size: Annotated[int, typer.Option(min=64, help="Evaluation side (the teacher's size for fixed-size teachers).")] = 512,
+    sheet: Annotated[Path | None, typer.Option(help="Write a photo / teacher / student contact sheet PNG.")] = None,
+    cache: Annotated[Path, typer.Option(help="Cache of teacher outputs.")] = Path(".animecli-eval-cache"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the per-photo figures as JSON.")] = None,
+) -> None:
+    """PSNR and SSIM of a student against its teacher on held-out photos."""
+    import json
+
+    from animecli.config import ModelChoice
+    from animecli.training.evaluate import evaluate
+    from animecli.weights import load_generator
+
+    try:
+        student = load_generator(ModelChoice(weights=weights)).model
+        result = evaluate(student, teacher, photos, size, cache, sheet)
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    if result is None:
+        err.print(f"error: no photos in {photos}")
+        raise typer.Exit(EXIT_USAGE)
+    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}")
+    if json_out:
+        json_out.write_text(json.dumps({
+            "psnr_db": result.psnr_db, "ssim": result.ssim, "count": result.count, "size": size,
+            "per_photo": [{"photo": n, "psnr_db": p, "ssim": q} for n, p, q in result.per_photo],
+        }, indent=2))
 
 
 def run() -> None:

@@ -99,7 +99,9 @@ class Engine:
         self.multiple = input_multiple
         # Channels-last is faster for these convolutions on both CPU (oneDNN) and GPU (tensor cores).
         self.memory_format = torch.channels_last
-        self.model = model.to(self.device, self.dtype).to(memory_format=self.memory_format).eval()
+        self.model = model.to(self.device, self.dtype)
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.model.eval()
         self.backend = Backend.EAGER if opts.backend is Backend.AUTO else opts.backend
         self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._last_shape: tuple[int, ...] | None = None
@@ -111,7 +113,7 @@ class Engine:
             if fn is None:
                 # A traced graph is specialised to its input shape in places (padding, interpolate
                 # sizes), so one is traced and frozen per shape; photo folders have few shapes.
-                traced = torch.jit.trace(self.model, x, check_trace=False)
+                traced = torch.jit.trace(self.model, x, check_trace=False)  # type: ignore[no-untyped-call]
                 fn = torch.jit.freeze(traced)
                 if len(self._traced) >= 8:
                     self._traced.pop(next(iter(self._traced)))
@@ -161,7 +163,7 @@ class Engine:
     ) -> None:
         try:
             outs = self._run(batch)
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the run
+        except Exception as exc:
             if not is_oom(exc):
                 reason = str(exc).splitlines()[0][:200] if str(exc) else ""
                 images.extend([None] * len(batch))

@@ -96,17 +96,19 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
                         "(possible decompression bomb); raise --max-pixels if the file is trusted"
                     )
                     return out
-                if getattr(img, "n_frames", 1) > 1:
-                    out.notes.append(f"animated ({img.n_frames} frames): first frame converted")
+                frames = int(getattr(img, "n_frames", 1))
+                if frames > 1:
+                    out.notes.append(f"animated ({frames} frames): first frame converted")
                     img.seek(0)
                 img.load()
                 out.icc = img.info.get("icc_profile")
+                # prepare() first: it reads the orientation from img.getexif(), the object popped below.
+                prepared = prepare(img, opts.max_size)
                 exif = img.getexif()
                 if exif:
                     exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
                     out.exif = exif.tobytes() if len(exif) else None
-                prepared = prepare(img, opts.max_size)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is one bad file, not a crash
+    except Exception as exc:
         out.error = _describe(exc, job.src)
         return out
     out.rgb = prepared.rgb
@@ -160,7 +162,7 @@ class StreamingLoader:
                 item = load_one(job, self._opts) if isinstance(job, Job) else job
                 if self._stop.is_set() or not self._put(item):
                     return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             self._put(exc)
             return
         self._put(_END)

@@ -142,7 +142,7 @@ def run_convert(
         items = pending.pop(key)
         result = engine.run_batch([it.rgb for it in items if it.rgb is not None])
         share = result.infer_ms / len(items)
-        for it, out, err in zip(items, result.images, result.errors):
+        for it, out, err in zip(items, result.images, result.errors, strict=False):
             rec = FileRecord(
                 str(it.job.src), str(it.job.dst), Status.FAILED,
                 input_size=_size(it.original_size), processed_size=_size(it.processed_size),
@@ -166,18 +166,18 @@ def run_convert(
 
     with StreamingLoader(run.plan(), opts.load) as loader:
         try:
-            for item in loader:
-                if not isinstance(item, Loaded):
-                    run.passthrough(item)
+            for got in loader:
+                if not isinstance(got, Loaded):
+                    run.passthrough(got)
                     continue
-                if item.error is not None:
+                if got.error is not None:
                     run.emit(FileRecord(
-                        str(item.job.src), str(item.job.dst), Status.FAILED, item.error, load_ms=item.load_ms,
-                        notes="; ".join(item.notes),
+                        str(got.job.src), str(got.job.dst), Status.FAILED, got.error, load_ms=got.load_ms,
+                        notes="; ".join(got.notes),
                     ))
                     continue
-                key = item.processed_size
-                pending.setdefault(key, []).append(item)
+                key = got.processed_size
+                pending.setdefault(key, []).append(got)
                 if len(pending[key]) >= batch_size:
                     flush(key)
                 elif sum(len(v) for v in pending.values()) >= 2 * batch_size:

@@ -79,6 +79,7 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     failed: int = 0
+    planned: int = 0  # --dry-run; not part of the report's summary block
     ignored: int = 0
     elapsed_s: float = 0.0
     peak_rss_mb: float = 0.0
@@ -102,6 +103,8 @@ class Summary:
             self.skipped += 1
         elif rec.status is Status.FAILED:
             self.failed += 1
+        elif rec.status is Status.PLANNED:
+            self.planned += 1
 
     def to_json(self) -> dict[str, object]:
         """The summary block of the JSON report."""

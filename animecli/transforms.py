@@ -40,14 +40,21 @@ def orient(img: Image.Image) -> tuple[Image.Image, bool]:
     return (out if out is not None else img), True
 
 
+def _extrema(img: Image.Image) -> tuple[float, float]:
+    """(min, max) of a single-band image."""
+    ext = img.getextrema()
+    assert not isinstance(ext[0], tuple)  # single band
+    return float(ext[0]), float(ext[1])
+
+
 def _sixteen_to_eight(img: Image.Image) -> Image.Image:
     """Scale a 16/32-bit integer or float grey image to 8-bit ``L`` (plain convert would clip at 255)."""
     if img.mode == "F":
-        lo, hi = img.getextrema()  # type: ignore[misc]
-        span = float(hi) - float(lo) or 1.0
-        return img.point(lambda v: (v - float(lo)) * (255.0 / span)).convert("L")
+        lo, hi = _extrema(img)
+        span = hi - lo or 1.0
+        return img.point(lambda v: (v - lo) * (255.0 / span)).convert("L")
     wide = img.convert("I")
-    lo, hi = wide.getextrema()  # type: ignore[misc]
+    lo, hi = _extrema(wide)
     # 16-bit data (I;16) spans 0..65535; anything else is stretched to its own range.
     top = 65535.0 if int(hi) > 255 or img.mode.startswith("I;16") else 255.0
     return wide.point(lambda v: v * (255.0 / top)).convert("L")

@@ -8,7 +8,6 @@ checkpoints (``"url"`` set) are pulled into :func:`animecli.hub.cache_dir`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,6 +23,8 @@ from torch import nn
 
 from animecli.config import ModelChoice
 from animecli.errors import WeightsError
+from animecli.hub import cache_dir as hub_cache_dir
+from animecli.hub import sha256_file
 from animecli.models import Arch, ArchSpec, build_generator, detect_arch
 
 MANIFEST_NAME = "manifest.json"
@@ -46,8 +47,6 @@ def weights_dir() -> Path:
 
 def cache_dir() -> Path:
     """Where pulled upstream checkpoints live: ``$ANIMECLI_HOME`` or the platform cache folder."""
-    from animecli.hub import cache_dir as hub_cache_dir
-
     return hub_cache_dir()
 
 
@@ -193,11 +192,7 @@ def save_manifest(manifest: Manifest, folder: Path) -> None:
 
 def sha256_of(path: Path) -> str:
     """SHA-256 hex digest of a file, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -265,7 +260,9 @@ class LoadedModel:
     path: Path
 
 
-def resolve(choice: ModelChoice, manifest: Manifest | None = None) -> tuple[str, Path, ArchSpec | None, int, str | None]:
+def resolve(
+    choice: ModelChoice, manifest: Manifest | None = None
+) -> tuple[str, Path, ArchSpec | None, int, str | None]:
     """Turn a :class:`ModelChoice` into (name, path, spec or None to detect, input multiple, expected sha256)."""
     if choice.weights is not None:
         spec = None

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.weights import Manifest, ModelEntry, save_manifest, sha256_of

@@ -24,8 +24,8 @@ __all__ = [
     "GeneratorLite",
     "GeneratorV2",
     "build_generator",
-    "detect_arch",
     "count_macs",
+    "detect_arch",
 ]
 
 

@@ -72,7 +72,7 @@ class InvertedResBlock(nn.Module):
 
 
 def _ch(base: int, width: float) -> int:
-    return max(4, int(round(base * width)))
+    return max(4, round(base * width))
 
 
 class GeneratorV2(nn.Module):

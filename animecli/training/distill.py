@@ -175,8 +175,8 @@ def batches(
         idx = torch.randint(0, p, (batch,), generator=gen)
         x0 = torch.randint(0, s - size + 1, (batch,), generator=gen)
         y0 = torch.randint(0, s - size + 1, (batch,), generator=gen)
-        xb = torch.stack([xs[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0)])
-        yb = torch.stack([ys[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0)])
+        xb = torch.stack([xs[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0, strict=False)])
+        yb = torch.stack([ys[i, :, a : a + size, b : b + size] for i, a, b in zip(idx, y0, x0, strict=False)])
         yield to_unit(xb), to_unit(yb)
 
 
@@ -210,7 +210,7 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
         out = model(x)
         loss, parts = distill_loss(out, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         step += 1
         if progress:

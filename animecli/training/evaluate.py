@@ -1,0 +1,114 @@
+"""Evaluate a student against its teacher: PSNR and SSIM on held-out photos, and a contact sheet.
+
+Each validation photo is scaled so its short side is ``size`` and centre-cropped
+to size×size (the fixed-size teachers accept nothing else), then run through
+both generators. Teacher outputs are cached on disk, keyed by teacher, photo
+and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
+from animecli.training.losses import psnr, ssim
+from animecli.training.teachers import OnnxTeacher
+from animecli.transforms import tensor_to_image
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean and per-photo figures of one evaluation."""
+
+    psnr_db: float
+    ssim: float
+    count: int
+    per_photo: tuple[tuple[str, float, float], ...]
+
+
+def square(path: Path, size: int) -> torch.Tensor:
+    """A photo, short side scaled to ``size``, centre-cropped: (3, size, size) uint8."""
+    with Image.open(path) as opened:
+        im = ImageOps.exif_transpose(opened).convert("RGB")
+        return to_tensor(ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS))
+
+
+def teacher_output(teacher: OnnxTeacher, x: torch.Tensor, cache: Path, key: str) -> torch.Tensor:
+    """Teacher output for (3, S, S) uint8 ``x`` as uint8, computed once and cached."""
+    digest = hashlib.sha256(f"{teacher.path.name}:{key}:{x.shape[-1]}".encode()).hexdigest()[:20]
+    dest = cache / f"{digest}.pt"
+    if dest.exists():
+        y: torch.Tensor = torch.load(dest, weights_only=True)
+        return y
+    y = ((teacher(to_unit(x).unsqueeze(0))[0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(y, dest)
+    return y
+
+
+def evaluate(
+    student: nn.Module | None,
+    teacher_path: Path,
+    photos: Path,
+    size: int = 512,
+    cache: Path | None = None,
+    sheet: Path | None = None,
+    sheet_count: int = 6,
+    threads: int = 0,
+) -> EvalResult | None:
+    """PSNR/SSIM of ``student`` against the teacher on every photo in ``photos``.
+
+    Args:
+        student: the generator ((N,3,H,W) [-1,1] → same); ``None`` only fills the teacher cache.
+        teacher_path: the ONNX teacher.
+        photos: folder of validation photos.
+        size: evaluation side (the teacher's size for fixed-size teachers).
+        cache: folder for cached teacher outputs.
+        sheet: write a before / teacher / student contact sheet PNG here.
+        sheet_count: photos on the contact sheet.
+        threads: onnxruntime threads (0 = default).
+    """
+    teacher = OnnxTeacher(teacher_path, threads)
+    cache = cache or Path(".animecli-eval-cache")
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    rows: list[tuple[str, float, float]] = []
+    tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for p in files:
+        x = square(p, size)
+        y = teacher_output(teacher, x, cache, p.name)
+        if student is None:
+            continue
+        with torch.inference_mode():
+            s = student(to_unit(x).unsqueeze(0).contiguous(memory_format=torch.channels_last))[0]
+        s8 = ((s + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        yt, st = to_unit(y), to_unit(s8)
+        rows.append((p.name, psnr(st, yt), float(ssim(st.unsqueeze(0), yt.unsqueeze(0)))))
+        if sheet is not None and len(tiles) < sheet_count:
+            tiles.append((x, y, s8))
+    if student is None or not rows:
+        return None
+    if sheet is not None:
+        write_sheet(tiles, sheet)
+    return EvalResult(
+        psnr_db=sum(r[1] for r in rows) / len(rows),
+        ssim=sum(r[2] for r in rows) / len(rows),
+        count=len(rows),
+        per_photo=tuple(rows),
+    )
+
+
+def write_sheet(tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dest: Path, thumb: int = 256) -> None:
+    """A PNG grid: one row per photo, columns photo / teacher / student."""
+    sheet = Image.new("RGB", (3 * thumb, len(tiles) * thumb), "white")
+    for r, row in enumerate(tiles):
+        for c, t in enumerate(row):
+            im = tensor_to_image(t).resize((thumb, thumb), Image.Resampling.LANCZOS)
+            sheet.paste(im, (c * thumb, r * thumb))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(dest)

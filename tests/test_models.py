@@ -1,0 +1,119 @@
+"""Generator architectures, the fast normalisation, and the arch registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from animecli.models import Arch, ArchSpec, FastGroupNorm, build_generator, count_macs, detect_arch
+from animecli.models.norm import whole_image_stats
+from tests.conftest import SHARED, needs_shared
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(1, 8, 16, 16), (3, 16, 37, 41), (2, 4, 5, 300)])
+def test_fast_norm_matches_groupnorm(shape: tuple[int, int, int, int], channels_last: bool) -> None:
+    torch.manual_seed(0)
+    ref = nn.GroupNorm(1, shape[1])
+    with torch.no_grad():
+        ref.weight.normal_()
+        ref.bias.normal_()
+    fast = FastGroupNorm(shape[1])
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    # An offset mean makes E[x²] - E[x]² cancellation visible if the statistics were sloppy.
+    x = torch.randn(shape) * 3.0 + 5.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = ref(x)
+    got = fast(x)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (got - expected).abs().max()
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_fast_norm_inplace_only_without_grad() -> None:
+    norm = FastGroupNorm(4)
+    norm.inplace = True
+    x = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        y = norm(x.clone())
+    x_grad = x.clone().requires_grad_()
+    y2 = norm(x_grad)
+    y2.sum().backward()  # would raise if the autograd input had been overwritten
+    assert x_grad.grad is not None
+    assert torch.allclose(y, y2.detach(), atol=1e-6)
+
+
+def test_whole_image_stats_float32_under_half_precision() -> None:
+    x = (torch.randn(2, 8, 32, 32) * 50).to(torch.bfloat16)
+    mean, var = whole_image_stats(x)
+    assert mean.dtype == torch.float32 and var.dtype == torch.float32
+    ref_var, ref_mean = torch.var_mean(x.float(), dim=(1, 2, 3), correction=0, keepdim=True)
+    assert torch.allclose(mean, ref_mean, atol=1e-3)
+    assert torch.allclose(var, ref_var, rtol=1e-4)
+
+
+def test_frozen_stats_are_used() -> None:
+    norm = FastGroupNorm(2)
+    x = torch.randn(1, 2, 4, 4)
+    norm.set_fixed_stats((torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1) - norm.eps))
+    assert torch.allclose(norm(x), x, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+@pytest.mark.parametrize("size", [(32, 32), (36, 52), (64, 20)])
+def test_generators_keep_shape_and_range(arch: Arch, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_generator(ArchSpec(arch, width=0.125))
+    x = torch.rand(2, 3, *size) * 2 - 1
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == x.shape
+    assert float(y.abs().max()) <= 1.0
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_fast_and_stock_norm_give_same_output(arch: Arch) -> None:
+    torch.manual_seed(1)
+    stock = build_generator(ArchSpec(arch, width=0.25, fast_norm=False))
+    fast = build_generator(ArchSpec(arch, width=0.25, fast_norm=True))
+    fast.load_state_dict(stock.state_dict(), strict=True)
+    x = torch.rand(1, 3, 40, 48) * 2 - 1
+    with torch.inference_mode():
+        assert torch.allclose(fast(x.clone()), stock(x.clone()), atol=1e-5)
+
+
+def test_v2_full_size_parameter_count_and_cost() -> None:
+    model = build_generator(ArchSpec(Arch.V2))
+    assert sum(p.numel() for p in model.parameters()) == 2_143_552
+    lite = build_generator(ArchSpec(Arch.LITE))
+    v2_params = sum(p.numel() for p in model.parameters())
+    lite_params = sum(p.numel() for p in lite.parameters())
+    # The lite targets: at most 1/3 of v2's parameters and 1/5 of its multiply-adds.
+    assert lite_params * 3 <= v2_params
+    assert count_macs(lite, 128, 128) * 5 <= count_macs(model, 128, 128)
+
+
+def test_detect_arch_and_width() -> None:
+    for arch in Arch:
+        sd = build_generator(ArchSpec(arch, width=0.25)).state_dict()
+        assert detect_arch(sd) == (arch, 0.25)
+    assert detect_arch({"foo.weight": torch.zeros(1)}) is None
+
+
+@needs_shared("specs", "animeganv2_state_dict.json")
+@pytest.mark.shared
+def test_v2_matches_upstream_key_list_and_loads_strict() -> None:
+    spec = json.loads((SHARED / "specs" / "animeganv2_state_dict.json").read_text())
+    model = build_generator(ArchSpec(Arch.V2))
+    ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    theirs = [(e["key"], e["shape"]) for e in spec["keys"]]
+    assert ours == theirs
+    torch.manual_seed(0)
+    sd = {e["key"]: torch.randn(e["shape"]) for e in spec["keys"]}
+    fresh = build_generator(ArchSpec(Arch.V2))
+    fresh.load_state_dict(sd, strict=True)
+    assert torch.equal(fresh.state_dict()["out_layer.0.weight"], sd["out_layer.0.weight"])
+    assert sum(v.numel() for v in sd.values()) == spec["total_parameters"]
