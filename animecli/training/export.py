@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from animecli.errors import WeightsError
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
@@ -44,7 +45,7 @@ def export_student(
     )
     try:
         manifest = load_manifest(folder)
-    except Exception:  # noqa: BLE001 - a first export starts an empty manifest
+    except WeightsError:  # a first export starts an empty manifest
         manifest = Manifest(default=name, models={})
     models = dict(manifest.models)
     models[name] = entry
