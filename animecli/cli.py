@@ -151,6 +151,7 @@ def convert(
 
     Exit codes: 0 all converted or skipped; 1 some files failed (the rest were
     converted) or the output became unwritable; 2 usage or setup error;
+    3 another run is writing to the same OUTPUT (its lock file OUTPUT/.animecli.lock);
     130/143 interrupted (after finishing the current image and writing the report).
     """
     if len(paths) < 2:

@@ -16,6 +16,7 @@ from animecli.config import ConvertOptions, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem
 from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
+from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, peak_rss_mb, rss_mb
 
 RecordFn = Callable[[FileRecord], None]
@@ -110,6 +111,7 @@ def run_convert(
         The summary; ``summary.fatal`` is set if the output became unwritable.
 
     Raises:
+        LockedError: another run is writing to the same output folder.
         AnimecliError: setup problems (weights, device, options) before any file is touched.
     """
     t0 = time.perf_counter()
@@ -122,6 +124,18 @@ def run_convert(
                 run.passthrough(item)
         return run.finish(t0)
 
+    with OutputLock(opts.output):
+        return _convert(run, opts, on_start, stop, t0)
+
+
+def _convert(
+    run: _Run,
+    opts: ConvertOptions,
+    on_start: Callable[[RunInfo], None] | None,
+    stop: threading.Event | None,
+    t0: float,
+) -> Summary:
+    """The non-dry run, with the output folder locked."""
     # Imported here so that `animecli --help` and --dry-run never pay for torch.
     from animecli.engine import Engine
     from animecli.weights import load_generator

@@ -24,6 +24,7 @@ from animecli.cli import app
 from animecli.config import LoadOptions, OutputFormat
 from animecli.discovery import Discovery, Ignored, Job
 from animecli.loader import load_one
+from animecli.lock import LOCK_NAME
 from animecli.report import FIELDS, FileRecord, ReportWriter, Status, Summary
 from animecli.transforms import image_to_tensor
 from tests.conftest import make_photo
@@ -347,7 +348,7 @@ def test_failed_save_leaves_no_output_and_no_temp_file(tmp_path: Path, monkeypat
 
     def flaky_save(self: Image.Image, fp: Any, format: str | None = None, **params: Any) -> None:
         if not calls:
-            calls.append(sorted(p.name for p in out.iterdir()))  # what is on disk mid-save
+            calls.append(sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME))  # what is on disk mid-save
             fp.write(b"\x89PNG partial data")
             raise OSError("simulated I/O error")
         calls.append([])

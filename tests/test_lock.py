@@ -1,0 +1,149 @@
+"""The output-folder lock: one run at a time, stale locks taken over, always released."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from animecli.cli import app
+from animecli.errors import LockedError
+from animecli.lock import LOCK_NAME, Holder, OutputLock, is_alive, me
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _weights(tiny_weights_dir: Path) -> Path:
+    return tiny_weights_dir
+
+
+def convert(*args: object) -> Result:
+    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def write_lock(folder: Path, holder: Holder) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    path.write_text(holder.to_line())
+    return path
+
+
+def test_live_lock_exits_3_naming_pid_and_file(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png")
+    lock = write_lock(out, me())
+    t0 = time.perf_counter()
+    r = convert(src, out)
+    assert r.exit_code == 3, r.output
+    assert time.perf_counter() - t0 < 5
+    msg = " ".join(r.stderr.split())
+    assert f"PID {os.getpid()}" in msg and str(lock) in msg.replace("\n", "")
+    assert "wait for it" in msg
+    assert lock.read_text() == me().to_line()  # untouched
+    assert not (out / "a.png").exists()
+
+
+def test_lock_held_by_another_process(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png")
+    code = (
+        "import sys, time; from pathlib import Path; from animecli.lock import OutputLock\n"
+        "with OutputLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(30)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = convert(src, out)
+        assert r.exit_code == 3, r.output
+        assert f"PID {holder.pid}" in r.stderr
+    finally:
+        holder.terminate()
+        holder.wait()
+
+
+def test_stale_lock_of_dead_process_is_taken_over_and_released(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png")
+    write_lock(out, Holder(dead_pid(), me().host, 0.0))
+    r = convert(src, out)
+    assert r.exit_code == 0, r.output
+    assert (out / "a.png").is_file()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_reused_pid_counts_as_stale() -> None:
+    assert is_alive(me())
+    assert not is_alive(Holder(os.getpid(), me().host, me().started - 1000))
+    assert not is_alive(Holder(dead_pid(), me().host))
+
+
+def test_lock_from_another_host_is_never_taken_over(tmp_path: Path) -> None:
+    lock = write_lock(tmp_path, Holder(dead_pid(), "some-other-host", 0.0))
+    with pytest.raises(LockedError, match="some-other-host") as info:
+        OutputLock(tmp_path).acquire()
+    assert str(lock) in str(info.value)
+    assert lock.exists()
+
+
+def test_garbled_lock_is_held_while_fresh_and_stale_when_old(tmp_path: Path) -> None:
+    lock = tmp_path / LOCK_NAME
+    lock.write_text("")
+    with pytest.raises(LockedError, match="right now"):
+        OutputLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with OutputLock(tmp_path) as held:
+        assert Holder.parse(lock.read_text()) == me()
+        assert held.took_over is None
+    assert not lock.exists()
+
+
+def test_released_on_exception_and_empty_new_folder_removed(tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt), OutputLock(out):
+        assert (out / LOCK_NAME).exists()
+        raise KeyboardInterrupt
+    assert not out.exists()
+    tmp_path.joinpath("kept").mkdir()
+    with OutputLock(tmp_path / "kept"):
+        pass
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_take_over_puts_back_a_lock_another_run_just_took(tmp_path: Path) -> None:
+    stale = Holder(dead_pid(), me().host).to_line()
+    fresh = Holder(os.getpid(), me().host, me().started).to_line()
+    (tmp_path / LOCK_NAME).write_text(fresh)  # another run replaced the stale lock first
+    lock = OutputLock(tmp_path)
+    assert not lock._take_over(stale)
+    assert (tmp_path / LOCK_NAME).read_text() == fresh
+    assert not list(tmp_path.glob(LOCK_NAME + ".stale-*"))
+
+
+def test_release_leaves_a_lock_that_is_not_ours(tmp_path: Path) -> None:
+    with OutputLock(tmp_path):
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "x"}))
+    assert (tmp_path / LOCK_NAME).exists()
+
+
+def test_dry_run_takes_no_lock(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png")
+    write_lock(out, me())
+    r = convert(src, out, "--dry-run")
+    assert r.exit_code == 0, r.output
