@@ -141,7 +141,8 @@ def convert(
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format; same = the input's.")] = OutputFormat.SAME,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 92,
     suffix: Annotated[str, typer.Option(help="Added to each output file name's stem.")] = "",
-    overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist (default: skip them).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--skip-existing", help="Redo outputs that already exist (default: skip those made from the same input with the same settings).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="When skipping, compare inputs by content (sha256) instead of size and modification time; reads every input twice.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write a report: .json, .csv or .jsonl.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
@@ -165,7 +166,7 @@ def convert(
         model=ModelChoice(model, weights, arch),
         load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch),
         engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads),
-        write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP),
+        write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify),
         report=report,
         dry_run=dry_run,
     )

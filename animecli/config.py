@@ -111,12 +111,15 @@ class WriteOptions:
         quality: JPEG/WebP quality 1–100.
         suffix: added to the output file's stem (``photo`` → ``photo_anime``).
         existing: skip or overwrite outputs that already exist.
+        verify: when skipping, compare inputs by content digest (sha256) rather than
+            size and modification time.
     """
 
     format: OutputFormat = OutputFormat.SAME
     quality: int = 92
     suffix: str = ""
     existing: Existing = Existing.SKIP
+    verify: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from animecli.config import ConvertOptions, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem
@@ -18,6 +19,7 @@ from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, peak_rss_mb, rss_mb
+from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
 
 RecordFn = Callable[[FileRecord], None]
 
@@ -42,14 +44,28 @@ def _size(wh: tuple[int, int]) -> str:
     return f"{wh[0]}×{wh[1]}" if wh[0] else ""
 
 
+_SKIP_REASON = {
+    Verdict.UP_TO_DATE: "up to date: made from this input with these settings (use --overwrite to redo)",
+    Verdict.UNRECORDED: "output exists (use --overwrite to redo)",
+}
+_REDO_NOTE = {
+    Verdict.INPUT_CHANGED: "input changed since its output was made: converted again",
+    Verdict.SETTINGS_CHANGED: "settings changed since its output was made: converted again",
+    Verdict.NOT_VERIFIED: "no content digest recorded for --verify: converted again",
+}
+
+
 class _Run:
-    """State of one conversion run (counts, report, callbacks)."""
+    """State of one conversion run (counts, report, callbacks, resume state)."""
 
     def __init__(self, opts: ConvertOptions, on_record: RecordFn | None) -> None:
         self.opts = opts
         self.on_record = on_record
         self.summary = Summary()
         self.report = ReportWriter(opts.report) if opts.report else None
+        self.state = RunState(opts.output, opts.write.verify)
+        self.settings: Settings | None = None  # known once the model and engine are ready
+        self.stamps: dict[Path, Stamp] = {}  # inputs' stamps, from planning until their output is saved
 
     def emit(self, rec: FileRecord) -> None:
         self.summary.add(rec)
@@ -58,14 +74,36 @@ class _Run:
         if self.on_record:
             self.on_record(rec)
 
-    def plan(self) -> Iterator[Found | _Skip]:
-        """Discovery, with outputs that already exist turned into skips (they are never decoded)."""
+    def plan(self, keep_stamps: bool) -> Iterator[Found | _Skip]:
+        """Discovery, with up-to-date outputs turned into skips (they are never decoded).
+
+        Args:
+            keep_stamps: remember each input's stamp for :meth:`saved` (real runs; not --dry-run).
+        """
         w = self.opts.write
         for item in Discovery(self.opts.inputs, self.opts.output, self.opts.recursive, w.format, w.suffix):
-            if isinstance(item, Job) and w.existing is Existing.SKIP and _done(item):
-                yield _Skip(item, "output exists (use --overwrite to redo)")
-            else:
+            if not isinstance(item, Job):
                 yield item
+                continue
+            stamp = stamp_of(item.src, w.verify)
+            verdict = Verdict.CONVERT
+            if w.existing is Existing.SKIP:
+                fp = self.settings.fingerprint(item.dst) if self.settings else None
+                verdict = self.state.verdict(item.dst, stamp, fp)
+            if verdict in _SKIP_REASON:
+                yield _Skip(item, _SKIP_REASON[verdict])
+                continue
+            if verdict in _REDO_NOTE:
+                item = replace(item, note="; ".join(filter(None, [item.note, _REDO_NOTE[verdict]])))
+            if keep_stamps and stamp is not None:
+                self.stamps[item.dst] = stamp
+            yield item
+
+    def saved(self, job: Job) -> None:
+        """Record a freshly saved output in the resume state."""
+        stamp = self.stamps.pop(job.dst, None)
+        if stamp is not None and self.settings is not None:
+            self.state.record(job.dst, stamp, self.settings.fingerprint(job.dst))
 
     def passthrough(self, item: object) -> None:
         """Record a non-image, a skip or an unreadable path."""
@@ -77,19 +115,13 @@ class _Run:
             self.emit(FileRecord(str(item.src), "", Status.FAILED, item.reason))
 
     def finish(self, t0: float) -> Summary:
+        self.state.close()
         self.summary.elapsed_s = time.perf_counter() - t0
         self.summary.peak_rss_mb = peak_rss_mb()
         if self.report:
             self.report.finish(self.summary)
             self.report.close()
         return self.summary
-
-
-def _done(job: Job) -> bool:
-    try:
-        return job.dst.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def run_convert(
@@ -115,17 +147,17 @@ def run_convert(
         AnimecliError: setup problems (weights, device, options) before any file is touched.
     """
     t0 = time.perf_counter()
-    run = _Run(opts, on_record)
     if opts.dry_run:
-        for item in run.plan():
+        run = _Run(opts, on_record)
+        for item in run.plan(keep_stamps=False):
             if isinstance(item, Job):
                 run.emit(FileRecord(str(item.src), str(item.dst), Status.PLANNED, notes=item.note))
             else:
                 run.passthrough(item)
         return run.finish(t0)
 
-    with OutputLock(opts.output):
-        return _convert(run, opts, on_start, stop, t0)
+    with OutputLock(opts.output):  # before anything reads the resume state or writes an output
+        return _convert(_Run(opts, on_record), opts, on_start, stop, t0)
 
 
 def _convert(
@@ -148,6 +180,12 @@ def _convert(
     s.precision = str(engine.dtype).removeprefix("torch.")
     if on_start:
         on_start(RunInfo(s.model, s.device, s.precision, s.backend))
+    spec, w = loaded_model.spec, opts.write
+    run.settings = Settings(
+        loaded_model.sha256, f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}",
+        opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+    )
+    run.state.compact()
 
     batch_size = max(1, opts.engine.batch_size)
     pending: dict[tuple[int, int], list[Loaded]] = {}
@@ -172,19 +210,21 @@ def _convert(
                     rec.reason = exc.reason
                 else:
                     rec.status, rec.save_ms = Status.CONVERTED, saved.save_ms
+                    run.saved(it.job)
                     if saved.notes:
                         rec.notes = "; ".join(filter(None, [rec.notes, *saved.notes]))
             rec.rss_mb = rss_mb()
             run.emit(rec)
         del items, result  # drop the batch's tensors before the next one is formed
 
-    with StreamingLoader(run.plan(), opts.load) as loader:
+    with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
         try:
             for got in loader:
                 if not isinstance(got, Loaded):
                     run.passthrough(got)
                     continue
                 if got.error is not None:
+                    run.stamps.pop(got.job.dst, None)
                     run.emit(FileRecord(
                         str(got.job.src), str(got.job.dst), Status.FAILED, got.error, load_ms=got.load_ms,
                         notes="; ".join(got.notes),

@@ -65,7 +65,9 @@ def rows_by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def files_under(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    """The files below ``folder``, without animecli's own bookkeeping (resume state, lock)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".animecli.")}
 
 
 def pixels(path: Path, mode: str = "RGB") -> np.ndarray:

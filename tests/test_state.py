@@ -1,0 +1,176 @@
+"""Resume state: reruns skip only outputs made from the same input with the same settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from animecli.cli import app
+from animecli.state import STATE_NAME, RunState, Settings, Stamp, Verdict
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _weights(tiny_weights_dir: Path) -> Path:
+    return tiny_weights_dir
+
+
+def convert(*args: object) -> Result:
+    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+
+
+def statuses(src: Path, out: Path, rep: Path, *extra: object) -> dict[str, dict[str, Any]]:
+    """Run a conversion and return the report's rows by input file name."""
+    r = convert(src, out, "--report", rep, *extra)
+    assert r.exit_code == 0, r.output
+    return {Path(row["src"]).name: row for row in json.loads(rep.read_text())["files"]}
+
+
+def state_lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / STATE_NAME).read_text().splitlines()]
+
+
+@pytest.fixture
+def converted(tmp_path: Path) -> tuple[Path, Path]:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png", seed=1)
+    make_photo(src / "sub" / "b.png", seed=2)
+    r = convert(src, out)
+    assert r.exit_code == 0, r.output
+    return src, out
+
+
+def test_state_records_each_output(converted: tuple[Path, Path]) -> None:
+    src, out = converted
+    lines = state_lines(out)
+    assert sorted(line["dst"] for line in lines) == ["a.png", "sub/b.png"]
+    a = next(line for line in lines if line["dst"] == "a.png")
+    st = (src / "a.png").stat()
+    assert (a["size"], a["mtime_ns"], a["sha256"]) == (st.st_size, st.st_mtime_ns, None)
+    assert len(a["fp"]) == 32
+
+
+def test_changed_input_is_converted_again(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    rows = statuses(src, out, tmp_path / "r1.json")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert "up to date" in rows["a.png"]["reason"] and "--overwrite" in rows["a.png"]["reason"]
+
+    make_photo(src / "a.png", (50, 20), seed=3)  # new content
+    rows = statuses(src, out, tmp_path / "r2.json")
+    assert (rows["a.png"]["status"], rows["b.png"]["status"]) == ("converted", "skipped")
+    assert "input changed" in rows["a.png"]["notes"]
+    with Image.open(out / "a.png") as img:
+        assert img.size == (50, 20)
+    assert not list(out.rglob(".animecli-*.part"))
+
+    rows = statuses(src, out, tmp_path / "r3.json")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+
+
+def test_changed_settings_convert_again(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    rows = statuses(src, out, tmp_path / "r1.json", "--max-size", "32")
+    assert {r["status"] for r in rows.values()} == {"converted"}
+    assert "settings changed" in rows["a.png"]["notes"]
+    rows = statuses(src, out, tmp_path / "r2.json", "--max-size", "32")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    rows = statuses(src, out, tmp_path / "r3.json", "--max-size", "32", "--model", "tiny_v2")
+    assert {r["status"] for r in rows.values()} == {"converted"}
+    # quality does not change a PNG: still up to date
+    rows = statuses(src, out, tmp_path / "r4.json", "--max-size", "32", "--model", "tiny_v2", "--quality", "50")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+
+
+def test_quality_counts_for_jpeg_outputs(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    assert statuses(src, out, tmp_path / "r1.json", "-f", "jpg")["a.png"]["status"] == "converted"
+    assert statuses(src, out, tmp_path / "r2.json", "-f", "jpg")["a.png"]["status"] == "skipped"
+    assert statuses(src, out, tmp_path / "r3.json", "-f", "jpg", "--quality", "60")["a.png"]["status"] == "converted"
+
+
+def test_deleted_state_falls_back_to_existing_outputs(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    (out / STATE_NAME).unlink()
+    make_photo(src / "a.png", (50, 20), seed=3)  # changed, but nothing records the old input
+    rows = statuses(src, out, tmp_path / "r.json", "--max-size", "32")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert rows["a.png"]["reason"] == "output exists (use --overwrite to redo)"
+    rows = statuses(src, out, tmp_path / "r2.json", "--overwrite")
+    assert {r["status"] for r in rows.values()} == {"converted"}
+    assert sorted(line["dst"] for line in state_lines(out)) == ["a.png", "sub/b.png"]
+
+
+def test_verify_compares_content_not_mtime(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    # No digest recorded yet: --verify cannot vouch for the outputs, so it redoes them once.
+    rows = statuses(src, out, tmp_path / "r1.json", "--verify")
+    assert {r["status"] for r in rows.values()} == {"converted"}
+    assert "--verify" in rows["a.png"]["notes"]
+    assert all(line["sha256"] for line in state_lines(out)[-2:])
+    os.utime(src / "a.png", ns=(0, 0))  # touched, same content
+    rows = statuses(src, out, tmp_path / "r2.json", "--verify")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    # same size and mtime, other content (an uncompressed BMP with one pixel changed): only --verify notices
+    path = make_photo(src / "c.bmp", seed=4)
+    statuses(src, out, tmp_path / "r3.json", "--verify")
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert statuses(src, out, tmp_path / "r4.json")["c.bmp"]["status"] == "skipped"
+    row = statuses(src, out, tmp_path / "r5.json", "--verify")["c.bmp"]
+    assert row["status"] == "converted" and "input changed" in row["notes"]
+
+
+def test_torn_and_garbled_lines_are_ignored(converted: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = converted
+    with (out / STATE_NAME).open("a") as fh:
+        fh.write('garbage\n{"dst": "a.png", "size": 1, "mt')  # a crash mid-append
+    rows = statuses(src, out, tmp_path / "r.json")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+
+
+def test_dry_run_uses_the_state_for_inputs(converted: tuple[Path, Path]) -> None:
+    src, out = converted
+    make_photo(src / "a.png", (50, 20), seed=3)
+    r = convert(src, out, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "would convert" in r.output and "a.png" in r.output and "input changed" in r.output
+    assert "b.png" not in r.output.split("would convert", 1)[1].split("\n")[0]
+
+
+def test_compaction_keeps_the_latest_line(tmp_path: Path) -> None:
+    settings = Settings("x" * 64, "lite/1.0/align", 1024, "same", 92, "", "float32")
+    dst = tmp_path / "a.png"
+    dst.write_bytes(b"png")
+    state = RunState(tmp_path)
+    for i in range(1100):
+        state.record(dst, Stamp(i, i), settings.fingerprint(dst))
+    state.close()
+    state = RunState(tmp_path)
+    assert len(state) == 1
+    state.compact()
+    assert len((tmp_path / STATE_NAME).read_text().splitlines()) == 1
+    assert RunState(tmp_path).verdict(dst, Stamp(1099, 1099), settings.fingerprint(dst)) is Verdict.UP_TO_DATE
+    assert RunState(tmp_path).verdict(dst, Stamp(1098, 1098), None) is Verdict.INPUT_CHANGED
+
+
+def test_undecodable_names_round_trip(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # not UTF-8: a surrogate escape in Python
+    dst = tmp_path / name
+    dst.write_bytes(b"png")
+    settings = Settings("x", "lite", 0, "same", 92, "", "float32")
+    state = RunState(tmp_path)
+    state.record(dst, Stamp(1, 2), settings.fingerprint(dst))
+    state.close()
+    assert RunState(tmp_path).verdict(dst, Stamp(1, 2), settings.fingerprint(dst)) is Verdict.UP_TO_DATE
