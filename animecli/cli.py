@@ -138,6 +138,8 @@ def convert(
     prefetch: Annotated[int, typer.Option(min=1, help="Images decoded ahead of the model.")] = 4,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch; 0 = torch's default (all cores).")] = 0,
     clear_cache: Annotated[ClearCache, typer.Option(help="When to empty the CUDA cache between batches.")] = ClearCache.AUTO,
+    tile: Annotated[str, typer.Option(help="Tiled inference: auto (when an image would not fit --max-memory), 0 = never, or a tile side in pixels.")] = "auto",
+    max_memory: Annotated[int, typer.Option(min=0, help="Memory budget for the model's activations, MB; 0 = automatic (CPU 1024, CUDA 80% of free).")] = 0,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format; same = the input's.")] = OutputFormat.SAME,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 92,
     suffix: Annotated[str, typer.Option(help="Added to each output file name's stem.")] = "",
@@ -165,7 +167,7 @@ def convert(
         recursive=recursive,
         model=ModelChoice(model, weights, arch),
         load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch),
-        engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads),
+        engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads, _tile(tile), max_memory),
         write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify),
         report=report,
         dry_run=dry_run,
@@ -183,6 +185,20 @@ def convert(
         err.print("error: no images found in the inputs (supported: jpg, jpeg, png, webp, bmp, tif, tiff)")
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(_exit_code(summary, None))
+
+
+def _tile(value: str) -> int:
+    """``auto`` → -1, ``0`` → 0, ``N`` → N (at least 64)."""
+    if value == "auto":
+        return -1
+    try:
+        n = int(value)
+    except ValueError:
+        n = -2
+    if n != 0 and n < 64:
+        err.print(f"error: --tile {value!r}: use auto, 0 (never tile) or a tile side of at least 64 pixels")
+        raise typer.Exit(EXIT_USAGE)
+    return n
 
 
 def _exit_code(summary: Summary, signum: int | None) -> int:

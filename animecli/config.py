@@ -92,6 +92,10 @@ class EngineOptions:
         batch_size: images per forward pass (images of equal processed size).
         clear_cache: when to empty the CUDA cache.
         threads: CPU threads for torch (0 = torch's default).
+        tile: tile interior side in pixels; 0 = never tile; -1 = automatic
+            (tile only images whose activations would exceed ``max_memory_mb``).
+        max_memory_mb: memory budget for the model's activations, MiB; 0 = automatic
+            (CPU: 1024; CUDA: 80% of the free memory).
     """
 
     device: str = "auto"
@@ -100,6 +104,8 @@ class EngineOptions:
     batch_size: int = 1
     clear_cache: ClearCache = ClearCache.AUTO
     threads: int = 0
+    tile: int = -1
+    max_memory_mb: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from torch import nn
 
 from animecli.config import Backend, ClearCache, EngineOptions, Precision
 from animecli.errors import SetupError, UsageError
-from animecli.transforms import from_model_range, pad_batch, to_model_range
+from animecli.tiling import bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
+from animecli.transforms import from_model_range, pad_batch, pad_uint8, to_model_range
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
@@ -87,10 +88,11 @@ class Engine:
     Args:
         model: the generator, (N, 3, H, W) in [-1, 1] → same.
         input_multiple: H and W are padded to a multiple of this.
-        opts: device, precision, backend, batch size, cache policy.
+        opts: device, precision, backend, batch size, cache policy, tiling.
+        arch: the architecture's name, for the memory estimate of tiling.
     """
 
-    def __init__(self, model: nn.Module, input_multiple: int, opts: EngineOptions) -> None:
+    def __init__(self, model: nn.Module, input_multiple: int, opts: EngineOptions, arch: str = "lite") -> None:
         if opts.threads > 0:
             torch.set_num_threads(opts.threads)
         self.device = resolve_device(opts.device)
@@ -103,6 +105,8 @@ class Engine:
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model.eval()
         self.backend = Backend.EAGER if opts.backend is Backend.AUTO else opts.backend
+        self.arch = arch
+        self.budget = self._memory_budget()
         self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._last_shape: tuple[int, ...] | None = None
 
@@ -121,6 +125,41 @@ class Engine:
             return fn(x)
         out: torch.Tensor = self.model(x)
         return out
+
+    def _memory_budget(self) -> int:
+        """Bytes the model's activations may use (``--max-memory`` or an automatic share)."""
+        if self.opts.max_memory_mb > 0:
+            return self.opts.max_memory_mb * 2**20
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * 0.8)
+        return 1024 * 2**20
+
+    def tile_plan_for(self, height: int, width: int) -> tuple[int, int] | None:
+        """(tile, overlap) if an image of this size should be tiled, else ``None``."""
+        if self.opts.tile == 0 or not supports_tiling(self.model):
+            return None
+        bpp = bytes_per_pixel(self.arch, self.dtype)
+        if self.opts.tile > 0:
+            if max(height, width) <= self.opts.tile:
+                return None
+            plan = plan_tiles(height, width, self.budget, bpp, self.multiple)
+            return self.opts.tile // self.multiple * self.multiple or self.multiple, plan.overlap
+        if height * width * bpp <= self.budget:
+            return None
+        plan = plan_tiles(height, width, self.budget, bpp, self.multiple)
+        return plan.tile, plan.overlap
+
+    def _run_tiled(self, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        h, w = int(image.shape[1]), int(image.shape[2])
+        padded = pad_uint8(image, self.multiple)
+        bpp = bytes_per_pixel(self.arch, self.dtype)
+        plan = plan_tiles(h, w, self.budget, bpp, self.multiple, overlap)
+        plan = type(plan)(tile=tile, overlap=plan.overlap, stats_side=plan.stats_side)
+        # Frozen statistics live in the eager modules; a traced graph would ignore them.
+        out = tiled_forward(self.model, self.model, padded, plan, self.multiple, self.dtype, self.device,
+                            self.memory_format)
+        return out[:, :h, :w]
 
     def _run(self, batch: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
@@ -150,7 +189,13 @@ class Engine:
         t0 = time.perf_counter()
         images: list[torch.Tensor | None] = []
         errors: list[str | None] = []
-        self._run_split(list(batch), images, errors)
+        h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
+        tiling = self.tile_plan_for(h, w)
+        if tiling is None:
+            self._run_split(list(batch), images, errors)
+        else:
+            for img in batch:
+                self._run_tiled_with_backoff(img, *tiling, images, errors)
         if cuda:
             torch.cuda.synchronize(self.device)
         infer_ms = (time.perf_counter() - t0) * 1000.0
@@ -185,6 +230,26 @@ class Engine:
             return
         images.extend(outs)
         errors.extend([None] * len(outs))
+
+    def _run_tiled_with_backoff(
+        self, img: torch.Tensor, tile: int, overlap: int,
+        images: list[torch.Tensor | None], errors: list[str | None],
+    ) -> None:
+        """Tiled inference; on out-of-memory, retry with half the tile side (down to 4× the overlap)."""
+        while True:
+            try:
+                images.append(self._run_tiled(img, tile, overlap))
+                errors.append(None)
+                return
+            except Exception as exc:
+                if not is_oom(exc) or tile // 2 < 2 * overlap:
+                    images.append(None)
+                    reason = "out of memory even when tiled" if is_oom(exc) else f"{type(exc).__name__}: {exc}"
+                    errors.append(f"{reason}; lower --max-memory or --tile, or use --device cpu")
+                    return
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tile = tile // 2 // self.multiple * self.multiple
 
     def _after_batch(self, shape: tuple[int, ...]) -> None:
         if self.device.type != "cuda" or self.opts.clear_cache is ClearCache.NEVER:

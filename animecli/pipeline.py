@@ -174,7 +174,7 @@ def _convert(
     from animecli.writer import save_image
 
     loaded_model = load_generator(opts.model)
-    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine)
+    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine, loaded_model.spec.arch.value)
     s = run.summary
     s.model, s.device, s.backend = loaded_model.name, str(engine.device), engine.backend.value
     s.precision = str(engine.dtype).removeprefix("torch.")

@@ -160,6 +160,26 @@ def pad_batch(x: torch.Tensor, multiple: int, min_size: int = 16) -> torch.Tenso
     return F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
 
 
+def pad_uint8(img: torch.Tensor, multiple: int, min_size: int = 16) -> torch.Tensor:
+    """Pad a (3, H, W) uint8 image on the bottom/right to the size multiple, by reflection.
+
+    Same result as :func:`pad_batch` but without a float copy of the whole
+    image, which matters for the tiled path (a 48-megapixel photo is 576 MB in float32).
+    """
+    _, h, w = img.shape
+    ph, pw = padded_size(int(h), int(w), multiple, min_size)
+    if (ph, pw) == (h, w):
+        return img
+
+    def index(n: int, size: int) -> torch.Tensor:
+        i = torch.arange(size)
+        period = 2 * (n - 1) if n > 1 else 1
+        i = i % period
+        return torch.where(i < n, i, period - i).clamp(0, n - 1)
+
+    return img.index_select(1, index(int(h), ph)).index_select(2, index(int(w), pw))
+
+
 def to_model_range(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """uint8 [0, 255] → ``dtype`` in [-1, 1]."""
     return x.to(dtype).div_(127.5).sub_(1.0)
