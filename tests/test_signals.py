@@ -1,0 +1,83 @@
+"""SIGTERM / SIGINT on a real ``python -m animecli convert`` process (what cron and systemd send).
+
+The run must finish the image in hand, write its report, leave no temporary
+files and no lock, and exit 143 (SIGTERM) or 130 (SIGINT); a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from animecli.atomic import TEMP_SUFFIX
+from animecli.cli import app
+from animecli.lock import LOCK_NAME
+from animecli.state import STATE_NAME
+from tests.conftest import make_photo
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+N_IMAGES = 20
+
+
+def outputs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("*.png"))
+
+
+def start(src: Path, out: Path, report: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "animecli", "convert", str(src), str(out), "--device", "cpu", "--threads", "1",
+           "--batch-size", "1", "--prefetch", "1", "--report", str(report), "-q"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def interrupt_after_first_output(proc: subprocess.Popen[str], out: Path, signum: int) -> tuple[str, str]:
+    deadline = time.monotonic() + 60
+    while not outputs(out):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no output appeared within 60 s"
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    return proc.communicate(timeout=60)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_and_rerun_resumes(
+    tiny_weights_dir: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
+    for i in range(N_IMAGES):
+        make_photo(src / f"p{i:02d}.png", (128, 96), seed=i)
+    proc = start(src, out, report)
+    _, stderr = interrupt_after_first_output(proc, out, signum)
+
+    assert proc.returncode == code, stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    data = json.loads(report.read_text())
+    assert data["summary"]["interrupted"] is True
+    done = outputs(out)
+    assert 1 <= data["summary"]["converted"] == len(done) < N_IMAGES
+    for path in done:
+        with Image.open(path) as img:
+            img.load()
+            assert img.size == (128, 96)
+    assert not list(out.glob(f"*{TEMP_SUFFIX}"))
+    assert not (out / LOCK_NAME).exists()
+    recorded = {json.loads(line)["dst"] for line in (out / STATE_NAME).read_text().splitlines()}
+    assert recorded == {p.name for p in done}
+
+    # A rerun resumes: it would convert exactly the images not done yet (checked with --dry-run, in-process).
+    r = CliRunner().invoke(app, ["convert", str(src), str(out), "--dry-run", "--report", str(tmp_path / "plan.json")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "plan.json").read_text())["files"]
+    assert sorted(Path(row["dst"]).name for row in rows if row["status"] == "skipped") == [p.name for p in done]
+    assert sum(row["status"] == "planned" for row in rows) == N_IMAGES - len(done)
