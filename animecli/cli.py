@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from animecli import __version__
@@ -53,8 +54,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+def _printable(text: str) -> str:
+    """``text`` safe to print: undecodable file-name bytes (lone surrogates) shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _fail(exc: AnimecliError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(_printable(str(exc)))}", markup=True, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -101,6 +107,10 @@ class _Signals:
 
 
 def _record_line(rec: FileRecord) -> str:
+    return _printable(_record_text(rec))
+
+
+def _record_text(rec: FileRecord) -> str:
     if rec.status.value == "failed":
         return f"FAILED {rec.src}: {rec.reason}"
     if rec.status.value == "skipped":
@@ -177,12 +187,15 @@ def convert(
         raise typer.Exit(EXIT_USAGE)
     summary = _run_with_display(opts, quiet, verbose)
     if summary.fatal:
-        err.print(f"[bold red]error:[/] {summary.fatal}")
+        err.print(f"[bold red]error:[/] {escape(_printable(summary.fatal))}", soft_wrap=True)
     if not quiet or summary.failed or summary.fatal:
         (err if summary.failed or summary.fatal else out).print(_summary_line(summary), soft_wrap=True)
     if (summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and summary.planned == 0
             and not summary.interrupted):
-        err.print("error: no images found in the inputs (supported: jpg, jpeg, png, webp, bmp, tif, tiff)")
+        from animecli.discovery import SUPPORTED
+
+        kinds = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED))
+        err.print(f"error: no images found in the inputs (supported: {kinds}); check the paths and extensions")
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(_exit_code(summary, None))
 
@@ -232,7 +245,7 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
         elif (verbose or not tty or opts.dry_run) and not quiet:
             out.print(line, markup=False, soft_wrap=True)
         if progress is not None and task is not None:
-            progress.update(task, completed=done[0], description=Path(rec.src).name[:40])
+            progress.update(task, completed=done[0], description=escape(_printable(Path(rec.src).name[:40])))
 
     with _Signals() as sig:
         try:

@@ -15,8 +15,11 @@ from pathlib import Path
 
 from animecli.config import OutputFormat
 
-SUPPORTED = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+SUPPORTED = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 _FORMAT_EXT = {OutputFormat.PNG: ".png", OutputFormat.JPG: ".jpg", OutputFormat.WEBP: ".webp"}
+# Inputs whose own format is a poor output: GIF has 256 colours, so ``--format same`` writes PNG.
+_SAME_EXT = {".gif": ".png"}
+GIF_NOTE = "GIF written as PNG (a GIF output would be reduced to 256 colours; --format chooses another)"
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ Found = Job | Ignored | Problem
 
 
 def output_name(src: Path, fmt: OutputFormat, suffix: str) -> str:
-    """``photo.JPG`` → ``photo{suffix}.jpg`` (or the chosen format's extension)."""
-    ext = _FORMAT_EXT.get(fmt, src.suffix.lower())
+    """``photo.JPG`` → ``photo{suffix}.jpg`` (or the chosen format's extension; GIF → PNG)."""
+    ext = _FORMAT_EXT.get(fmt) or _SAME_EXT.get(src.suffix.lower(), src.suffix.lower())
     return f"{src.stem}{suffix}{ext}"
 
 
@@ -138,8 +141,8 @@ class Discovery:
             try:
                 if e.is_dir():
                     subdirs.append(e)
-                elif e.is_file():
-                    files.append(Path(e.path))
+                elif e.is_file() or e.is_symlink():
+                    files.append(Path(e.path))  # a broken link is reported by the loader, not dropped
             except OSError:
                 files.append(Path(e.path))  # let the loader report it
         yield from self._plan_dir(files, dst_dir)
@@ -169,8 +172,9 @@ class Discovery:
         for f in images:
             plain = output_name(f, self.fmt, self.suffix)
             group = names[plain.lower()]
+            gif = GIF_NOTE if self.fmt is OutputFormat.SAME and f.suffix.lower() in _SAME_EXT else ""
             if len(group) == 1:
-                yield Job(f, dst_dir / plain)
+                yield Job(f, dst_dir / plain, gif)
                 continue
             stem = f"{f.stem}_{f.suffix.lstrip('.').lower()}{self.suffix}"
             name = output_name(f.with_name(stem + f.suffix), self.fmt, "")
@@ -180,4 +184,5 @@ class Discovery:
                 n += 1
             taken.add(name.lower())
             others = ", ".join(g.name for g in group if g != f)
-            yield Job(f, dst_dir / name, f"name collision with {others}: written as {name}")
+            note = f"name collision with {others}: written as {name}"
+            yield Job(f, dst_dir / name, f"{note}; {gif}" if gif else note)

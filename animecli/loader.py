@@ -8,6 +8,8 @@ batch carries on.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import queue
 import threading
 import time
@@ -63,15 +65,20 @@ class Loaded:
 
 def _describe(exc: BaseException, path: Path) -> str:
     """A one-line reason with the fix, for a file that failed to load."""
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop; fix or remove the link"
     if isinstance(exc, FileNotFoundError):
+        if path.is_symlink():
+            return "broken symbolic link (its target is missing); fix or remove the link"
         return "file vanished before it could be read; nothing to do unless it should exist"
     if isinstance(exc, PermissionError):
         return "permission denied; make the file readable (chmod +r) and rerun"
     if isinstance(exc, IsADirectoryError):
         return "is a directory, not an image"
     if isinstance(exc, UnidentifiedImageError):
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes); re-export or remove it"
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                return "empty file (0 bytes); re-export or remove it"
         return "not a recognised image (wrong extension or corrupt); re-export it as JPEG/PNG or remove it"
     if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -155,7 +155,9 @@ class ReportWriter:
         self.path = path
         self.format = report_format(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        # File names that are not valid UTF-8 reach us as lone surrogates (PEP 383); they are written as
+        # JSON escapes (\udcXX), which json.loads and os.fsencode turn back into the original bytes.
+        self._spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="backslashreplace")
 
     def add(self, rec: FileRecord) -> None:
         """Append one row."""
@@ -172,7 +174,7 @@ class ReportWriter:
         """Write the report file (may be called again later; the last call wins)."""
 
         def write(fh: BinaryIO) -> None:
-            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            text = io.TextIOWrapper(fh, encoding="utf-8", errors="backslashreplace", newline="")
             if self.format == "csv":
                 w = csv.DictWriter(text, fieldnames=FIELDS)
                 w.writeheader()

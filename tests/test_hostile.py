@@ -1,0 +1,211 @@
+"""Hostile inputs: bombs, animations, link loops, odd names, unreadable files, unwritable outputs.
+
+Each must end in a clean per-file failure (one line, with the fix) or a clean
+stop (exit 1 and a message), never a hang, a crash or a half-written file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from animecli.atomic import TEMP_SUFFIX
+from animecli.cli import app
+from animecli.discovery import GIF_NOTE
+from tests.conftest import make_photo
+
+runner = CliRunner()
+as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                             reason="root can read and write regardless of permissions")
+
+
+@pytest.fixture(autouse=True)
+def _weights(tiny_weights_dir: Path) -> Path:
+    return tiny_weights_dir
+
+
+def convert(*args: object) -> Result:
+    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+
+
+def report_rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {Path(row["src"]).name: row for row in json.loads(path.read_text())["files"]}
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A 60-byte PNG that claims to be side×side pixels (10 gigapixels by default)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+                     + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_in_one_line(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    src.mkdir()
+    bomb_png(src / "bomb.png")
+    make_photo(src / "ok.png", (40, 30))
+    r = convert(src, out, "--report", rep)
+    assert r.exit_code == 1, r.output
+    rows = report_rows(rep)
+    reason = rows["bomb.png"]["reason"]
+    assert rows["bomb.png"]["status"] == "failed"
+    assert "decompression bomb" in reason and "--max-pixels" in reason and "\n" not in reason
+    assert [line for line in r.stderr.splitlines() if "bomb.png" in line] == [f"FAILED {src / 'bomb.png'}: {reason}"]
+    assert rows["ok.png"]["status"] == "converted"
+    assert not (out / "bomb.png").exists()
+    # the limit is the option's: a small one refuses an ordinary photo, 0 lifts it
+    r = convert(src / "ok.png", tmp_path / "out2", "--max-pixels", "1000")
+    assert r.exit_code == 1 and "over the 0 MP limit" in r.stderr
+
+
+def _frames(size: tuple[int, int] = (32, 24)) -> list[Image.Image]:
+    colours = [(250, 20, 20), (20, 250, 20), (20, 20, 250)]
+    return [Image.new("RGB", size, c) for c in colours]
+
+
+def test_animated_gif_and_webp_convert_their_first_frame(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    src.mkdir()
+    frames = _frames()
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(src / "anim.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    frames[0].save(tmp_path / "first.png")
+    r = convert(src, out, "--report", rep)
+    assert r.exit_code == 0, r.output
+    rows = report_rows(rep)
+    for name in ("anim.gif", "anim.webp"):
+        assert rows[name]["status"] == "converted"
+        assert "animated (3 frames): first frame converted" in rows[name]["notes"]
+    assert GIF_NOTE in rows["anim.gif"]["notes"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["anim.png", "anim.webp"]
+    with Image.open(out / "anim.png") as img:
+        assert (img.format, img.size, getattr(img, "n_frames", 1)) == ("PNG", (32, 24), 1)
+    # the first frame, exactly: the same as converting that frame on its own
+    r = convert(tmp_path / "first.png", tmp_path / "ref")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(pixels(out / "anim.png"), pixels(tmp_path / "ref" / "first.png"))
+
+
+def test_symlink_loops_do_not_hang(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    make_photo(src / "sub" / "a.png")
+    try:
+        os.symlink("..", src / "sub" / "up")  # folder loop
+        os.symlink("self.png", src / "self.png")  # file link to itself
+        os.symlink("missing.png", src / "dangling.png")
+    except (OSError, NotImplementedError):
+        pytest.skip("symlinks not supported here")
+    result: list[Result] = []
+    worker = threading.Thread(target=lambda: result.append(convert(src, out, "--report", rep)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "convert hung on a symlink loop"
+    r = result[0]
+    assert r.exit_code == 1, r.output
+    rows = report_rows(rep)
+    assert rows["a.png"]["status"] == "converted"
+    assert "symbolic link loop" in rows["self.png"]["reason"]
+    assert "broken symbolic link" in rows["dangling.png"]["reason"]
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.png")} == {"sub/a.png"}
+
+
+def test_non_utf8_file_name_converts(tmp_path: Path) -> None:
+    if sys.platform in ("darwin", "win32"):
+        pytest.skip("file names must be valid Unicode on this platform")
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    src.mkdir()
+    raw = os.path.join(os.fsencode(src), b"caf\xe9 \xff.png")  # Latin-1 é and a stray byte
+    try:
+        make_photo(Path(os.fsdecode(raw)))
+    except (OSError, UnicodeError):
+        pytest.skip("the file system refuses non-UTF-8 names")
+    r = convert(src, out, "--report", rep, "-v")
+    assert r.exit_code == 0, r.output
+    assert os.listdir(os.fsencode(out)).count(b"caf\xe9 \xff.png") == 1
+    assert "caf\\xe9 \\xff.png" in r.output  # shown with the bytes escaped, not a crash
+    [row] = json.loads(rep.read_text(encoding="utf-8"))["files"]
+    assert os.fsencode(row["src"]) == raw  # the report round-trips the exact bytes
+    r = convert(src, out, "--report", rep)  # the resume state does too
+    assert json.loads(rep.read_text())["summary"]["skipped"] == 1
+
+
+@as_root
+def test_unreadable_file_is_reported(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    make_photo(src / "ok.png")
+    locked = make_photo(src / "secret.png")
+    locked.chmod(0)
+    try:
+        r = convert(src, out, "--report", rep)
+    finally:
+        locked.chmod(0o644)
+    assert r.exit_code == 1, r.output
+    rows = report_rows(rep)
+    assert rows["ok.png"]["status"] == "converted"
+    assert rows["secret.png"]["status"] == "failed"
+    assert "permission denied" in rows["secret.png"]["reason"] and "chmod" in rows["secret.png"]["reason"]
+
+
+@as_root
+def test_read_only_output_folder_stops_with_exit_1(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photo(src / "a.png")
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        r = convert(src, out)
+    finally:
+        out.chmod(0o755)
+    assert r.exit_code == 1, r.output
+    msg = " ".join(r.stderr.split())
+    assert "cannot write to the output folder" in msg and "writable" in msg
+    assert list(out.iterdir()) == []
+
+
+def test_output_turning_read_only_mid_run_stops_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs as root too: the file system "becomes" read-only after the first image."""
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    for i in range(4):
+        make_photo(src / f"p{i}.png", seed=i)
+    real_mkstemp = tempfile.mkstemp
+    made: list[str] = []
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if kwargs.get("dir") == out and made:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        fd, name = real_mkstemp(*args, **kwargs)
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)  # what animecli.atomic calls
+    r = convert(src, out, "--report", rep)
+    assert r.exit_code == 1, r.output
+    msg = " ".join(r.stderr.split())
+    assert "cannot write to" in msg and "choose a writable OUTPUT" in msg
+    summary = json.loads(rep.read_text())["summary"]
+    assert summary["converted"] == 1 and summary["fatal"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0.png"]
+    assert not list(out.glob(f"*{TEMP_SUFFIX}"))
