@@ -124,10 +124,20 @@ _KNOWN_FIELDS = {
 
 @dataclass(frozen=True)
 class Manifest:
-    """The parsed manifest: named entries and the default model's name."""
+    """The parsed manifest: named entries, the default model's name, and the folder it was read from.
+
+    ``folder`` (``None`` = :func:`weights_dir`) is where shipped entries' files are looked up.
+    """
 
     default: str
     models: Mapping[str, ModelEntry]
+    folder: Path | None = None
+
+    def path_of(self, entry: ModelEntry) -> Path:
+        """Where ``entry``'s file is: the cache for pulled models, else beside this manifest."""
+        if entry.remote or self.folder is None:
+            return entry.path()
+        return self.folder / entry.file
 
     def get(self, name: str) -> ModelEntry:
         """The entry called ``name``, or a :class:`WeightsError` listing the known names."""
@@ -141,7 +151,7 @@ class Manifest:
             ) from None
 
 
-def parse_manifest(data: Mapping[str, Any]) -> Manifest:
+def parse_manifest(data: Mapping[str, Any], folder: Path | None = None) -> Manifest:
     """Build a :class:`Manifest` from its JSON form."""
     models = {}
     for name, raw in data.get("models", {}).items():
@@ -162,12 +172,13 @@ def parse_manifest(data: Mapping[str, Any]) -> Manifest:
             url=raw.get("url"),
             extra=extra,
         )
-    return Manifest(default=str(data.get("default", "")), models=models)
+    return Manifest(default=str(data.get("default", "")), models=models, folder=folder)
 
 
 def load_manifest(folder: Path | None = None) -> Manifest:
     """Read ``manifest.json`` from ``folder`` (default: :func:`weights_dir`)."""
-    path = (folder or weights_dir()) / MANIFEST_NAME
+    folder = folder or weights_dir()
+    path = folder / MANIFEST_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -177,7 +188,7 @@ def load_manifest(folder: Path | None = None) -> Manifest:
         ) from None
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{path}: unreadable manifest ({exc}); restore it from the animecli release") from None
-    return parse_manifest(data)
+    return parse_manifest(data, folder)
 
 
 def save_manifest(manifest: Manifest, folder: Path) -> None:
@@ -276,7 +287,7 @@ def resolve(
     manifest = manifest or load_manifest()
     name = choice.name or manifest.default
     entry = manifest.get(name)
-    path = entry.path()
+    path = manifest.path_of(entry)
     if entry.remote and not path.is_file():
         raise WeightsError(f"model {name!r} is not downloaded yet; run `animecli models pull {name}` first")
     expected = entry.sha256

@@ -1,0 +1,60 @@
+"""Distillation end to end on a real teacher, tiny settings (needs ../shared/teachers)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from animecli.config import ModelChoice
+from animecli.models import Arch
+from animecli.training.distill import DistillConfig, train
+from animecli.training.evaluate import evaluate
+from animecli.training.export import export_student
+from animecli.training.losses import psnr, ssim
+from animecli.weights import load_generator, load_manifest
+from tests.conftest import SHARED, make_photo, needs_shared
+
+TEACHER = SHARED / "teachers" / "animeganv3_cute.onnx"
+
+
+def test_ssim_and_psnr_behave() -> None:
+    a = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-5)
+    assert psnr(a, a) == float("inf")
+    noisy = (a + 0.2 * torch.randn_like(a)).clamp(-1, 1)
+    assert float(ssim(a, noisy)) < 0.9
+    assert 10 < psnr(a, noisy) < 30
+
+
+@pytest.mark.shared
+@needs_shared("teachers", "animeganv3_cute.onnx")
+def test_distill_resume_export_eval(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    photos = tmp_path / "photos"
+    for i in range(3):
+        make_photo(photos / f"p{i}.jpg", size=(300, 280), seed=i)
+    cfg = DistillConfig(
+        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", pair_size=256, num_pairs=2,
+        crop_size=64, final_size=256, final_fraction=0.34, batch_size=2, steps=2, threads=1, checkpoint_every=1,
+    )
+    train(cfg)
+    assert len(list((tmp_path / "run" / "cache").glob("pair_*.pt"))) == 2
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    # Rerunning with more steps resumes from step 2 instead of starting over.
+    seen: list[int] = []
+    sd = train(cfg.__class__(**{**cfg.__dict__, "steps": 3}), lambda stage, i, n, parts: seen.append(i))
+    assert [i for i in seen] == [3]
+    entry = export_student(sd, tmp_path, "toy", Arch.LITE, "test", "test run", {"steps": 3}, make_default=True)
+    manifest = load_manifest(tmp_path)
+    assert manifest.default == "toy" and manifest.models["toy"].sha256 == entry.sha256
+    loaded = load_generator(ModelChoice("toy"), manifest=manifest)
+    val = tmp_path / "val"
+    shutil.copytree(photos, val)
+    result = evaluate(loaded.model, TEACHER, val, size=256, cache=tmp_path / "evalcache", sheet=tmp_path / "sheet.png")
+    assert result is not None and result.count == 3
+    assert 0 < result.psnr_db < 60 and -1 <= result.ssim <= 1
+    assert (tmp_path / "sheet.png").stat().st_size > 0
