@@ -6,7 +6,6 @@ Nothing here does I/O; the loader and writer call these.
 from __future__ import annotations
 
 import ctypes
-
 from dataclasses import dataclass
 
 import torch
