@@ -17,6 +17,37 @@ TEMP_PREFIX = ".animecli-"
 TEMP_SUFFIX = ".part"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs should get the usual 0666 & ~umask like any new file.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files left in ``folder`` by a run that was killed mid-write.
+
+    Only safe while holding the output folder's lock (no other run is writing there).
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if e.name.startswith(TEMP_PREFIX) and e.name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_open(dest: Path) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``dest``; on success it replaces ``dest``.
@@ -28,6 +59,7 @@ def atomic_open(dest: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), _FILE_MODE)
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:

@@ -8,6 +8,8 @@ CUDA out-of-memory the batch is halved and retried.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,29 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     if precision is Precision.FP16 and device.type == "cpu":
         raise UsageError("--precision fp16 needs a CUDA GPU; on CPU use fp32 (default) or bf16")
     return _DTYPES[precision]
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_host_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``).
+
+    Decoded images of changing sizes, allocated in the loader thread and freed
+    in the main thread, leave glibc's arenas fragmented: without this, RSS
+    climbed by ~700 MB over a 2,000-image soak before levelling off.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -252,6 +277,7 @@ class Engine:
                 tile = tile // 2 // self.multiple * self.multiple
 
     def _after_batch(self, shape: tuple[int, ...]) -> None:
+        release_host_memory()
         if self.device.type != "cuda" or self.opts.clear_cache is ClearCache.NEVER:
             return
         # auto: cached blocks are reused by same-shape batches, so only a shape change frees them.

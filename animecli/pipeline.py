@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from animecli.atomic import remove_stale_temps
 from animecli.config import ConvertOptions, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem
 from animecli.errors import FileError, OutputError
@@ -81,10 +82,16 @@ class _Run:
             keep_stamps: remember each input's stamp for :meth:`saved` (real runs; not --dry-run).
         """
         w = self.opts.write
+        cleaned: set[Path] = set()
         for item in Discovery(self.opts.inputs, self.opts.output, self.opts.recursive, w.format, w.suffix):
             if not isinstance(item, Job):
                 yield item
                 continue
+            if keep_stamps and item.dst.parent not in cleaned:
+                # A run killed mid-write (SIGKILL, power cut) leaves its temp file behind; we hold
+                # the lock, so any temp file in a folder we write to is stale.
+                cleaned.add(item.dst.parent)
+                remove_stale_temps(item.dst.parent)
             stamp = stamp_of(item.src, w.verify)
             verdict = Verdict.CONVERT
             if w.existing is Existing.SKIP:
