@@ -23,12 +23,14 @@ from animecli.config import (
     Backend,
     ClearCache,
     ConvertOptions,
+    EngineKind,
     EngineOptions,
     Existing,
     LoadOptions,
     ModelChoice,
     OutputFormat,
     Precision,
+    RayOptions,
     WriteOptions,
 )
 from animecli.errors import AnimecliError
@@ -159,6 +161,10 @@ def convert(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file, also on a terminal.")] = False,
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local (this process) or ray (a pool of Ray actors; pip install 'animecli[ray]'). See docs/ray.md.")] = EngineKind.LOCAL,
+    address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (e.g. auto, or HOST:6379); default: RAY_ADDRESS, else a local Ray instance.")] = None,
+    num_gpus_per_worker: Annotated[float | None, typer.Option(min=0.0, help="--engine ray: GPUs per model actor (0 = CPU actors; 0.5 = two per GPU); default: 1 if the cluster has GPUs, else 0.")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="--engine ray: model actors; 0 = as many as the cluster's GPUs (or CPUs) allow.")] = 0,
 ) -> None:
     """Convert photos to anime style: [bold]animecli convert photos/ out/[/].
 
@@ -181,6 +187,8 @@ def convert(
         write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify),
         report=report,
         dry_run=dry_run,
+        engine_kind=engine_kind,
+        ray=RayOptions(address, num_gpus_per_worker, workers),
     )
     if Path(output).exists() and not Path(output).is_dir():
         err.print(f"error: OUTPUT {output} is a file; give a folder (it is created if missing)")

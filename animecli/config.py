@@ -41,6 +41,13 @@ class ClearCache(str, Enum):
     NEVER = "never"
 
 
+class EngineKind(str, Enum):
+    """Where the conversion runs: in this process, or on a Ray cluster (``animecli[ray]``)."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class Existing(str, Enum):
     """What to do when the output file already exists."""
 
@@ -129,6 +136,23 @@ class WriteOptions:
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """How ``--engine ray`` uses its cluster.
+
+    Attributes:
+        address: cluster to join (``ray start --head`` prints it; ``auto`` = the one on
+            this machine); ``None`` = ``RAY_ADDRESS`` if set, else start a local Ray instance.
+        num_gpus_per_worker: GPUs each model actor reserves (fractions share a GPU);
+            ``None`` = 1 when the cluster has GPUs and ``--device`` allows them, else 0 (CPU actors).
+        workers: model actors in the pool; 0 = as many as the cluster's GPUs (or CPUs) allow.
+    """
+
+    address: str | None = None
+    num_gpus_per_worker: float | None = None
+    workers: int = 0
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
     """Everything ``animecli convert`` needs.
 
@@ -140,6 +164,8 @@ class ConvertOptions:
         load, engine, write: the stages' options.
         report: where to write the machine-readable report (json/csv/jsonl), if anywhere.
         dry_run: list what would be converted, convert nothing.
+        engine_kind: run locally, or on a Ray cluster.
+        ray: cluster options (``engine_kind`` ray only).
     """
 
     inputs: tuple[str, ...]
@@ -151,3 +177,5 @@ class ConvertOptions:
     write: WriteOptions = WriteOptions()
     report: Path | None = None
     dry_run: bool = False
+    engine_kind: EngineKind = EngineKind.LOCAL
+    ray: RayOptions = RayOptions()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from animecli.atomic import remove_stale_temps
-from animecli.config import ConvertOptions, Existing
+from animecli.config import ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem
 from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
@@ -164,6 +164,10 @@ def run_convert(
         return run.finish(t0)
 
     with OutputLock(opts.output):  # before anything reads the resume state or writes an output
+        if opts.engine_kind is EngineKind.RAY:
+            from animecli.ray_engine import convert_on_ray  # Ray only when asked for (an optional extra)
+
+            return convert_on_ray(_Run(opts, on_record), on_start, stop, t0)
         return _convert(_Run(opts, on_record), opts, on_start, stop, t0)
 
 
