@@ -354,6 +354,10 @@ def distill(
     include: Annotated[list[str] | None, typer.Option(help="Use only photos whose name contains this (repeatable).")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    publish: Annotated[str | None, typer.Option(help="Also publish the student under this model name (file + manifest entry).")] = None,
+    publish_dir: Annotated[Path, typer.Option(help="Weights folder to publish into.")] = Path("weights"),
+    style: Annotated[str, typer.Option(help="Style description for the manifest entry.")] = "",
+    make_default: Annotated[bool, typer.Option("--default", help="Make the published model the default.")] = False,
 ) -> None:
     """Train a student generator to imitate a teacher (knowledge distillation). Resumable."""
     import time
@@ -387,6 +391,20 @@ def distill(
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(sd, output)
     out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
+    if publish:
+        from animecli.training.export import export_student
+
+        try:
+            entry = export_student(
+                sd, publish_dir, publish, Arch(arch), style=style or f"distilled from {teacher.name}",
+                source=f"animecli distill from {teacher.name} on {photos}",
+                extra={"teacher": teacher.name, "training_steps": steps, "batch_size": batch_size,
+                       "crop_size": crop_size, "num_pairs": num_pairs, "lr": lr},
+                make_default=make_default,
+            )
+        except AnimecliError as exc:
+            raise _fail(exc) from None
+        out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256})")
 
 
 @app.command("eval")

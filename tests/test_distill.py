@@ -58,3 +58,32 @@ def test_distill_resume_export_eval(tmp_path: Path) -> None:
     assert result is not None and result.count == 3
     assert 0 < result.psnr_db < 60 and -1 <= result.ssim <= 1
     assert (tmp_path / "sheet.png").stat().st_size > 0
+
+
+@pytest.mark.shared
+@needs_shared("teachers", "animeganv3_cute.onnx")
+def test_distill_command_publishes_into_a_weights_folder(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from animecli.cli import app
+
+    photos = tmp_path / "photos"
+    for i in range(2):
+        make_photo(photos / f"p{i}.jpg", size=(300, 280), seed=i)
+    weights = tmp_path / "weights"
+    args = [
+        "distill", "--teacher", str(TEACHER), "--photos", str(photos), "--work-dir", str(tmp_path / "run"),
+        "--output", str(tmp_path / "student.pt"), "--steps", "1", "--batch-size", "1", "--num-pairs", "1",
+        "--pair-size", "256", "--crop-size", "64", "--threads", "1",
+        "--publish", "toy", "--publish-dir", str(weights), "--default", "--style", "test style",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(weights)
+    assert manifest.default == "toy"
+    entry = manifest.models["toy"]
+    assert entry.style == "test style" and entry.extra["teacher"] == TEACHER.name
+    assert (weights / entry.file).is_file()
+    loaded = load_generator(ModelChoice("toy"), manifest=manifest)
+    assert loaded.spec.arch is Arch.LITE

@@ -200,7 +200,7 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
     gen = torch.Generator().manual_seed(cfg.seed + step)
     stream = batches(xs, ys, cfg.crop_size, cfg.batch_size, gen)
     final_stream = batches(xs, ys, cfg.final_size, max(1, cfg.batch_size // 4), gen)
-    t0 = time.perf_counter()
+    t0, first = time.perf_counter(), step
     while step < cfg.steps:
         lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
@@ -214,7 +214,8 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
         opt.step()
         step += 1
         if progress:
-            parts.update(loss=float(loss), lr=lr, s_per_step=(time.perf_counter() - t0) / step)
+            # Seconds per step of this process only: a resumed run must not count the steps it did not do.
+            parts.update(loss=float(loss.detach()), lr=lr, s_per_step=(time.perf_counter() - t0) / (step - first))
             progress("train", step, cfg.steps, parts)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             tmp = ckpt.with_suffix(".tmp")

@@ -35,6 +35,7 @@ def export_student(
     """
     model = build_generator(ArchSpec(arch))
     model.load_state_dict(dict(state_dict), strict=True)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}_{arch.value}.pt"
     torch.save({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, path)
     entry = ModelEntry(
