@@ -151,21 +151,22 @@ def _job_from_text(text: str) -> tuple[int, Job]:
     return int(d["i"]), Job(Path(d["src"]), Path(d["dst"]), str(d["note"]))
 
 
-def _record_to_text(index: int, rec: FileRecord | None, fatal: str = "") -> str:
-    d: dict[str, object] = {"i": index, "fatal": fatal}
+def _record_to_text(index: int, rec: FileRecord | None, fatal: str = "", backend: str = "") -> str:
+    d: dict[str, object] = {"i": index, "fatal": fatal, "backend": backend}
     if rec is not None:
         d["rec"] = {**rec.__dict__, "status": rec.status.value}
     return json.dumps(d)
 
 
-def _record_from_text(text: str) -> tuple[int, FileRecord | None, str]:
+def _record_from_text(text: str) -> tuple[int, FileRecord | None, str, str]:
+    """(job index, record or ``None``, fatal reason or "", the actor's backend)."""
     d = json.loads(text)
     rec = None
     if "rec" in d:
         fields = dict(d["rec"])
         fields["status"] = Status(fields["status"])
         rec = FileRecord(**fields)
-    return int(d["i"]), rec, str(d["fatal"])
+    return int(d["i"]), rec, str(d["fatal"]), str(d.get("backend", ""))
 
 
 def _size(wh: tuple[int, int]) -> str:
@@ -219,11 +220,13 @@ def convert_jobs(
                 if fatal:
                     results[k] = (None, fatal)
                     continue
+                batch_note = str(getattr(result, "note", "") or "")  # how the batch ran (engines that say)
                 rec = FileRecord(
                     str(it.job.src), str(it.job.dst), Status.FAILED,
                     input_size=_size(it.original_size), processed_size=_size(it.processed_size),
                     load_ms=it.load_ms, infer_ms=share, gpu_peak_mb=result.gpu_peak_mb,
-                    notes="; ".join(([it.job.note] if it.job.note else []) + it.notes),
+                    notes="; ".join(([it.job.note] if it.job.note else []) + it.notes
+                                    + ([batch_note] if batch_note else [])),
                 )
                 if out is None:
                     rec.reason = err or "inference failed"
@@ -277,7 +280,9 @@ class ConvertActor:
         """Convert one batch of jobs (column ``job``) into report rows (column ``row``)."""
         parsed = [_job_from_text(str(text)) for text in batch["job"]]
         results = convert_jobs(self.engine, [job for _, job in parsed], self.load, self.write, self.batch_size)
-        return {"row": [_record_to_text(i, rec, fatal) for (i, _), (rec, fatal) in zip(parsed, results, strict=True)]}
+        backend = self.engine.backend.value
+        return {"row": [_record_to_text(i, rec, fatal, backend)
+                        for (i, _), (rec, fatal) in zip(parsed, results, strict=True)]}
 
 
 # --- the driver side --------------------------------------------------------------------------------
@@ -380,9 +385,12 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     dtype = resolve_precision(opts.engine.precision, torch.device(pool.device))
     s.model, s.precision = loaded.name, str(dtype).removeprefix("torch.")
     s.backend = (Backend.EAGER if opts.engine.backend is Backend.AUTO else opts.engine.backend).value
+    # As the local engine keys its outputs, so that either engine skips what the other made. A backend
+    # that changes the pixels (int8, where the engine has it) is part of the key; float backends are not.
+    changes_pixels: dict[str, Any] = {"backend": "int8"} if opts.engine.backend.value == "int8" else {}
     run.settings = Settings(
         loaded.sha256, f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}",
-        opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+        opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision, **changes_pixels,
     )
     run.state.compact()
     plan = list(run.plan(keep_stamps=True))  # discovery and resume decisions, here on the driver
@@ -398,7 +406,8 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
             if not isinstance(item, Job):
                 run.passthrough(item)
                 continue
-            index, rec, fatal = _record_from_text(next(rows))
+            index, rec, fatal, backend = _record_from_text(next(rows))
+            s.backend = backend or s.backend  # as the actors resolved it (auto)
             if index != expected:
                 s.fatal = f"Ray returned the result of image {index} where image {expected} was due"
                 break

@@ -23,6 +23,8 @@ from animecli.ray_engine import INSTALL_HINT, plan_pool
 from animecli.report import FileRecord
 from tests.conftest import make_photo
 
+# Ray Data reads its own deprecated settings when it copies its context: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 runner = CliRunner()
 STABLE = ["src", "status", "reason", "input_size", "processed_size", "notes"]
 
@@ -198,3 +200,44 @@ def test_plan_pool() -> None:
 def test_convert_options_default_to_local() -> None:
     opts = ConvertOptions(("x",), Path("out"), model=ModelChoice())
     assert opts.engine_kind is EngineKind.LOCAL and opts.ray == RayOptions()
+
+
+def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               tiny_weights_dir: Path) -> None:
+    """The actors' per-batch work, without Ray: failures per file; an unwritable output stops the rest."""
+    import animecli.writer
+    from animecli.config import LoadOptions, WriteOptions
+    from animecli.discovery import Job
+    from animecli.engine import Engine
+    from animecli.errors import OutputError
+    from animecli.ray_engine import convert_jobs
+    from animecli.weights import load_generator
+
+    loaded = load_generator(ModelChoice())
+    engine = Engine(loaded.model, loaded.input_multiple, EngineOptions(device="cpu"), loaded.spec.arch.value)
+    src = tmp_path / "in"
+    jobs = [Job(make_photo(src / f"{n}.png", (20, 16), seed=i), tmp_path / "out" / f"{n}.png", "a note" if i else "")
+            for i, n in enumerate(["a", "b", "c"])]
+    (src / "bad.png").write_bytes(b"nope")
+    jobs.insert(1, Job(src / "bad.png", tmp_path / "out" / "bad.png"))
+    rows = convert_jobs(engine, jobs, LoadOptions(), WriteOptions(), batch_size=2)
+    assert [(r.status.value if r else None, f) for r, f in rows] == [
+        ("converted", ""), ("failed", ""), ("converted", ""), ("converted", "")]
+    assert rows[1][0] is not None and "not a recognised image" in rows[1][0].reason
+    assert rows[2][0] is not None and rows[2][0].notes == "a note"
+
+    real_save = animecli.writer.save_image
+    calls = []
+
+    def full_after_one(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1])
+        if len(calls) > 1:
+            raise OutputError("cannot write to out (No space left on device); free some space")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(animecli.writer, "save_image", full_after_one)
+    rows = convert_jobs(engine, jobs, LoadOptions(), WriteOptions(), batch_size=1)
+    assert rows[0][0] is not None and rows[0][0].status.value == "converted"
+    assert rows[1][0] is not None and rows[1][0].status.value == "failed"  # decoded before the disk filled
+    assert all(r is None and "No space left" in f for r, f in rows[2:])
+    assert len(calls) == 2  # nothing written after the first OutputError
