@@ -17,11 +17,19 @@ class Precision(str, Enum):
 
 
 class Backend(str, Enum):
-    """How the generator runs: plain eager PyTorch, or TorchScript-traced and frozen."""
+    """How the generator runs (see :mod:`animecli.backends`).
+
+    ``eager``: plain PyTorch; ``traced``: TorchScript-traced and frozen; ``onnx``:
+    onnxruntime on the CPU (float32); ``int8``: onnxruntime with statically quantised
+    convolutions (changes the output slightly); ``auto``: the fastest float backend
+    available for the device (never ``int8``).
+    """
 
     AUTO = "auto"
     EAGER = "eager"
     TRACED = "traced"
+    ONNX = "onnx"
+    INT8 = "int8"
 
 
 class OutputFormat(str, Enum):
@@ -95,7 +103,7 @@ class EngineOptions:
     Attributes:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: compute precision.
-        backend: eager or traced.
+        backend: auto, eager, traced, onnx or int8.
         batch_size: images per forward pass (images of equal processed size).
         clear_cache: when to empty the CUDA cache.
         threads: CPU threads for torch (0 = torch's default).
@@ -103,6 +111,7 @@ class EngineOptions:
             (tile only images whose activations would exceed ``max_memory_mb``).
         max_memory_mb: memory budget for the model's activations, MiB; 0 = automatic
             (CPU: 1024; CUDA: 80% of the free memory).
+        calibration: photos for int8 calibration; ``None`` = the bundled examples.
     """
 
     device: str = "auto"
@@ -113,6 +122,7 @@ class EngineOptions:
     threads: int = 0
     tile: int = -1
     max_memory_mb: int = 0
+    calibration: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The engine: runs a generator on CPU or GPU, one image or N at a time.
 
-It owns device and precision choice, the backend (eager or traced), the
-padding to the model's size multiple, and memory hygiene: tensors are
+It owns device and precision choice, the backend (eager, traced, onnx, int8:
+built by :mod:`animecli.backends`), the padding to the model's size
+multiple, and memory hygiene: tensors are
 ``del``-eted after each batch and the CUDA cache is emptied when asked; on
 CUDA out-of-memory the batch is halved and retried.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from animecli.backends import BackendChoice, Runner, make_runner, resolve_backend
 from animecli.config import Backend, ClearCache, EngineOptions, Precision
 from animecli.errors import SetupError, UsageError
 from animecli.tiling import bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
@@ -99,12 +101,15 @@ class BatchResult:
         errors: per input, the failure reason or ``None``.
         infer_ms: wall time of the batch's inference, shared by its images.
         gpu_peak_mb: peak CUDA memory during the batch (0 on CPU).
+        note: a remark for the report about how the batch ran ("" if none), e.g. a
+            tiled image run in eager PyTorch because the backend cannot freeze statistics.
     """
 
     images: list[torch.Tensor | None]
     errors: list[str | None]
     infer_ms: float
     gpu_peak_mb: float
+    note: str = ""
 
 
 class Engine:
@@ -115,9 +120,24 @@ class Engine:
         input_multiple: H and W are padded to a multiple of this.
         opts: device, precision, backend, batch size, cache policy, tiling.
         arch: the architecture's name, for the memory estimate of tiling.
+        weights_sha256: digest of the weights file, the cache key of exported
+            ONNX/int8 graphs (``None``: the state dict is hashed).
+        arch_key: architecture and options (e.g. ``lite/1.0/noalign``), also part of that key.
+
+    Raises:
+        UsageError, SetupError: unusable device, precision or backend.
     """
 
-    def __init__(self, model: nn.Module, input_multiple: int, opts: EngineOptions, arch: str = "lite") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        input_multiple: int,
+        opts: EngineOptions,
+        arch: str = "lite",
+        *,
+        weights_sha256: str | None = None,
+        arch_key: str = "",
+    ) -> None:
         if opts.threads > 0:
             torch.set_num_threads(opts.threads)
         self.device = resolve_device(opts.device)
@@ -129,27 +149,19 @@ class Engine:
         self.model = model.to(self.device, self.dtype)
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model.eval()
-        self.backend = Backend.EAGER if opts.backend is Backend.AUTO else opts.backend
+        self.choice: BackendChoice = resolve_backend(opts.backend, self.device, self.dtype)
+        self.backend = self.choice.backend
         self.arch = arch
         self.budget = self._memory_budget()
-        self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self.runner: Runner = make_runner(
+            self.model, self.backend, threads=opts.threads, digest=weights_sha256,
+            arch_key=arch_key or arch, calibration=opts.calibration, multiple=input_multiple,
+            memory_format=self.memory_format,
+        )
         self._last_shape: tuple[int, ...] | None = None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend is Backend.TRACED:
-            key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
-            fn = self._traced.get(key)
-            if fn is None:
-                # A traced graph is specialised to its input shape in places (padding, interpolate
-                # sizes), so one is traced and frozen per shape; photo folders have few shapes.
-                traced = torch.jit.trace(self.model, x, check_trace=False)  # type: ignore[no-untyped-call]
-                fn = torch.jit.freeze(traced)
-                if len(self._traced) >= 8:
-                    self._traced.pop(next(iter(self._traced)))
-                self._traced[key] = fn
-            return fn(x)
-        out: torch.Tensor = self.model(x)
-        return out
+        return self.runner(x)
 
     def _memory_budget(self) -> int:
         """Bytes the model's activations may use (``--max-memory`` or an automatic share)."""
@@ -190,7 +202,7 @@ class Engine:
         h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
         x = torch.stack(list(batch)).to(self.device, non_blocking=True)
         x = to_model_range(x, self.dtype)
-        x = pad_batch(x, self.multiple).contiguous(memory_format=self.memory_format)
+        x = pad_batch(x, self.multiple).contiguous(memory_format=self.runner.memory_format)
         with torch.inference_mode():
             y = self._forward(x)
             out = from_model_range(y[:, :, :h, :w]).cpu()
@@ -216,9 +228,15 @@ class Engine:
         errors: list[str | None] = []
         h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
         tiling = self.tile_plan_for(h, w)
+        note = ""
         if tiling is None:
             self._run_split(list(batch), images, errors)
         else:
+            if self.backend in (Backend.ONNX, Backend.INT8):
+                # Tiling freezes each norm layer's whole-image statistics inside the PyTorch
+                # modules; an exported graph always normalises with the tile's own statistics
+                # (seams), so tiled images run in eager PyTorch float32 instead.
+                note = f"tiled: run in eager PyTorch (the {self.backend.value} backend cannot tile)"
             for img in batch:
                 self._run_tiled_with_backoff(img, *tiling, images, errors)
         if cuda:
@@ -226,7 +244,7 @@ class Engine:
         infer_ms = (time.perf_counter() - t0) * 1000.0
         peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else 0.0
         self._after_batch(tuple(batch[0].shape))
-        return BatchResult(images, errors, infer_ms, peak)
+        return BatchResult(images, errors, infer_ms, peak, note)
 
     def _run_split(
         self, batch: list[torch.Tensor], images: list[torch.Tensor | None], errors: list[str | None]

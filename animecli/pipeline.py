@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from animecli.atomic import remove_stale_temps
-from animecli.config import ConvertOptions, EngineKind, Existing
+from animecli.config import Backend, ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem
 from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
@@ -185,16 +185,20 @@ def _convert(
     from animecli.writer import save_image
 
     loaded_model = load_generator(opts.model)
-    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine, loaded_model.spec.arch.value)
+    spec = loaded_model.spec
+    arch_key = f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}"
+    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine, spec.arch.value,
+                    weights_sha256=loaded_model.sha256, arch_key=arch_key)
     s = run.summary
     s.model, s.device, s.backend = loaded_model.name, str(engine.device), engine.backend.value
     s.precision = str(engine.dtype).removeprefix("torch.")
     if on_start:
         on_start(RunInfo(s.model, s.device, s.precision, s.backend))
-    spec, w = loaded_model.spec, opts.write
+    w = opts.write
     run.settings = Settings(
-        loaded_model.sha256, f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}",
-        opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+        loaded_model.sha256, arch_key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+        # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
+        backend="int8" if engine.backend is Backend.INT8 else "",
     )
     run.state.compact()
 
@@ -210,7 +214,8 @@ def _convert(
                 str(it.job.src), str(it.job.dst), Status.FAILED,
                 input_size=_size(it.original_size), processed_size=_size(it.processed_size),
                 load_ms=it.load_ms, infer_ms=share, gpu_peak_mb=result.gpu_peak_mb,
-                notes="; ".join(([it.job.note] if it.job.note else []) + it.notes),
+                notes="; ".join(([it.job.note] if it.job.note else []) + it.notes
+                                + ([result.note] if result.note else [])),
             )
             if out is None:
                 rec.reason = err or "inference failed"

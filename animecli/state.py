@@ -7,7 +7,7 @@ appended as soon as the output is saved::
 
 ``dst`` is relative to the output folder; ``size`` and ``mtime_ns`` describe
 the input when it was read; ``fp`` is the settings fingerprint (model digest,
-max size, output format, quality, suffix, precision); ``sha256`` is the
+max size, output format, quality, suffix, precision, and the backend if it is int8); ``sha256`` is the
 input's content digest, recorded with ``--verify``. Later lines win.
 
 On a rerun with ``--skip-existing`` (the default), an existing output is
@@ -51,6 +51,8 @@ class Settings:
         quality: ``--quality`` (counts only for JPEG/WebP outputs).
         suffix: ``--suffix``.
         precision: compute precision actually used (``float32``, ``float16``…).
+        backend: the backend when it changes the output (``int8``); "" for the float
+            backends, whose outputs agree (so switching between them redoes nothing).
     """
 
     model_sha256: str
@@ -60,6 +62,7 @@ class Settings:
     quality: int
     suffix: str
     precision: str
+    backend: str = ""
 
     def fingerprint(self, dst: Path) -> str:
         """The fingerprint for an output at ``dst`` (quality is ignored for lossless formats)."""
@@ -68,6 +71,8 @@ class Settings:
             "v1", self.model_sha256, self.arch, str(self.max_size), self.format,
             str(self.quality) if lossy else "-", self.suffix, self.precision,
         ]
+        if self.backend:  # appended only when set, so fingerprints recorded before it existed still match
+            parts.append(self.backend)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 

@@ -20,8 +20,9 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner, Result
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
+from animecli.backends import resolve_backend
 from animecli.cli import app
-from animecli.config import LoadOptions, OutputFormat
+from animecli.config import Backend, LoadOptions, OutputFormat
 from animecli.discovery import Discovery, Ignored, Job
 from animecli.loader import load_one
 from animecli.lock import LOCK_NAME
@@ -441,7 +442,9 @@ def test_json_report_schema_and_values(tmp_path: Path) -> None:
     s = report["summary"]
     assert set(s) == SUMMARY_KEYS
     assert (s["converted"], s["skipped"], s["failed"], s["ignored_non_images"]) == (1, 0, 1, 0)
-    assert (s["model"], s["device"], s["precision"], s["backend"]) == ("tiny", "cpu", "float32", "eager")
+    # --backend auto on CPU: onnx when onnxruntime is installed, else traced (animecli.backends).
+    auto = resolve_backend(Backend.AUTO, torch.device("cpu"), torch.float32).backend.value
+    assert (s["model"], s["device"], s["precision"], s["backend"]) == ("tiny", "cpu", "float32", auto)
     assert s["interrupted"] is False and s["fatal"] == ""
     assert s["elapsed_s"] > 0 and s["images_per_s"] > 0 and s["peak_rss_mb"] > 0
     assert [set(row) for row in report["files"]] == [ROW_KEYS, ROW_KEYS]

@@ -1,0 +1,567 @@
+"""Backends: how the generator's forward pass is executed.
+
+* ``eager``  — plain PyTorch, channels-last, :class:`~animecli.models.norm.FastGroupNorm`.
+* ``traced`` — the same, TorchScript-traced and frozen, one graph per input shape.
+* ``onnx``   — the generator exported once to ONNX (opset 17, dynamic N/H/W) and run by
+  onnxruntime's CPU execution provider. Float32; matches eager to ~1e-5.
+* ``int8``   — the ONNX graph with every convolution statically quantised (QDQ format:
+  int8 per-channel weights, uint8 activations), calibrated once on real photos. It changes
+  the output slightly (see ``docs/speed.md``), so it is never chosen automatically.
+* ``auto``   — CUDA: eager. CPU, float32: ``onnx`` when onnxruntime is installed, else
+  ``eager``. CPU, bfloat16: eager.
+
+Exported and quantised graphs are cached in ``<cache dir>/compiled/`` (``$ANIMECLI_HOME``
+or the platform cache folder), keyed by the SHA-256 of the weights, the architecture
+and an export version, so export and calibration run once per model.
+
+onnxruntime is an optional dependency (``pip install 'animecli[onnx]'``): without it,
+asking for ``onnx`` or ``int8`` raises :class:`~animecli.errors.SetupError`.
+
+This module never prints and never exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animecli.atomic import atomic_write_bytes
+from animecli.config import Backend
+from animecli.errors import SetupError, UsageError
+from animecli.hub import cache_dir
+from animecli.models.norm import FastGroupNorm
+from animecli.models.v2 import GeneratorV2
+
+__all__ = [
+    "EXPORT_VERSION",
+    "ONNX_HINT",
+    "OPSET",
+    "BackendChoice",
+    "CompiledPaths",
+    "ExportGroupNorm",
+    "OrtRunner",
+    "Runner",
+    "TorchRunner",
+    "calibration_images",
+    "default_calibration_dir",
+    "export_onnx",
+    "exportable",
+    "make_runner",
+    "model_digest",
+    "onnxruntime_available",
+    "quantize_int8",
+    "require_onnxruntime",
+    "resolve_backend",
+]
+
+OPSET = 17
+# Bump when the exported graph changes (norm rewrite, export options): old cache entries are ignored.
+EXPORT_VERSION = "e1"
+ONNX_HINT = "pip install 'animecli[onnx]' (or: pip install onnxruntime onnx)"
+CALIBRATION_SIZE = 512
+_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+class Runner(Protocol):
+    """A callable forward pass.
+
+    Attributes:
+        backend: the backend it implements.
+        memory_format: the layout its input should have (channels-last for PyTorch,
+            contiguous NCHW for onnxruntime).
+    """
+
+    backend: Backend
+    memory_format: torch.memory_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float in [-1, 1] → (N, 3, H, W) float in [-1, 1]."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a run uses, and why.
+
+    Attributes:
+        backend: the resolved backend (never ``auto``).
+        reason: one line explaining an automatic choice ("" when asked for explicitly).
+    """
+
+    backend: Backend
+    reason: str = ""
+
+
+def onnxruntime_available() -> bool:
+    """True if ``import onnxruntime`` works."""
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        return False
+    return True
+
+
+def require_onnxruntime(backend: Backend) -> ModuleType:
+    """Import onnxruntime, or explain how to install it.
+
+    Raises:
+        SetupError: onnxruntime is not installed (exit 2).
+    """
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError:
+        raise SetupError(
+            f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}, "
+            "or use --backend eager"
+        ) from None
+
+
+def resolve_backend(requested: Backend, device: torch.device, dtype: torch.dtype) -> BackendChoice:
+    """Turn ``--backend`` into a concrete backend for this device and precision.
+
+    Raises:
+        UsageError: ``onnx``/``int8`` asked for on CUDA or in half precision.
+        SetupError: ``onnx``/``int8`` asked for without onnxruntime installed.
+    """
+    if requested is Backend.AUTO:
+        if device.type != "cpu":
+            return BackendChoice(Backend.EAGER, "CUDA: eager PyTorch (channels-last, fast norm)")
+        if dtype != torch.float32:
+            return BackendChoice(Backend.EAGER, f"{str(dtype)[6:]} on CPU: eager PyTorch")
+        # Measured side by side on a 2-core CPU (docs/speed.md, 512 px, end to end): onnxruntime
+        # ran the default lite model 1.5x faster than eager PyTorch (the exported norm is one
+        # BatchNormalization pass) and v2 at par; traced was no faster than eager (0.98x lite,
+        # 0.87x v2) and pays a trace per new input size, so eager is the fallback.
+        if onnxruntime_available():
+            return BackendChoice(Backend.ONNX, "CPU float32: onnxruntime (fastest measured on CPU)")
+        return BackendChoice(Backend.EAGER, f"CPU float32 without onnxruntime: eager PyTorch ({ONNX_HINT})")
+    if requested in (Backend.ONNX, Backend.INT8):
+        if device.type != "cpu":
+            raise UsageError(
+                f"--backend {requested.value} runs on the CPU (onnxruntime's CPU provider); "
+                "use --device cpu, or --backend eager/traced on CUDA"
+            )
+        if dtype != torch.float32:
+            raise UsageError(
+                f"--backend {requested.value} computes in float32 (int8: quantised float32); "
+                "drop --precision or use --precision fp32"
+            )
+        require_onnxruntime(requested)
+    return BackendChoice(requested)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch runners
+
+
+class TorchRunner:
+    """Eager or traced PyTorch.
+
+    Args:
+        model: the generator, already on its device/dtype/memory format, in eval mode.
+        backend: ``eager`` or ``traced``.
+        memory_format: layout of the inputs (channels-last by default).
+    """
+
+    def __init__(
+        self, model: nn.Module, backend: Backend, memory_format: torch.memory_format = torch.channels_last
+    ) -> None:
+        if backend not in (Backend.EAGER, Backend.TRACED):
+            raise ValueError(f"TorchRunner runs eager or traced, not {backend.value}")
+        self.model = model
+        self.backend: Backend = backend
+        self.memory_format = memory_format
+        self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] → same shape in [-1, 1]; call under ``torch.inference_mode``."""
+        if self.backend is Backend.EAGER:
+            out: torch.Tensor = self.model(x)
+            return out
+        key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+        fn = self._traced.get(key)
+        if fn is None:
+            # A traced graph is specialised to its input shape in places (padding, interpolate
+            # sizes), so one is traced and frozen per shape; photo folders have few shapes.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings: shape-dependent values, hence one graph per shape
+                traced = torch.jit.trace(self.model, x, check_trace=False)  # type: ignore[no-untyped-call]
+            fn = torch.jit.freeze(traced)
+            if len(self._traced) >= 8:
+                self._traced.pop(next(iter(self._traced)))
+            self._traced[key] = fn
+        return fn(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export
+
+
+class ExportGroupNorm(nn.Module):
+    """``GroupNorm(1, C)`` written in ops that export to a fast ONNX graph.
+
+    Same function and parameters as :class:`~animecli.models.norm.FastGroupNorm` (and
+    ``nn.GroupNorm(1, C)``). The statistics are per-row partial sums, like the eager
+    version (accurate to ~1e-6 where one float32 sum over millions of values is not), and
+    the normalisation itself is one ``BatchNormalization`` node over the (1, N·C, H, W)
+    view, with per-(sample, channel) mean, variance, weight and bias: a single pass over
+    the activations, where ``x * scale + shift`` would be two.
+
+    Args:
+        norm: the layer to mirror (its ``weight`` and ``bias`` are shared, not copied).
+    """
+
+    def __init__(self, norm: FastGroupNorm | nn.GroupNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.bias = norm.bias
+        self.eps = float(norm.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) float32 contiguous → (N, C, H, W), normalised over (C, H, W) per sample."""
+        n, c, h, w = x.shape
+        rows = x.reshape(n, c * h, w)
+        mean = rows.mean(dim=2).mean(dim=1)
+        mean_sq = torch.linalg.vector_norm(rows, 2, dim=2).square().mean(dim=1) / w
+        var = (mean_sq - mean * mean).clamp_min(0.0)
+        mean_nc = mean.view(-1, 1).expand(n, c).reshape(-1)
+        var_nc = var.view(-1, 1).expand(n, c).reshape(-1)
+        weight_nc = self.weight.view(1, -1).expand(n, c).reshape(-1)
+        bias_nc = self.bias.view(1, -1).expand(n, c).reshape(-1)
+        y = F.batch_norm(x.reshape(1, n * c, h, w), mean_nc, var_nc, weight_nc, bias_nc, False, 0.0, self.eps)
+        return y.reshape(n, c, h, w)
+
+
+class _V2Export(nn.Module):
+    """GeneratorV2 with upsampling sizes taken from tensor shapes, so that H and W stay dynamic.
+
+    ``GeneratorV2.forward`` turns the skip sizes into Python ints, which a trace records
+    as constants; this mirrors it (same modules, same order) without the conversion.
+    The ONNX tests compare it with the eager model at two input sizes.
+    """
+
+    def __init__(self, model: GeneratorV2) -> None:
+        super().__init__()
+        self.inner = model
+
+    def _up(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.inner.align_corners:
+            return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] → same; H and W multiples of 4."""
+        m = self.inner
+        half = m.block_a(x)
+        out = m.block_c(m.block_b(half))
+        out = m.block_d(self._up(out, half))
+        out = m.block_e(self._up(out, x))
+        result: torch.Tensor = m.out_layer(out)
+        return result
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A float32, CPU, gradient-free copy of ``model`` whose norms export to fast ONNX."""
+    clone = copy.deepcopy(model).to("cpu", torch.float32).requires_grad_(False).eval()
+    clone = clone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    for mod in list(clone.modules()):
+        for name, child in list(mod.named_children()):
+            is_gn1 = isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine
+            if isinstance(child, FastGroupNorm) or is_gn1:
+                setattr(mod, name, ExportGroupNorm(child))
+    wrapped: nn.Module = _V2Export(clone) if isinstance(clone, GeneratorV2) else clone
+    return wrapped.eval()
+
+
+def export_onnx(model: nn.Module, sample_size: int = 64) -> bytes:
+    """Export the generator to ONNX (opset 17) with dynamic batch, height and width.
+
+    Args:
+        model: the generator (any device/dtype; a float32 CPU copy is exported).
+        sample_size: side of the dummy input used for tracing (a multiple of 4).
+
+    Returns:
+        The serialised ONNX model, input ``input`` and output ``output``, both
+        (N, 3, H, W) float32 in [-1, 1].
+    """
+    net = exportable(model)
+    x = torch.zeros(1, 3, sample_size, sample_size)
+    dyn = {0: "n", 2: "h", 3: "w"}
+    with tempfile.TemporaryDirectory(prefix="animecli-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about shapes (handled) and deprecations
+        path = Path(tmp) / "model.onnx"
+        # The TorchScript-based exporter: the dynamo one needs onnxscript and gives no faster graph here.
+        torch.onnx.export(
+            net, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
+            output_names=["output"], dynamic_axes={"input": dyn, "output": dyn}, do_constant_folding=True,
+        )
+        return path.read_bytes()
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, shapes, float32 values): a cache key for weights
+    that did not come from a file."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 calibration
+
+
+def default_calibration_dir() -> Path | None:
+    """The bundled ``examples/`` photos (source checkouts and editable installs), if present."""
+    folder = Path(__file__).resolve().parent.parent / "examples"
+    return folder if folder.is_dir() else None
+
+
+def calibration_images(
+    folder: Path | None, size: int = CALIBRATION_SIZE, multiple: int = 4, limit: int = 16
+) -> list[torch.Tensor]:
+    """Photos for int8 calibration, as model inputs.
+
+    Args:
+        folder: a folder of photos (``None`` = the bundled examples).
+        size: long side they are scaled to (LANCZOS).
+        multiple: H and W are padded to a multiple of this.
+        limit: at most this many photos (sorted by name).
+
+    Returns:
+        (1, 3, H, W) float32 tensors in [-1, 1].
+
+    Raises:
+        SetupError: no folder or no readable photos in it.
+    """
+    from PIL import Image
+
+    from animecli.transforms import pad_batch, prepare, to_model_range
+
+    folder = folder if folder is not None else default_calibration_dir()
+    if folder is None or not folder.is_dir():
+        raise SetupError(
+            "--backend int8 calibrates on real photos, and the bundled examples/ folder is not installed "
+            "here; pass --calibration DIR (a few of your photos)"
+        )
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS and p.is_file())[:limit]
+    out = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                rgb = prepare(img, size).rgb
+        except (OSError, ValueError, SyntaxError):
+            continue
+        out.append(pad_batch(to_model_range(rgb.unsqueeze(0), torch.float32), multiple))
+    if not out:
+        raise SetupError(f"no readable photos in {folder} for int8 calibration; pass --calibration DIR")
+    return out
+
+
+def _calibration_key(images: Sequence[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for x in images:
+        h.update(str(tuple(x.shape)).encode())
+        h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def quantize_int8(fp32_onnx: bytes, images: Sequence[torch.Tensor], workdir: Path) -> bytes:
+    """Statically quantise every convolution of an exported generator.
+
+    QDQ format, int8 symmetric per-channel weights, uint8 activations, min/max
+    calibration over ``images``. ``reduce_range`` (7-bit weights) because on CPUs
+    without VNNI (AVX2, AVX-512 before Cascade Lake) the u8×s8 multiply-add instruction
+    saturates with full-range weights and costs several dB (measured: docs/speed.md).
+    Norms, activations and resizes stay float32.
+
+    Args:
+        fp32_onnx: the float32 model from :func:`export_onnx`.
+        images: (1, 3, H, W) float32 calibration inputs in [-1, 1].
+        workdir: a folder for the intermediate files.
+
+    Returns:
+        The quantised ONNX model.
+    """
+    require_onnxruntime(Backend.INT8)
+    try:
+        from onnxruntime import quantization as q
+    except ImportError:  # the quantiser needs the onnx package, which onnxruntime does not pull in
+        raise SetupError(f"--backend int8 needs the onnx package to quantise the model; {ONNX_HINT}") from None
+
+    class _Reader(q.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(images)
+
+        def get_next(self) -> dict[str, Any] | None:
+            x = next(self._it, None)
+            return None if x is None else {"input": x.numpy()}
+
+    src = workdir / "fp32.onnx"
+    out = workdir / "int8.onnx"
+    src.write_bytes(fp32_onnx)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs a "consider pre-processing" warning per call
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            q.quantize_static(
+                str(src), str(out), _Reader(), quant_format=q.QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                per_channel=True, reduce_range=True, activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax,
+                calibration_cache_path=None, extra_options={"CalibTensorRangeSymmetric": False},
+            )
+    finally:
+        root.setLevel(level)
+    return out.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime runner
+
+
+@dataclass(frozen=True)
+class CompiledPaths:
+    """Where the cached graphs of one model live.
+
+    Attributes:
+        fp32: the exported float32 model.
+        int8: the quantised model (its name also carries the calibration set's digest).
+    """
+
+    fp32: Path
+    int8: Path
+
+
+def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> CompiledPaths:
+    """Cache paths for a model with weights digest ``digest`` and architecture key ``arch_key``."""
+    folder = cache_dir() / "compiled"
+    stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
+    return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx")
+
+
+# Graphs made or read in this process, by file name (which carries the weights' digest): a
+# second engine for the same model (tests, the bench, library users) skips the disk and export.
+_MEMO: dict[str, bytes] = {}
+_MEMO_SIZE = 4
+
+
+def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
+    """Read ``path``, or make the bytes and store them there (best effort: an unwritable
+    cache only costs redoing the work next time)."""
+    data = _MEMO.get(path.name, b"")
+    if not data:
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+    if not data:
+        data = make()
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+    if len(_MEMO) >= _MEMO_SIZE and path.name not in _MEMO:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[path.name] = data
+    return data
+
+
+class OrtRunner:
+    """An onnxruntime CPU session over an exported generator.
+
+    Args:
+        model_bytes: the ONNX model.
+        backend: ``onnx`` or ``int8`` (for reporting).
+        threads: intra-op threads (0 = onnxruntime's default: one per physical core).
+    """
+
+    memory_format = torch.contiguous_format
+
+    def __init__(self, model_bytes: bytes, backend: Backend, threads: int = 0) -> None:
+        ort = require_onnxruntime(backend)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(0, threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The arena stays on: without it every large activation is a fresh mmap whose pages
+        # fault in on each run (measured 2-4x slower at 1024 px on 2 cores). Memory patterns
+        # only apply to fixed shapes; photo sizes vary.
+        so.enable_cpu_mem_arena = True
+        so.enable_mem_pattern = False
+        so.log_severity_level = 3
+        # Idle pool threads would otherwise spin for a while after each run, taking the cores
+        # from the loader thread and from JPEG encoding (and from other processes).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.backend = backend
+        self.session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float32 in [-1, 1] (any device/layout) → same, float32, on the CPU."""
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (y,) = self.session.run(["output"], {"input": arr})
+        return torch.from_numpy(y)
+
+
+def make_runner(
+    model: nn.Module,
+    backend: Backend,
+    *,
+    threads: int = 0,
+    digest: str | None = None,
+    arch_key: str = "",
+    calibration: Path | None = None,
+    multiple: int = 4,
+    memory_format: torch.memory_format = torch.channels_last,
+) -> Runner:
+    """Build the runner for a resolved backend.
+
+    Args:
+        model: the generator, ready for PyTorch (device, dtype, memory format, eval).
+        backend: a resolved backend (see :func:`resolve_backend`).
+        threads: onnxruntime intra-op threads (0 = its default).
+        digest: SHA-256 of the weights file (``None`` = hash the state dict).
+        arch_key: architecture and options, part of the cache key (e.g. ``lite/1.0/noalign``).
+        calibration: int8 calibration photos (``None`` = the bundled examples).
+        multiple: the model's size multiple (calibration images are padded to it).
+        memory_format: input layout for the PyTorch runners.
+
+    Raises:
+        SetupError: onnxruntime missing, or no calibration photos for int8.
+    """
+    if backend in (Backend.EAGER, Backend.TRACED):
+        return TorchRunner(model, backend, memory_format)
+    if backend not in (Backend.ONNX, Backend.INT8):
+        raise ValueError(f"resolve the backend first (got {backend.value})")
+    require_onnxruntime(backend)
+    key = (arch_key or type(model).__name__).replace("/", "_").replace(".", "p")
+    digest = digest or model_digest(model)
+    paths = compiled_paths(digest, key)
+    fp32 = _cached(paths.fp32, lambda: export_onnx(model))
+    if backend is Backend.ONNX:
+        return OrtRunner(fp32, backend, threads)
+    images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
+    paths = compiled_paths(digest, key, _calibration_key(images))
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="animecli-int8-") as tmp:
+            return quantize_int8(fp32, images, Path(tmp))
+
+    data = _cached(paths.int8, build)
+    return OrtRunner(data, backend, threads)
