@@ -145,10 +145,11 @@ def convert(
     max_pixels: Annotated[int, typer.Option(min=0, help="Refuse images larger than this many pixels (decompression bombs); 0 = no limit.")] = 100_000_000,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. Asking for CUDA without it is an error.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto = fp16 on CUDA, fp32 on CPU.")] = Precision.AUTO,
-    backend: Annotated[Backend, typer.Option(help="eager, or traced (TorchScript, frozen).")] = Backend.AUTO,
+    backend: Annotated[Backend, typer.Option(help="auto (CPU: onnx if onnxruntime is installed, else eager; CUDA: eager), eager, traced (TorchScript, frozen), onnx (onnxruntime, CPU) or int8 (quantised onnx, CPU; slightly different output). See docs/speed.md.")] = Backend.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (images of equal size are batched).")] = 1,
     prefetch: Annotated[int, typer.Option(min=1, help="Images decoded ahead of the model.")] = 4,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch; 0 = torch's default (all cores).")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch and onnxruntime; 0 = their default (all cores).")] = 0,
+    calibration: Annotated[Path | None, typer.Option(help="--backend int8: a folder of photos to calibrate on (once per model; cached); default: the bundled examples.")] = None,
     clear_cache: Annotated[ClearCache, typer.Option(help="When to empty the CUDA cache between batches.")] = ClearCache.AUTO,
     tile: Annotated[str, typer.Option(help="Tiled inference: auto (when an image would not fit --max-memory), 0 = never, or a tile side in pixels.")] = "auto",
     max_memory: Annotated[int, typer.Option(min=0, help="Memory budget for the model's activations, MB; 0 = automatic (CPU 1024, CUDA 80% of free).")] = 0,
@@ -183,7 +184,8 @@ def convert(
         recursive=recursive,
         model=ModelChoice(model, weights, arch),
         load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch),
-        engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads, _tile(tile), max_memory),
+        engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads, _tile(tile), max_memory,
+                             calibration),
         write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify),
         report=report,
         dry_run=dry_run,
@@ -438,6 +440,60 @@ def evaluate_cmd(
             "psnr_db": result.psnr_db, "ssim": result.ssim, "count": result.count, "size": size,
             "per_photo": [{"photo": n, "psnr_db": p, "ssim": q} for n, p, q in result.per_photo],
         }, indent=2))
+
+
+@app.command()
+def bench(
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model name, weights file, or v2/lite (random weights); repeatable. Default: the default model and v2.")] = None,
+    backend: Annotated[list[Backend] | None, typer.Option("--backend", "-b", help="Backend to measure; repeatable. Default: eager, traced, onnx, int8.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of photos; default: the bundled examples/.")] = None,
+    size: Annotated[int, typer.Option(min=16, help="Photos are centre-cropped and resized to SIZE×SIZE.")] = 512,
+    repeat: Annotated[int, typer.Option(min=1, help="Timed rounds (rows interleaved); figures are medians.")] = 5,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for every row; 0 = the libraries' default.")] = 0,
+    upstream: Annotated[bool, typer.Option("--upstream/--no-upstream", help="Add the upstream-equivalent row (v2, nn.GroupNorm, NCHW, eager).")] = True,
+    rss: Annotated[bool, typer.Option("--rss/--no-rss", help="Measure each row's peak RSS in a child process.")] = True,
+    calibration: Annotated[Path | None, typer.Option(help="int8 calibration photos; default: the bundled examples.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Also write the table as Markdown to this file.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.")] = None,
+) -> None:
+    """Time every backend × model on the same photos, side by side (CPU): ms/image, images/s, peak RSS, PSNR."""
+    import json
+
+    from animecli.benchmark import (
+        COLUMNS,
+        DEFAULT_BACKENDS,
+        BenchOptions,
+        caption,
+        rows_as_dicts,
+        run_bench,
+        table_rows,
+    )
+    from animecli.benchmark import to_markdown as bench_markdown
+
+    opts = BenchOptions(
+        images=images, size=size, models=tuple(model or ()), backends=tuple(backend or DEFAULT_BACKENDS),
+        repeat=repeat, threads=threads, upstream=upstream, rss=rss, calibration=calibration,
+    )
+
+    def progress(line: str) -> None:
+        err.print(line, markup=False, style="dim")
+
+    try:
+        result = run_bench(opts, progress)
+    except AnimecliError as exc:
+        raise _fail(exc) from None
+    table = Table(title="animecli bench", caption=caption(result))
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for cells in table_rows(result):
+        table.add_row(*cells)
+    out.print(table)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}")
+    if markdown:
+        markdown.write_text(bench_markdown(result), encoding="utf-8")
+    if json_out:
+        json_out.write_text(json.dumps({"caption": caption(result), "rows": rows_as_dicts(result)}, indent=2))
 
 
 def run() -> None:

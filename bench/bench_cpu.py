@@ -1,0 +1,93 @@
+"""CPU speed table for the README: every backend × model, plus the upstream-equivalent path.
+
+Usage: python bench/bench_cpu.py [--repeat 5] [--threads 0] [--images DIR] [--out docs/speed_table.md]
+       [--model hayao --model v2] [--no-rss]
+       python bench/bench_cpu.py --quality-photos ../shared/photos/val [--model hayao] [--size 512]
+
+Runs :func:`animecli.benchmark.run_bench` (what ``animecli bench`` runs), prints the
+Markdown table and writes it to ``--out`` if given. Rows are interleaved round by
+round, so a busy machine slows them alike: compare ratios, not absolute times.
+
+``--quality-photos DIR`` instead compares int8 with float32 (onnx) on every photo in
+DIR (long side scaled to ``--size``): PSNR of the int8 output against the float32
+output, mean / min / max, and the float32 onnx output against eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
+from animecli.config import Backend
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=Path, default=None, help="photo folder (default: examples/)")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--model", action="append", default=[], help="repeatable; default: the default model and v2")
+    ap.add_argument("--backend", action="append", default=[], choices=[b.value for b in DEFAULT_BACKENDS])
+    ap.add_argument("--no-rss", action="store_true", help="skip the per-row peak RSS child processes")
+    ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    ap.add_argument("--quality-photos", type=Path, default=None, help="int8 vs float32 PSNR over these photos")
+    args = ap.parse_args()
+    if args.quality_photos:
+        quality(args.quality_photos, args.model[0] if args.model else None, args.size, args.threads)
+        return
+    opts = BenchOptions(
+        images=args.images, size=args.size, models=tuple(args.model),
+        backends=tuple(Backend(b) for b in args.backend) or DEFAULT_BACKENDS,
+        repeat=args.repeat, threads=args.threads, rss=not args.no_rss,
+    )
+    result = run_bench(opts, lambda line: print(line, file=sys.stderr, flush=True))
+    text = to_markdown(result)
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+
+
+def quality(folder: Path, model_name: str | None, size: int, threads: int) -> None:
+    """Print int8-vs-float32 and onnx-vs-eager PSNR over every photo in ``folder``."""
+    import statistics
+
+    import torch
+    from PIL import Image
+
+    from animecli.backends import make_runner
+    from animecli.benchmark import psnr
+    from animecli.config import ModelChoice
+    from animecli.transforms import from_model_range, pad_batch, prepare, to_model_range
+    from animecli.weights import load_generator
+
+    loaded = load_generator(ModelChoice(model_name))
+    spec = loaded.spec
+    key = f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}"
+    runners = {b: make_runner(loaded.model, b, threads=threads, digest=loaded.sha256, arch_key=key)
+               for b in (Backend.ONNX, Backend.INT8)}
+    int8_vs_fp32, onnx_vs_eager = [], []
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    for i, path in enumerate(files):
+        with Image.open(path) as img:
+            rgb = prepare(img, size).rgb
+        h, w = rgb.shape[1:]
+        x = pad_batch(to_model_range(rgb.unsqueeze(0), torch.float32), loaded.input_multiple)
+        with torch.inference_mode():
+            eager = from_model_range(loaded.model(x)[..., :h, :w])[0]
+            fp32 = from_model_range(runners[Backend.ONNX](x)[..., :h, :w])[0]
+            q8 = from_model_range(runners[Backend.INT8](x)[..., :h, :w])[0]
+        int8_vs_fp32.append(psnr(q8, fp32))
+        onnx_vs_eager.append(min(psnr(fp32, eager), 99.0))
+        print(f"{i + 1}/{len(files)} {path.name}: int8 vs fp32 {int8_vs_fp32[-1]:.2f} dB", file=sys.stderr)
+    print(f"{loaded.name}: {len(files)} photos from {folder} at long side {size}")
+    print(f"int8 vs float32 (onnx): PSNR mean {statistics.fmean(int8_vs_fp32):.2f} dB, "
+          f"min {min(int8_vs_fp32):.2f}, max {max(int8_vs_fp32):.2f}")
+    print(f"onnx float32 vs eager: PSNR mean {statistics.fmean(onnx_vs_eager):.2f} dB (99 = identical), "
+          f"min {min(onnx_vs_eager):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``animecli bench`` on the tiny models: every backend row, the upstream row, the table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, to_markdown
+from animecli.cli import app
+from animecli.config import Backend
+from tests.conftest import make_photo
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    for i in range(2):
+        make_photo(folder / f"p{i}.jpg", (80, 60), seed=i)
+    return folder
+
+
+def test_bench_produces_all_rows(tiny_weights_dir: Path, photos: Path) -> None:
+    opts = BenchOptions(images=photos, size=48, models=("tiny_v2",), repeat=1, threads=1, rss=False,
+                        calibration=photos)
+    result = run_bench(opts)
+    got = [(r.model.split(" ")[0], r.backend) for r in result.rows]
+    want = [("tiny_v2", b.value) for b in (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)]
+    assert got == [*want, ("tiny_v2", UPSTREAM)]
+    for r in result.rows:
+        assert r.ms_per_image > 0 and r.images_per_s > 0 and r.infer_ms > 0
+        assert r.speedup_vs_upstream is not None
+        assert r.psnr_db is not None
+        if r.backend == "eager":
+            assert math.isinf(r.psnr_db)
+        elif r.backend in ("traced", "onnx", UPSTREAM):
+            assert r.psnr_db > 40.0, r  # the same function (upstream: nn.GroupNorm, same weights)
+    md = to_markdown(result)
+    assert md.count("\n| tiny") == 5
+    assert all(c in md for c in COLUMNS)
+
+
+def test_bench_cli_with_rss(tiny_weights_dir: Path, photos: Path, tmp_path: Path) -> None:
+    md, js = tmp_path / "t.md", tmp_path / "t.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--model", "tiny", "--backend", "eager", "--images", str(photos), "--size", "32",
+        "--repeat", "1", "--threads", "1", "--no-upstream", "--markdown", str(md), "--json", str(js),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "animecli bench" in result.output
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["eager"]
+    assert rows[0]["peak_rss_mb"] and rows[0]["peak_rss_mb"] > 10  # measured in a child process
+    assert "| tiny (lite) | eager |" in md.read_text()
+
+
+def test_bench_no_photos(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["bench", "--images", str(tmp_path / "empty"), "--model", "lite"])
+    assert result.exit_code == 2
+    assert "--images" in result.output
