@@ -356,6 +356,7 @@ def distill(
     include: Annotated[list[str] | None, typer.Option(help="Use only photos whose name contains this (repeatable).")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    init: Annotated[Path | None, typer.Option(help="Start from this student's weights (e.g. another style); ignored when resuming.")] = None,
     publish: Annotated[str | None, typer.Option(help="Also publish the student under this model name (file + manifest entry).")] = None,
     publish_dir: Annotated[Path, typer.Option(help="Weights folder to publish into.")] = Path("weights"),
     style: Annotated[str, typer.Option(help="Style description for the manifest entry.")] = "",
@@ -374,7 +375,7 @@ def distill(
             teacher=teacher, photos=photos, work_dir=work_dir, arch=Arch(arch), pair_size=pair_size,
             num_pairs=num_pairs, crop_size=crop_size, final_size=pair_size, final_fraction=final_fraction,
             batch_size=batch_size, steps=steps, lr=lr, photo_filter=tuple(exclude or ()),
-            include=tuple(include or ()), seed=seed, threads=threads,
+            include=tuple(include or ()), seed=seed, threads=threads, init=init,
         )
         last = [0.0]
 

@@ -249,6 +249,9 @@ def _key_diff(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> str:
 def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) -> nn.Module:
     """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key."""
     model = build_generator(spec)
+    if spec.arch is Arch.LITE and "head.0.weight" in sd and "skip.weight" not in sd:
+        # lite files from before the colour skip existed: a zero skip is exactly that older network.
+        sd = {**sd, "skip.weight": torch.zeros(3, 3, 1, 1), "skip.bias": torch.zeros(3)}
     diff = _key_diff(model, sd)
     if diff:
         raise WeightsError(

@@ -87,3 +87,26 @@ def test_distill_command_publishes_into_a_weights_folder(tmp_path: Path) -> None
     assert (weights / entry.file).is_file()
     loaded = load_generator(ModelChoice("toy"), manifest=manifest)
     assert loaded.spec.arch is Arch.LITE
+
+
+@pytest.mark.shared
+@needs_shared("teachers", "animeganv3_cute.onnx")
+def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from animecli.models import ArchSpec, build_generator
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "p.jpg", size=(300, 280), seed=5)
+    torch.manual_seed(11)
+    start = build_generator(ArchSpec(Arch.LITE)).state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    cfg = DistillConfig(
+        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", pair_size=256, num_pairs=1, crop_size=64,
+        final_size=256, final_fraction=0.0, batch_size=1, steps=1, lr=0.0, threads=1, init=tmp_path / "start.pt",
+    )
+    sd = train(cfg)  # lr 0: the one step changes nothing, so the result is the init
+    assert all(torch.equal(sd[k], start[k].float()) for k in start)
+    torch.save(build_generator(ArchSpec(Arch.V2, width=0.25)).state_dict(), tmp_path / "v2.pt")
+    bad = cfg.__class__(**{**cfg.__dict__, "work_dir": tmp_path / "run2", "init": tmp_path / "v2.pt"})
+    with pytest.raises(ValueError, match="does not have"):
+        train(bad)

@@ -189,3 +189,24 @@ def test_entry_paths(tiny_weights_dir: Path, tmp_path: Path) -> None:
     entry = ModelEntry("x", "x.pt", Arch.V2, url="https://example.invalid/x.pt")
     assert entry.path() == tmp_path / "home" / "x.pt"
     assert ModelEntry("y", "y.pt", Arch.LITE).path() == tiny_weights_dir / "y.pt"
+
+
+def test_lite_file_without_colour_skip_loads_as_zero_skip(tmp_path: Path) -> None:
+    """lite files saved before the colour skip existed load, and compute exactly the old network."""
+    from animecli.models import ArchSpec, build_generator
+
+    torch.manual_seed(3)
+    new = build_generator(ArchSpec(Arch.LITE, width=0.125)).eval()
+    old_sd = {k: v for k, v in new.state_dict().items() if not k.startswith("skip.")}
+    torch.save(old_sd, tmp_path / "old_lite.pt")
+    loaded = load_generator(ModelChoice(weights=tmp_path / "old_lite.pt")).model
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        # The old head: tanh of the 1×1 conv of the last features, no skip.
+        feats: list[torch.Tensor] = []
+        hook = new.up2.register_forward_hook(lambda m, i, o: feats.append(o))
+        new(x)
+        hook.remove()
+        expected = torch.tanh(new.head(feats[0]))
+        assert torch.allclose(loaded(x), expected, atol=1e-6)
+        assert not torch.allclose(new(x), expected, atol=1e-3)  # the identity skip does change outputs

@@ -74,7 +74,16 @@ class GeneratorLite(nn.Module):
             SepConvNormLReLU(c32, c32, fast_norm=f),
             SepConvNormLReLU(c32, c32, kernel_size=7, fast_norm=f),
         )
-        self.head = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False), nn.Tanh())
+        self.head = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False))
+        # Colour skip: a 1×1 map from the input photo straight to the output
+        # (before tanh), starting as the identity. Without it the students
+        # learned edges long before colours and came out under-saturated;
+        # with it they start from the photo's colours and learn the shift.
+        self.skip = nn.Conv2d(3, 3, kernel_size=1, bias=True)
+        with torch.no_grad():
+            self.skip.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            assert self.skip.bias is not None  # built with bias=True
+            self.skip.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stylise a batch.
@@ -91,5 +100,4 @@ class GeneratorLite(nn.Module):
         out = self.up1(out)
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         out = self.up2(out)
-        result: torch.Tensor = self.head(out)
-        return result
+        return torch.tanh(self.head(out) + self.skip(x))

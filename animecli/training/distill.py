@@ -58,6 +58,10 @@ class DistillConfig:
         seed: seeds crops, order and initialisation.
         threads: torch and onnxruntime threads (0 = all cores).
         checkpoint_every: steps between checkpoints.
+        init: start from this state dict (e.g. another style's student: styles
+            share most of what a generator must learn). Keys the architecture
+            has and the file lacks keep their fresh initialisation; any other
+            mismatch is an error. Ignored when resuming from a checkpoint.
     """
 
     teacher: Path
@@ -77,6 +81,7 @@ class DistillConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_every: int = 100
+    init: Path | None = None
     log: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
@@ -191,6 +196,12 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ckpt = cfg.work_dir / "checkpoint.pt"
     step = 0
+    if cfg.init is not None and not ckpt.exists():
+        missing, unexpected = model.load_state_dict(torch.load(cfg.init, weights_only=True), strict=False)
+        if unexpected:
+            raise ValueError(f"{cfg.init}: keys the {cfg.arch.value} student does not have: {unexpected[:5]}")
+        if len(missing) > len(model.state_dict()) // 2:
+            raise ValueError(f"{cfg.init}: not a {cfg.arch.value} state dict (missing {missing[:5]} …)")
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"], strict=True)
