@@ -136,10 +136,15 @@ def tiled_forward(
     # 1. statistics of the whole image, from a pass at (at most) stats_side.
     scale = min(1.0, plan.stats_side / max(h, w))
     sh, sw = _round_down(round(h * scale), multiple), _round_down(round(w * scale), multiple)
-    small = to_model_range(image.unsqueeze(0), torch.float32)
     if (sh, sw) != (h, w):
-        small = F.interpolate(small, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-    small = small.to(device, dtype).contiguous(memory_format=memory_format)
+        # Downscale the uint8 image itself: a float copy of a 48-megapixel photo would
+        # be 576 MB, more than everything else the tiled run holds.
+        small8 = F.interpolate(image.unsqueeze(0), size=(sh, sw), mode="bilinear", antialias=True,
+                               align_corners=False)
+    else:
+        small8 = image.unsqueeze(0)
+    small = to_model_range(small8.to(device), dtype).contiguous(memory_format=memory_format)
+    del small8
     with torch.inference_mode():
         stats = record_stats(model, forward, small)
     del small
