@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.weights import Manifest, ModelEntry, save_manifest, sha256_of
@@ -71,3 +72,13 @@ def needs_shared(*parts: str) -> pytest.MarkDecorator:
     """Skip unless ``../shared/<parts>`` exists."""
     path = SHARED.joinpath(*parts)
     return pytest.mark.skipif(not path.exists(), reason=f"needs {path}")
+
+
+def cli_convert(*args: object, cpu: bool = True) -> Result:
+    """``animecli convert ARGS`` through Typer's runner (on CPU unless told otherwise, so results are deterministic)."""
+    from animecli.cli import app
+
+    argv = ["convert", *(str(a) for a in args)]
+    if cpu:
+        argv += ["--device", "cpu"]
+    return CliRunner().invoke(app, argv)

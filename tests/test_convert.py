@@ -17,20 +17,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from typer.testing import CliRunner, Result
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
 from animecli.backends import resolve_backend
-from animecli.cli import app
 from animecli.config import Backend, LoadOptions, OutputFormat
 from animecli.discovery import Discovery, Ignored, Job
 from animecli.loader import load_one
 from animecli.lock import LOCK_NAME
 from animecli.report import FIELDS, FileRecord, ReportWriter, Status, Summary
 from animecli.transforms import image_to_tensor
-from tests.conftest import make_photo
-
-runner = CliRunner()
+from tests.conftest import cli_convert, make_photo
 
 SUMMARY_KEYS = {
     "converted", "skipped", "failed", "ignored_non_images", "elapsed_s", "images_per_s", "peak_rss_mb",
@@ -48,12 +44,7 @@ def _weights(tiny_weights_dir: Path) -> Path:
     return tiny_weights_dir
 
 
-def convert(*args: object, cpu: bool = True) -> Result:
-    """``animecli convert ARGS`` (on CPU unless told otherwise, so results are deterministic)."""
-    argv = ["convert", *(str(a) for a in args)]
-    if cpu:
-        argv += ["--device", "cpu"]
-    return runner.invoke(app, argv)
+convert = cli_convert
 
 
 def read_report(path: Path) -> dict[str, Any]:

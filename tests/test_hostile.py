@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from animecli.atomic import TEMP_SUFFIX
-from animecli.cli import app
 from animecli.discovery import GIF_NOTE
-from tests.conftest import make_photo
+from tests.conftest import cli_convert, make_photo
 
-runner = CliRunner()
 as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                              reason="root can read and write regardless of permissions")
 
@@ -37,8 +35,7 @@ def _weights(tiny_weights_dir: Path) -> Path:
     return tiny_weights_dir
 
 
-def convert(*args: object) -> Result:
-    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+convert = cli_convert
 
 
 def report_rows(path: Path) -> dict[str, dict[str, Any]]:

@@ -10,14 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from animecli.cli import app
 from animecli.errors import LockedError
 from animecli.lock import LOCK_NAME, Holder, OutputLock, is_alive, me
-from tests.conftest import make_photo
-
-runner = CliRunner()
+from tests.conftest import cli_convert, make_photo
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +21,7 @@ def _weights(tiny_weights_dir: Path) -> Path:
     return tiny_weights_dir
 
 
-def convert(*args: object) -> Result:
-    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+convert = cli_convert
 
 
 def dead_pid() -> int:

@@ -14,18 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from animecli.cli import app
 from animecli.config import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
 from animecli.errors import SetupError, UsageError
 from animecli.ray_engine import INSTALL_HINT, plan_pool
 from animecli.report import FileRecord
-from tests.conftest import make_photo
+from tests.conftest import cli_convert, make_photo
 
 # Ray Data reads its own deprecated settings when it copies its context: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-runner = CliRunner()
 STABLE = ["src", "status", "reason", "input_size", "processed_size", "notes"]
 
 
@@ -45,7 +43,7 @@ def ray_instance() -> Iterator[Any]:
 
 
 def convert(*args: object) -> Result:
-    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu", "--threads", "1"])
+    return cli_convert(*args, "--threads", "1")
 
 
 def report_of(path: Path) -> dict[str, Any]:

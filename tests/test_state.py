@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner, Result
 
-from animecli.cli import app
 from animecli.state import STATE_NAME, RunState, Settings, Stamp, Verdict
-from tests.conftest import make_photo
-
-runner = CliRunner()
+from tests.conftest import cli_convert, make_photo
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +19,7 @@ def _weights(tiny_weights_dir: Path) -> Path:
     return tiny_weights_dir
 
 
-def convert(*args: object) -> Result:
-    return runner.invoke(app, ["convert", *(str(a) for a in args), "--device", "cpu"])
+convert = cli_convert
 
 
 def statuses(src: Path, out: Path, rep: Path, *extra: object) -> dict[str, dict[str, Any]]:
