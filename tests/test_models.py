@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from animecli.models import Arch, ArchSpec, FastGroupNorm, build_generator, count_macs, detect_arch
-from animecli.models.norm import whole_image_stats
+from animecli.models import (
+    Arch,
+    ArchSpec,
+    FastGroupNorm,
+    build_generator,
+    count_macs,
+    detect_arch,
+    lite2_to_lite,
+    lite_to_lite2,
+)
+from animecli.models.norm import pooled_stats, whole_image_stats
 from tests.conftest import SHARED, needs_shared
 
 
@@ -94,6 +103,59 @@ def test_v2_full_size_parameter_count_and_cost() -> None:
     # The lite targets: at most 1/3 of v2's parameters and 1/5 of its multiply-adds.
     assert lite_params * 3 <= v2_params
     assert count_macs(lite, 128, 128) * 5 <= count_macs(model, 128, 128)
+
+
+def _full_res_channels(model: nn.Module, size: int) -> list[int]:
+    """Channel counts of every conv input that has the full input resolution."""
+    seen: list[int] = []
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if inp[0].shape[-1] == size:
+            seen.append(int(inp[0].shape[1]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def test_lite2_has_no_64_channel_map_at_full_resolution() -> None:
+    lite, lite2 = build_generator(ArchSpec(Arch.LITE)), build_generator(ArchSpec(Arch.LITE2))
+    assert max(_full_res_channels(lite, 32)) == 64  # the check can see the difference
+    assert max(_full_res_channels(lite2, 32)) == 32
+    assert sum(p.numel() for p in lite2.parameters()) == sum(p.numel() for p in lite.parameters())
+    assert count_macs(lite2, 128, 128) < count_macs(lite, 128, 128)
+
+
+def test_lite_weights_rename_into_lite2() -> None:
+    torch.manual_seed(0)
+    lite = build_generator(ArchSpec(Arch.LITE, width=0.25))
+    sd = lite_to_lite2(lite.state_dict())
+    lite2 = build_generator(ArchSpec(Arch.LITE2, width=0.25))
+    lite2.load_state_dict(sd, strict=True)
+    assert torch.equal(lite2.state_dict()["reduce.1.weight"], lite.state_dict()["up2.0.1.weight"])
+    assert torch.equal(lite2.state_dict()["up2.1.0.weight"], lite.state_dict()["up2.2.0.weight"])
+    assert detect_arch(sd) == (Arch.LITE2, 0.25)
+    back = lite2_to_lite(sd)
+    assert back.keys() == lite.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in lite.state_dict().items())
+
+
+def test_pooled_stats_are_the_stats_of_the_crops_together() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 20, 20) * 3 + 1
+    mean, var = pooled_stats(x, 0.0)
+    together = x.permute(1, 0, 2, 3).reshape(1, 3, 4 * 20, 20)  # the four crops side by side
+    ref_mean, ref_var = whole_image_stats(together)
+    assert torch.allclose(mean, ref_mean, atol=1e-5) and torch.allclose(var, ref_var, atol=1e-4)
+    # The margin is left out: make the borders extreme and the interior stats must not move.
+    y = x.clone()
+    y[:, :, :5], y[:, :, -5:], y[:, :, :, :5], y[:, :, :, -5:] = 100.0, 100.0, 100.0, 100.0
+    m2, v2 = pooled_stats(y, 0.25)
+    inner_m, inner_v = pooled_stats(x[:, :, 5:15, 5:15], 0.0)
+    assert torch.allclose(m2, inner_m, atol=1e-5) and torch.allclose(v2, inner_v, atol=1e-4)
 
 
 def test_detect_arch_and_width() -> None:

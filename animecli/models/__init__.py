@@ -26,6 +26,8 @@ __all__ = [
     "build_generator",
     "count_macs",
     "detect_arch",
+    "lite2_to_lite",
+    "lite_to_lite2",
 ]
 
 
@@ -34,6 +36,7 @@ class Arch(str, Enum):
 
     V2 = "v2"
     LITE = "lite"
+    LITE2 = "lite2"
 
 
 @dataclass(frozen=True)
@@ -59,20 +62,53 @@ def build_generator(spec: ArchSpec) -> nn.Module:
     if spec.arch is Arch.V2:
         model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
     else:
-        model = GeneratorLite(spec.width, spec.fast_norm)
+        model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch is Arch.LITE2)
     return model.eval()
 
 
 # The first conv of each architecture: its key tells the arch, its shape the width.
 _STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
+# lite2 has lite's stem; its half-resolution ``reduce`` layer tells them apart.
+_LITE2_KEY = "reduce.0.weight"
 
 
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | None:
     """Guess (arch, width) from a state dict's keys, or ``None`` if it matches none."""
     for arch, key in _STEM_KEYS.items():
         if key in state_dict:
+            if arch is Arch.LITE and _LITE2_KEY in state_dict:
+                arch = Arch.LITE2
             return arch, int(state_dict[key].shape[0]) / 32.0
     return None
+
+
+def lite_to_lite2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a ``lite`` state dict's keys for ``lite2`` (a starting point for fine-tuning).
+
+    The two share every layer; lite2 runs the first one of ``up2`` at half
+    resolution as ``reduce``, so the same weights give a different (close)
+    image until the student is fine-tuned.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("up2."):
+            _, index, rest = key.split(".", 2)
+            key = f"reduce.{rest}" if index == "0" else f"up2.{int(index) - 1}.{rest}"
+        out[key] = value
+    return out
+
+
+def lite2_to_lite(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`lite_to_lite2` (e.g. to start a ``lite`` student from a ``lite2`` one)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("reduce."):
+            key = "up2.0." + key.split(".", 1)[1]
+        elif key.startswith("up2."):
+            _, index, rest = key.split(".", 2)
+            key = f"up2.{int(index) + 1}.{rest}"
+        out[key] = value
+    return out
 
 
 def count_macs(model: nn.Module, height: int, width: int) -> int:

@@ -42,9 +42,14 @@ class GeneratorLite(nn.Module):
     Args:
         width: channel multiplier (1.0 = the shipped students).
         fast_norm: use the fast normalisation (same parameters either way).
+        slim_head: the ``lite2`` layout: the 64→32-channel layer that opens the
+            last stage runs *before* the last upsampling (as ``reduce``), so no
+            64-channel map ever exists at full resolution. Same layers and
+            parameter count as ``lite``; at 1024×1024 it keeps two 32-channel
+            full-resolution maps alive instead of two 64-channel ones.
     """
 
-    def __init__(self, width: float = 1.0, fast_norm: bool = True) -> None:
+    def __init__(self, width: float = 1.0, fast_norm: bool = True, slim_head: bool = False) -> None:
         super().__init__()
         c32, c64, c128 = (_ch(c, width) for c in (32, 64, 128))
         f = fast_norm
@@ -69,11 +74,16 @@ class GeneratorLite(nn.Module):
             SepConvNormLReLU(c128, c64, fast_norm=f),
             SepConvNormLReLU(c64, c64, fast_norm=f),
         )
-        self.up2 = nn.Sequential(
-            SepConvNormLReLU(c64, c32, fast_norm=f),
+        self.slim_head = slim_head
+        opening = SepConvNormLReLU(c64, c32, fast_norm=f)
+        full_res = [
             SepConvNormLReLU(c32, c32, fast_norm=f),
             SepConvNormLReLU(c32, c32, kernel_size=7, fast_norm=f),
-        )
+        ]
+        # Separate module names for the two layouts, so that a state dict says
+        # which one it is made for (see animecli.models.detect_arch).
+        self.reduce: nn.Module | None = opening if slim_head else None
+        self.up2 = nn.Sequential(*full_res) if slim_head else nn.Sequential(opening, *full_res)
         self.head = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False))
         # Colour skip: a 1×1 map from the input photo straight to the output
         # (before tanh), starting as the identity. Without it the students
@@ -98,6 +108,8 @@ class GeneratorLite(nn.Module):
         out = self.body(self.down(s))
         out = F.interpolate(out, size=s.shape[-2:], mode="bilinear", align_corners=False)
         out = self.up1(out)
+        if self.reduce is not None:
+            out = self.reduce(out)
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         out = self.up2(out)
         return torch.tanh(self.head(out) + self.skip(x))

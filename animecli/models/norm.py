@@ -43,6 +43,10 @@ class FastGroupNorm(nn.Module):
         self.fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self.record_stats: bool = False
         self.recorded: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Pooled statistics (tiling's sampled statistics pass): when set, the batch is a set of
+        # crops of ONE image, and this fraction of each crop's side, on every side, is left out
+        # of one shared mean and variance (see pooled_stats).
+        self.pooled_margin: float | None = None
         # Set by networks whose norm input is a private conv output.
         self.inplace: bool = False
 
@@ -64,7 +68,10 @@ class FastGroupNorm(nn.Module):
         if self.fixed_stats is not None:
             mean, var = self.fixed_stats
         else:
-            mean, var = whole_image_stats(x)
+            if self.pooled_margin is not None:
+                mean, var = pooled_stats(x, self.pooled_margin)
+            else:
+                mean, var = whole_image_stats(x)
             if self.record_stats:
                 self.recorded = (mean.detach(), var.detach())
         rstd = torch.rsqrt(var + self.eps)
@@ -106,6 +113,32 @@ def whole_image_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = total / count
     var = (squares / count - mean * mean).clamp_min(0.0)
     return mean.view(n, 1, 1, 1), var.view(n, 1, 1, 1)
+
+
+def pooled_stats(x: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mean and variance over all of a batch of crops, leaving out their borders.
+
+    The crops are samples of one large image: their pooled statistics estimate
+    the whole image's. Near a crop's edge the zero padding of the convolutions
+    stands in for the missing neighbours, so ``margin`` (a fraction of the
+    side, on every side) is left out.
+
+    Args:
+        x: (N, C, H, W) activations of N equal crops, any float dtype.
+        margin: fraction of H and of W to leave out on each side, in [0, 0.5).
+
+    Returns:
+        (mean, var), each (1, 1, 1, 1) float32.
+    """
+    h, w = x.shape[-2:]
+    mh, mw = round(margin * h), round(margin * w)
+    if h - 2 * mh > 0 and w - 2 * mw > 0:
+        x = x[:, :, mh : h - mh, mw : w - mw]
+    mean, var = whole_image_stats(x)
+    # Equal-sized crops: the pooled mean is the mean of means, and E[x²] pools the same way.
+    pooled_mean = mean.mean()
+    pooled_var = ((var + mean * mean).mean() - pooled_mean * pooled_mean).clamp_min(0.0)
+    return pooled_mean.view(1, 1, 1, 1), pooled_var.view(1, 1, 1, 1)
 
 
 def make_norm(num_channels: int, fast: bool, inplace: bool = False) -> nn.Module:
