@@ -30,6 +30,7 @@ import io
 import logging
 import tempfile
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,21 +225,30 @@ class ExportGroupNorm(nn.Module):
 
     Args:
         norm: the layer to mirror (its ``weight`` and ``bias`` are shared, not copied).
+        feed: where frozen statistics come from in a fixed-statistics graph (``None`` = never).
+        index: this layer's row in ``feed.stats`` (its place among the model's norms).
     """
 
-    def __init__(self, norm: FastGroupNorm | nn.GroupNorm) -> None:
+    def __init__(self, norm: FastGroupNorm | nn.GroupNorm, feed: StatsFeed | None = None, index: int = 0) -> None:
         super().__init__()
         self.weight = norm.weight
         self.bias = norm.bias
         self.eps = float(norm.eps)
+        self.feed = feed
+        self.index = index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float32 contiguous → (N, C, H, W), normalised over (C, H, W) per sample."""
         n, c, h, w = x.shape
-        rows = x.reshape(n, c * h, w)
-        mean = rows.mean(dim=2).mean(dim=1)
-        mean_sq = torch.linalg.vector_norm(rows, 2, dim=2).square().mean(dim=1) / w
-        var = (mean_sq - mean * mean).clamp_min(0.0)
+        if self.feed is not None and self.feed.stats is not None:
+            # Tiling: the whole image's (mean, var), a graph input, instead of this tile's own.
+            mean = self.feed.stats[self.index, 0].expand(n)
+            var = self.feed.stats[self.index, 1].expand(n)
+        else:
+            rows = x.reshape(n, c * h, w)
+            mean = rows.mean(dim=2).mean(dim=1)
+            mean_sq = torch.linalg.vector_norm(rows, 2, dim=2).square().mean(dim=1) / w
+            var = (mean_sq - mean * mean).clamp_min(0.0)
         mean_nc = mean.view(-1, 1).expand(n, c).reshape(-1)
         var_nc = var.view(-1, 1).expand(n, c).reshape(-1)
         weight_nc = self.weight.view(1, -1).expand(n, c).reshape(-1)
@@ -275,39 +285,89 @@ class _V2Export(nn.Module):
         return result
 
 
-def exportable(model: nn.Module) -> nn.Module:
-    """A float32, CPU, gradient-free copy of ``model`` whose norms export to fast ONNX."""
+class StatsFeed:
+    """Holds the frozen statistics while a fixed-statistics graph is traced."""
+
+    def __init__(self) -> None:
+        self.stats: torch.Tensor | None = None
+
+
+def _is_norm(mod: nn.Module) -> bool:
+    is_gn1 = isinstance(mod, nn.GroupNorm) and mod.num_groups == 1 and mod.affine
+    return isinstance(mod, FastGroupNorm) or is_gn1
+
+
+def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
+    """A float32, CPU, gradient-free copy of ``model`` whose norms export to fast ONNX.
+
+    Args:
+        model: the generator.
+        feed: for a fixed-statistics graph: the norms read their statistics from it, each
+            at its index in module order (the order :func:`animecli.tiling.record_stats` uses).
+    """
     clone = copy.deepcopy(model).to("cpu", torch.float32).requires_grad_(False).eval()
     clone = clone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    order = {id(m): i for i, m in enumerate(m for m in clone.modules() if _is_norm(m))}
     for mod in list(clone.modules()):
         for name, child in list(mod.named_children()):
-            is_gn1 = isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine
-            if isinstance(child, FastGroupNorm) or is_gn1:
-                setattr(mod, name, ExportGroupNorm(child))
+            if _is_norm(child):
+                setattr(mod, name, ExportGroupNorm(child, feed, order[id(child)]))
     wrapped: nn.Module = _V2Export(clone) if isinstance(clone, GeneratorV2) else clone
     return wrapped.eval()
 
 
-def export_onnx(model: nn.Module, sample_size: int = 64) -> bytes:
+class _FixedStatsExport(nn.Module):
+    """A generator whose norms take their (mean, var) from a second input, shaped (L, 2)."""
+
+    def __init__(self, net: nn.Module, feed: StatsFeed) -> None:
+        super().__init__()
+        self.net = net
+        self.feed = feed
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        self.feed.stats = stats
+        try:
+            out: torch.Tensor = self.net(x)
+        finally:
+            self.feed.stats = None
+        return out
+
+
+def count_norms(model: nn.Module) -> int:
+    """Number of whole-image norm layers (rows of a fixed-statistics graph's ``stats`` input)."""
+    return sum(1 for m in model.modules() if _is_norm(m))
+
+
+def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = False) -> bytes:
     """Export the generator to ONNX (opset 17) with dynamic batch, height and width.
 
     Args:
         model: the generator (any device/dtype; a float32 CPU copy is exported).
         sample_size: side of the dummy input used for tracing (a multiple of 4).
+        fixed_stats: export the tiling graph: a second input ``stats`` (L, 2) float32 holds
+            every norm's whole-image (mean, var), in module order, used instead of the input's.
 
     Returns:
-        The serialised ONNX model, input ``input`` and output ``output``, both
-        (N, 3, H, W) float32 in [-1, 1].
+        The serialised ONNX model, input ``input`` (and ``stats``) and output ``output``,
+        both (N, 3, H, W) float32 in [-1, 1].
     """
-    net = exportable(model)
     x = torch.zeros(1, 3, sample_size, sample_size)
     dyn = {0: "n", 2: "h", 3: "w"}
+    args: tuple[torch.Tensor, ...] = (x,)
+    names = ["input"]
+    if fixed_stats:
+        feed = StatsFeed()
+        net: nn.Module = _FixedStatsExport(exportable(model, feed), feed)
+        args = (x, torch.ones(count_norms(model), 2))
+        names = ["input", "stats"]
+    else:
+        net = exportable(model)
     with tempfile.TemporaryDirectory(prefix="animecli-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shapes (handled) and deprecations
         path = Path(tmp) / "model.onnx"
         # The TorchScript-based exporter: the dynamo one needs onnxscript and gives no faster graph here.
         torch.onnx.export(
-            net, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
+            net, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
             output_names=["output"], dynamic_axes={"input": dyn, "output": dyn}, do_constant_folding=True,
         )
         return path.read_bytes()
@@ -446,17 +506,20 @@ class CompiledPaths:
     Attributes:
         fp32: the exported float32 model.
         int8: the quantised model (its name also carries the calibration set's digest).
+        fixed: the float32 tiling graph (norm statistics as an input; see :func:`export_onnx`).
     """
 
     fp32: Path
     int8: Path
+    fixed: Path
 
 
 def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> CompiledPaths:
     """Cache paths for a model with weights digest ``digest`` and architecture key ``arch_key``."""
     folder = cache_dir() / "compiled"
     stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
-    return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx")
+    return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
+                         folder / f"{stem}-fixedstats.onnx")
 
 
 # Graphs made or read in this process, by file name (which carries the weights' digest): a
@@ -483,6 +546,10 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     return data
 
 
+SHRINK_WINDOW = 16
+SHRINK_FACTOR = 1.25
+
+
 class OrtRunner:
     """An onnxruntime CPU session over an exported generator.
 
@@ -490,11 +557,39 @@ class OrtRunner:
         model_bytes: the ONNX model.
         backend: ``onnx`` or ``int8`` (for reporting).
         threads: intra-op threads (0 = onnxruntime's default: one per physical core).
+        fixed_graph: makes the fixed-statistics graph for tiling (exported on first use);
+            ``None`` = this runner cannot run tiles (:attr:`can_tile` is false).
     """
 
     memory_format = torch.contiguous_format
 
-    def __init__(self, model_bytes: bytes, backend: Backend, threads: int = 0) -> None:
+    def __init__(
+        self, model_bytes: bytes, backend: Backend, threads: int = 0,
+        fixed_graph: Callable[[], bytes] | None = None,
+    ) -> None:
+        self._options = self._session_options(backend, threads)
+        self.backend = backend
+        self.session = self._open(model_bytes)
+        self._fixed_graph = fixed_graph
+        self._fixed_session: Any = None
+        # The arena keeps what the largest input so far needed; after an input much larger
+        # than the recent ones, give that back (see _shrink_after).
+        self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
+        ort = require_onnxruntime(backend)
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    @property
+    def can_tile(self) -> bool:
+        """Whether :meth:`run_fixed` is available."""
+        return self._fixed_graph is not None
+
+    def _open(self, model_bytes: bytes) -> Any:
+        ort = require_onnxruntime(self.backend)
+        return ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
+
+    @staticmethod
+    def _session_options(backend: Backend, threads: int) -> Any:
         ort = require_onnxruntime(backend)
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(0, threads)
@@ -509,14 +604,63 @@ class OrtRunner:
         # Idle pool threads would otherwise spin for a while after each run, taking the cores
         # from the loader thread and from JPEG encoding (and from other processes).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.backend = backend
-        self.session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+        return so
+
+    def _shrink_after(self, pixels: int) -> bool:
+        """Whether to shrink the arena after a run on ``pixels`` input pixels.
+
+        Shrinking returns every free arena chunk to the OS, so the next run faults
+        its pages in again (slower). Doing it after each run cost 15–70 % on
+        photos of one size; never doing it let RSS ratchet up to the largest
+        photo ever seen (+54 MB over the 2,000-file soak). Only an input larger
+        than SHRINK_FACTOR × the median of the recent ones triggers it, so a
+        folder of same-size photos never pays and an outlier does not stay
+        resident.
+        """
+        recent = sorted(self._recent)
+        self._recent.append(pixels)
+        if not recent:
+            return False
+        return pixels > SHRINK_FACTOR * recent[len(recent) // 2]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float32 in [-1, 1] (any device/layout) → same, float32, on the CPU."""
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (y,) = self.session.run(["output"], {"input": arr})
+        options = self._shrink if self._shrink_after(int(arr.size)) else None
+        (y,) = self.session.run(["output"], {"input": arr}, options)
         return torch.from_numpy(y)
+
+    def run_fixed(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        """One tile with frozen statistics.
+
+        Args:
+            x: (N, 3, h, w) float32 in [-1, 1].
+            stats: (L, 2) float32, every norm's whole-image (mean, var) in module order.
+
+        Returns:
+            (N, 3, h, w) float32 in [-1, 1], on the CPU.
+        """
+        if self._fixed_graph is None:
+            raise ValueError("this runner has no fixed-statistics graph (check can_tile)")
+        if self._fixed_session is None:
+            self._fixed_session = self._open(self._fixed_graph())
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        feed = {"input": arr, "stats": stats.detach().to("cpu", torch.float32).contiguous().numpy()}
+        (y,) = self._fixed_session.run(["output"], feed)
+        return torch.from_numpy(y)
+
+    def release_tile_memory(self) -> None:
+        """Give the tiling graph's arena back to the OS (call after the last tile of an image).
+
+        Tiled images are the largest a run sees; without this their tiles' activations
+        stayed resident through the image's encoding and the rest of the run.
+        """
+        if self._fixed_session is None:
+            return
+        inputs = self._fixed_session.get_inputs()
+        rows = next(i for i in inputs if i.name == "stats").shape[0]
+        feed = {"input": torch.zeros(1, 3, 4, 4).numpy(), "stats": torch.ones(int(rows), 2).numpy()}
+        self._fixed_session.run(["output"], feed, self._shrink)
 
 
 def make_runner(
@@ -555,7 +699,12 @@ def make_runner(
     paths = compiled_paths(digest, key)
     fp32 = _cached(paths.fp32, lambda: export_onnx(model))
     if backend is Backend.ONNX:
-        return OrtRunner(fp32, backend, threads)
+        fixed_paths = paths
+
+        def fixed_graph() -> bytes:
+            return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
+
+        return OrtRunner(fp32, backend, threads, fixed_graph)
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, _calibration_key(images))
 

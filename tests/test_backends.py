@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import importlib
 from pathlib import Path
 from typing import Any
@@ -176,13 +177,36 @@ def test_settings_fingerprint_backend() -> None:
     assert Settings(**{**base.__dict__, "backend": "int8"}).fingerprint(dst) != base.fingerprint(dst)
 
 
-def test_tiled_image_with_onnx_falls_back_to_eager(tiny_weights_dir: Path, tmp_path: Path) -> None:
+def test_tiled_image_with_int8_falls_back_to_eager(tiny_weights_dir: Path, tmp_path: Path) -> None:
     make_photo(tmp_path / "in" / "big.png", (300, 200))
-    result = CliRunner().invoke(app, [
-        "convert", str(tmp_path / "in"), str(tmp_path / "out"), "--backend", "onnx", "--tile", "64", "-v",
-    ])
+    cli = ["convert", str(tmp_path / "in"), str(tmp_path / "out"), "--tile", "64", "-v", "--backend"]
+    result = CliRunner().invoke(app, [*cli, "int8"])
     assert result.exit_code == 0, result.output
-    assert "tiled: run in eager PyTorch" in result.output
+    assert "tiled: run in eager PyTorch (the int8 backend cannot tile)" in result.output
+    result = CliRunner().invoke(app, [*cli, "onnx", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "eager PyTorch" not in result.output  # onnx tiles in its fixed-statistics graph
+
+
+@pytest.mark.parametrize("arch", [Arch.LITE, Arch.LITE2, Arch.V2])
+def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
+    from animecli.tiling import TilePlan, tiled_forward
+
+    model = _tiny(arch, align_corners=False)
+    runner = make_runner(model, Backend.ONNX, threads=1)
+    assert isinstance(runner, backends.OrtRunner) and runner.can_tile
+    img = (torch.rand(3, 200, 264) * 255).to(torch.uint8)
+    cpu = torch.device("cpu")
+    for plan in (TilePlan(64, 16, 264), TilePlan(64, 16, 264, samples=2, sample_side=48, sample_margin=8)):
+        eager = tiled_forward(model, model, img, plan, 4, torch.float32, cpu)
+        onnx = tiled_forward(model, model, img, plan, 4, torch.float32, cpu, fixed_forward=runner.run_fixed)
+        diff = (eager.float() - onnx.float()).abs()
+        assert float(diff.max()) <= 1.0, float(diff.max())  # float32 rounding only
+    # The statistics really are an input: different statistics, a different image.
+    stats = torch.tensor([[0.0, 1.0]] * backends.count_norms(model))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    a, b = runner.run_fixed(x, stats), runner.run_fixed(x, stats * 2)
+    assert float((a - b).abs().max()) > 1e-3
 
 
 def test_export_bytes_are_valid_onnx() -> None:
@@ -194,7 +218,7 @@ def test_export_bytes_are_valid_onnx() -> None:
     assert [d.dim_param for d in dims] == ["n", "", "h", "w"]
 
 
-HAYAO = ROOT / "weights" / "hayao_lite.pt"
+HAYAO = ROOT / "weights" / json.loads((ROOT / "weights" / "manifest.json").read_text())["models"]["hayao"]["file"]
 VAL = SHARED / "photos" / "val"
 TEACHER = SHARED / "teachers" / "animeganv3_hayao_512.onnx"
 
@@ -233,3 +257,18 @@ def test_int8_quality_guard_on_shipped_model(tmp_path: Path) -> None:
         assert result is not None
         figures[b] = result.psnr_db
     assert figures[Backend.ONNX] - figures[Backend.INT8] <= 1.5, figures
+
+
+def test_arena_shrinks_only_after_an_outlier() -> None:
+    runner = make_runner(_tiny(Arch.LITE), Backend.ONNX, threads=1)
+    assert isinstance(runner, backends.OrtRunner)
+    same = [runner._shrink_after(1000) for _ in range(20)]
+    assert not any(same)  # a folder of same-size photos never pays for shrinking
+    assert runner._shrink_after(5000)  # one large photo: give its memory back after it
+    assert not runner._shrink_after(1100)
+    # And the outputs are unchanged by a shrinking run.
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    small = runner(x)
+    big = torch.rand(1, 3, 256, 256) * 2 - 1
+    runner(big)
+    assert torch.equal(runner(x), small)
