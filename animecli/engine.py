@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from animecli.backends import BackendChoice, Runner, make_runner, resolve_backend
+from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.config import Backend, ClearCache, EngineOptions, Precision
 from animecli.errors import SetupError, UsageError
-from animecli.tiling import bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
+from animecli.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
 from animecli.transforms import from_model_range, pad_batch, pad_uint8, to_model_range
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
@@ -170,32 +170,51 @@ class Engine:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * 0.8)
-        return 1024 * 2**20
+        # Activations only: the interpreter with torch and onnxruntime (~300 MB) and a large
+        # photo's uint8 buffers (input and output, 144 MB each at 48 MP) come on top. 768 MB
+        # keeps an 8000×6000 photo under 1.5 GB in all (docs/models.md).
+        return 768 * 2**20
+
+    def _bpp(self) -> tuple[int, int, int]:
+        """Bytes per pixel of (a whole image, a tile, the statistics pass) with this runner."""
+        whole = "onnx" if isinstance(self.runner, OrtRunner) else "eager"
+        tile = "onnx-fixed" if self._fixed_forward() is not None else "eager"
+        return (bytes_per_pixel(self.arch, self.dtype, whole), bytes_per_pixel(self.arch, self.dtype, tile),
+                bytes_per_pixel(self.arch, self.dtype, "eager"))
 
     def tile_plan_for(self, height: int, width: int) -> tuple[int, int] | None:
         """(tile, overlap) if an image of this size should be tiled, else ``None``."""
         if self.opts.tile == 0 or not supports_tiling(self.model):
             return None
-        bpp = bytes_per_pixel(self.arch, self.dtype)
+        whole, tile_bpp, stats_bpp = self._bpp()
         if self.opts.tile > 0:
             if max(height, width) <= self.opts.tile:
                 return None
-            plan = plan_tiles(height, width, self.budget, bpp, self.multiple)
+            plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp)
             return self.opts.tile // self.multiple * self.multiple or self.multiple, plan.overlap
-        if height * width * bpp <= self.budget:
+        if height * width * whole <= self.budget:
             return None
-        plan = plan_tiles(height, width, self.budget, bpp, self.multiple)
+        plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp)
         return plan.tile, plan.overlap
+
+    def _fixed_forward(self) -> FixedForward | None:
+        """The runner's fixed-statistics forward for tiles, if it has one (onnxruntime float32)."""
+        if isinstance(self.runner, OrtRunner) and self.runner.can_tile:
+            return self.runner.run_fixed
+        return None
 
     def _run_tiled(self, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
         h, w = int(image.shape[1]), int(image.shape[2])
         padded = pad_uint8(image, self.multiple)
-        bpp = bytes_per_pixel(self.arch, self.dtype)
-        plan = plan_tiles(h, w, self.budget, bpp, self.multiple, overlap)
-        plan = type(plan)(tile=tile, overlap=plan.overlap, stats_side=plan.stats_side)
-        # Frozen statistics live in the eager modules; a traced graph would ignore them.
+        _, tile_bpp, stats_bpp = self._bpp()
+        plan = plan_tiles(int(padded.shape[1]), int(padded.shape[2]), self.budget, tile_bpp, self.multiple, overlap,
+                          tile=tile, stats_bpp=stats_bpp)
+        # The statistics pass runs the eager modules; the tiles run there too (frozen statistics
+        # live in them; a traced graph would ignore them) or in onnxruntime's fixed-statistics graph.
         out = tiled_forward(self.model, self.model, padded, plan, self.multiple, self.dtype, self.device,
-                            self.memory_format)
+                            self.memory_format, fixed_forward=self._fixed_forward())
+        if isinstance(self.runner, OrtRunner):
+            self.runner.release_tile_memory()
         return out[:, :h, :w]
 
     def _run(self, batch: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -232,10 +251,10 @@ class Engine:
         if tiling is None:
             self._run_split(list(batch), images, errors)
         else:
-            if self.backend in (Backend.ONNX, Backend.INT8):
-                # Tiling freezes each norm layer's whole-image statistics inside the PyTorch
-                # modules; an exported graph always normalises with the tile's own statistics
-                # (seams), so tiled images run in eager PyTorch float32 instead.
+            if self.backend in (Backend.ONNX, Backend.INT8) and self._fixed_forward() is None:
+                # Tiles need each norm layer's whole-image statistics frozen. The onnx backend
+                # has a graph that takes them as an input; the int8 graph has none (it would need
+                # its own calibration), so its tiled images run in eager PyTorch float32.
                 note = f"tiled: run in eager PyTorch (the {self.backend.value} backend cannot tile)"
             for img in batch:
                 self._run_tiled_with_backoff(img, *tiling, images, errors)

@@ -4,10 +4,16 @@ The generator's normalisation layers use statistics of the *whole* image, so
 running tiles independently would give each tile its own colours and leave
 seams. Instead:
 
-1. **Statistics pass** — the image, scaled down to a size that fits the
-   budget (or at full size when it fits), runs through the model once while
-   every :class:`~animecli.models.norm.FastGroupNorm` records its mean and
-   variance.
+1. **Statistics pass** — every :class:`~animecli.models.norm.FastGroupNorm`
+   records the mean and variance it would see on the whole image. By default
+   they are *sampled*: a grid of small full-resolution crops spread over the
+   image runs through the model as one batch whose norm layers pool their
+   statistics over all crops (borders left out). The layers normalise one
+   scalar mean and variance per image, which a few percent of the pixels, at
+   the right scale, estimate well; a pass over the image scaled down instead
+   shifts them (features of a smaller image are not those of the large one)
+   and costs more. The old whole-image pass (at full size, or scaled down)
+   remains for comparison: it is exact at full size but costs an untiled run.
 2. **Tile pass** — the full-resolution image runs tile by tile with those
    statistics frozen, so every tile is normalised exactly like the whole
    image. Each tile carries a margin of context (``overlap``) on every side
@@ -33,6 +39,9 @@ from animecli.models.norm import FastGroupNorm
 from animecli.transforms import from_model_range, to_model_range
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# (tile, stats) → output, for graphs that take the frozen statistics as an input:
+# stats is (L, 2) float32, every norm's (mean, var) in module order.
+FixedForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,30 +51,74 @@ class TilePlan:
     Attributes:
         tile: side of a tile's kept interior, in pixels.
         overlap: context margin on each side, cropped away after inference.
-        stats_side: long side of the statistics pass.
+        stats_side: long side of a whole-image statistics pass (used when
+            ``samples`` is 0).
+        samples: crops per side of the sampled statistics pass (``samples²``
+            crops); 0 = a whole-image pass at ``stats_side``.
+        sample_side: side of each sampled crop's counted interior.
+        sample_margin: context each sampled crop carries on every side, left out
+            of the statistics.
     """
 
     tile: int
     overlap: int
     stats_side: int
+    samples: int = 0
+    sample_side: int = 0
+    sample_margin: int = 16
 
 
 def _round_down(v: int, multiple: int) -> int:
     return max(multiple, v // multiple * multiple)
 
 
-def bytes_per_pixel(arch: str, dtype: torch.dtype) -> int:
+# Peak activation memory per input pixel, float32, one image, measured on CPU as the rise
+# in peak RSS over a model already loaded (docs/models.md, "Memory per pixel"), rounded
+# up: eager PyTorch; the onnxruntime graph; onnxruntime's fixed-statistics (tiling) graph.
+# The last is the steady state over many tiles: onnxruntime's arena kept growing for the
+# first tiles of a photo even at one tile shape, to about 1.9× a single run's peak (lite2,
+# 30 tiles of 1512²); for lite and v2 it is that factor times a single run's figure.
+_BYTES_PER_PIXEL = {
+    "eager": {"v2": 1536, "lite": 768, "lite2": 640},
+    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640},
+    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640},
+}
+
+
+def bytes_per_pixel(arch: str, dtype: torch.dtype, graph: str = "eager") -> int:
     """Rough peak activation memory per input pixel for one image (measured, rounded up).
 
-    v2 keeps up to three 128-channel maps at full resolution alive; ``lite`` at most 64 channels.
+    Args:
+        arch: ``v2``, ``lite`` or ``lite2``.
+        dtype: compute dtype (half precision halves it).
+        graph: what runs: ``eager`` (PyTorch), ``onnx`` or ``onnx-fixed`` (onnxruntime's
+            normal or fixed-statistics graph).
     """
-    per_elem = 2 if dtype in (torch.float16, torch.bfloat16) else 4
-    channels = 512 if arch == "v2" else 256
-    return channels * per_elem
+    table = _BYTES_PER_PIXEL.get(graph, _BYTES_PER_PIXEL["eager"])
+    bpp = table.get(arch, table["v2"])
+    return bpp // 2 if dtype in (torch.float16, torch.bfloat16) else bpp
 
 
-def plan_tiles(height: int, width: int, budget_bytes: int, bpp: int, multiple: int, overlap: int = 48) -> TilePlan:
-    """Largest tile (interior + 2·overlap) whose activations fit ``budget_bytes``.
+# Sampled statistics: SAMPLE_GRID² crops whose interiors together cover about
+# SAMPLE_FRACTION of the image (MIN_SAMPLE_SIDE to MAX_SAMPLE_SIDE px each), each
+# with SAMPLE_MARGIN px of context. Chosen at 1536² on val photos with the hayao
+# student (docs/models.md): many small crops spread evenly beat fewer large ones
+# (the error is sampling error: which parts of the photo are seen), and 8×8 crops
+# of 64 px kept the mean difference to an untiled run under 1/255 for ~17 % of an
+# untiled run's pixels. Above ~3 megapixels the crops stop growing: what matters is
+# how many there are and how evenly they cover the photo, not what share they are.
+SAMPLE_GRID = 8
+SAMPLE_FRACTION = 1 / 9
+MIN_SAMPLE_SIDE = 48
+MAX_SAMPLE_SIDE = 192
+SAMPLE_MARGIN = 8
+
+
+def plan_tiles(
+    height: int, width: int, budget_bytes: int, bpp: int, multiple: int, overlap: int = 32,
+    tile: int | None = None, stats_bpp: int | None = None,
+) -> TilePlan:
+    """Largest tile (interior + 2·overlap) whose activations fit ``budget_bytes``, and the statistics sample.
 
     Args:
         height, width: image size.
@@ -73,13 +126,36 @@ def plan_tiles(height: int, width: int, budget_bytes: int, bpp: int, multiple: i
         bpp: bytes of activation memory per pixel (:func:`bytes_per_pixel`).
         multiple: the model's size multiple.
         overlap: context margin; rounded up to the multiple.
+        tile: use this tile side (rounded down to the multiple) instead of the largest that fits.
+        stats_bpp: bytes per pixel of the statistics pass, if it runs differently from the
+            tiles (it runs in eager PyTorch); default ``bpp``.
     """
+    stats_bpp = stats_bpp or bpp
     overlap = -(-overlap // multiple) * multiple
     side = int(math.sqrt(max(budget_bytes, 1) / bpp))
-    tile = _round_down(side - 2 * overlap, multiple)
-    tile = max(tile, 4 * multiple)
+    if tile is None:
+        tile = _round_down(side - 2 * overlap, multiple)
+        tile = max(tile, 4 * multiple)
+    else:
+        tile = _round_down(tile, multiple)
     stats_side = _round_down(min(max(height, width), side), multiple)
-    return TilePlan(tile=tile, overlap=overlap, stats_side=stats_side)
+    grid, margin = SAMPLE_GRID, -(-SAMPLE_MARGIN // multiple) * multiple
+    sample = _round_down(int(math.sqrt(SAMPLE_FRACTION * height * width) / grid), multiple)
+    sample = min(max(sample, MIN_SAMPLE_SIDE), MAX_SAMPLE_SIDE)
+
+    def batch_bytes() -> int:
+        return grid * grid * (sample + 2 * margin) ** 2 * stats_bpp
+
+    # The crops run as one batch: keep it inside the budget (fewer, then smaller crops).
+    while grid > 2 and batch_bytes() > budget_bytes:
+        grid -= 1
+    while sample > MIN_SAMPLE_SIDE and batch_bytes() > budget_bytes:
+        sample = max(MIN_SAMPLE_SIDE, _round_down(sample * 3 // 4, multiple))
+    if 2 * grid * grid * (sample + 2 * margin) ** 2 >= height * width and height * width * stats_bpp <= budget_bytes:
+        # A small image: the crops would cost about as much as the exact whole-image pass.
+        return TilePlan(tile=tile, overlap=overlap, stats_side=stats_side)
+    return TilePlan(tile=tile, overlap=overlap, stats_side=stats_side, samples=grid, sample_side=sample,
+                    sample_margin=margin)
 
 
 def _norms(model: nn.Module) -> list[FastGroupNorm]:
@@ -91,11 +167,23 @@ def supports_tiling(model: nn.Module) -> bool:
     return bool(_norms(model))
 
 
-def record_stats(model: nn.Module, forward: Forward, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Run ``x`` once and return every norm layer's (mean, var), in module order."""
+def record_stats(
+    model: nn.Module, forward: Forward, x: torch.Tensor, pooled_margin: float | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run ``x`` once and return every norm layer's (mean, var), in module order.
+
+    Args:
+        model: the generator.
+        forward: how to call it.
+        x: (N, 3, H, W) model input.
+        pooled_margin: ``None`` = per-image statistics; else ``x`` holds crops of one image and
+            each layer pools one mean and variance over them, leaving out this fraction of each
+            side (see :func:`~animecli.models.norm.pooled_stats`).
+    """
     norms = _norms(model)
     for n in norms:
         n.record_stats = True
+        n.pooled_margin = pooled_margin
     try:
         forward(x)
         stats = []
@@ -106,7 +194,46 @@ def record_stats(model: nn.Module, forward: Forward, x: torch.Tensor) -> list[tu
         for n in norms:
             n.record_stats = False
             n.recorded = None
+            n.pooled_margin = None
     return stats
+
+
+def sample_origins(height: int, width: int, grid: int, side: int, multiple: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``grid``² crops of ``side`` px, one centred in each cell of a grid over the image.
+
+    Corners are multiples of ``multiple`` so crops sample the stride-2 grid of the
+    whole image; crops stay inside the image.
+    """
+    def starts(length: int) -> list[int]:
+        out = []
+        for i in range(grid):
+            centre = (2 * i + 1) * length // (2 * grid)
+            start = min(max(0, centre - side // 2), length - side)
+            out.append(start // multiple * multiple)
+        return out
+
+    return [(y, x) for y in starts(height) for x in starts(width)]
+
+
+def sampled_stats(
+    model: nn.Module, forward: Forward, image: torch.Tensor, plan: TilePlan, multiple: int,
+    dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-image norm statistics estimated from a grid of full-resolution crops (see the module doc).
+
+    Args:
+        image: (3, H, W) uint8, H and W multiples of the model's size multiple.
+        plan: ``samples`` and ``sample_side`` give the grid; ``overlap`` the context margin.
+    """
+    _, h, w = image.shape
+    side = min(plan.sample_side + 2 * plan.sample_margin, h, w) // multiple * multiple
+    origins = sample_origins(h, w, plan.samples, side, multiple)
+    crops = torch.stack([image[:, y : y + side, x : x + side] for y, x in origins])
+    x = to_model_range(crops.to(device), dtype).contiguous(memory_format=memory_format)
+    del crops
+    margin = min(plan.sample_margin / side, 0.45)
+    with torch.inference_mode():
+        return record_stats(model, forward, x, pooled_margin=margin)
 
 
 def tiled_forward(
@@ -118,6 +245,7 @@ def tiled_forward(
     dtype: torch.dtype,
     device: torch.device,
     memory_format: torch.memory_format = torch.channels_last,
+    fixed_forward: FixedForward | None = None,
 ) -> torch.Tensor:
     """Stylise one large image tile by tile.
 
@@ -128,12 +256,59 @@ def tiled_forward(
         plan: tile size, overlap and statistics size.
         multiple: the model's size multiple.
         dtype, device, memory_format: how tiles are run.
+        fixed_forward: run the tiles through this instead (e.g. an onnxruntime graph that
+            takes the statistics as an input; it gets contiguous float32 tiles); the
+            statistics pass still runs ``forward``.
 
     Returns:
         (3, H, W) uint8 on the CPU.
     """
     _, h, w = image.shape
-    # 1. statistics of the whole image, from a pass at (at most) stats_side.
+    if plan.samples > 0:
+        stats = sampled_stats(model, forward, image, plan, multiple, dtype, device, memory_format)
+    else:
+        stats = _whole_image_stats(model, forward, image, plan, multiple, dtype, device, memory_format)
+    norms = _norms(model)
+    out = torch.empty((3, h, w), dtype=torch.uint8)
+    table = torch.tensor([[float(m.flatten()[0]), float(v.flatten()[0])] for m, v in stats], dtype=torch.float32)
+    run_tile: Forward = forward
+    if fixed_forward is not None:
+        memory_format = torch.contiguous_format
+        fixed = fixed_forward
+        run_tile = lambda x: fixed(x.float(), table)  # noqa: E731
+    try:
+        if fixed_forward is None:
+            for n, s in zip(norms, stats, strict=True):
+                n.set_fixed_stats(s)
+        ov = plan.overlap
+        # Every tile window has the same size (edge windows slide inwards, so their kept part
+        # has more context, never less): one shape lets the allocator reuse the same blocks
+        # for every tile; tiles of changing shapes made onnxruntime's arena grow by ~30 %.
+        sh, sw = min(plan.tile + 2 * ov, h), min(plan.tile + 2 * ov, w)
+        for y0 in range(0, h, plan.tile):
+            for x0 in range(0, w, plan.tile):
+                y1, x1 = min(y0 + plan.tile, h), min(x0 + plan.tile, w)
+                ty0, tx0 = max(0, min(y0 - ov, h - sh)), max(0, min(x0 - ov, w - sw))
+                ty1, tx1 = ty0 + sh, tx0 + sw
+                crop = image[:, ty0:ty1, tx0:tx1].unsqueeze(0)
+                x = to_model_range(crop.to(device), dtype).contiguous(memory_format=memory_format)
+                with torch.inference_mode():
+                    y = run_tile(x)
+                    piece = from_model_range(y[0, :, y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]).cpu()
+                out[:, y0:y1, x0:x1] = piece
+                del x, y, piece
+    finally:
+        for n in norms:
+            n.set_fixed_stats(None)
+    return out
+
+
+def _whole_image_stats(
+    model: nn.Module, forward: Forward, image: torch.Tensor, plan: TilePlan, multiple: int,
+    dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Statistics from one pass over the whole image at (at most) ``plan.stats_side``."""
+    _, h, w = image.shape
     scale = min(1.0, plan.stats_side / max(h, w))
     sh, sw = _round_down(round(h * scale), multiple), _round_down(round(w * scale), multiple)
     if (sh, sw) != (h, w):
@@ -146,27 +321,4 @@ def tiled_forward(
     small = to_model_range(small8.to(device), dtype).contiguous(memory_format=memory_format)
     del small8
     with torch.inference_mode():
-        stats = record_stats(model, forward, small)
-    del small
-    norms = _norms(model)
-    out = torch.empty((3, h, w), dtype=torch.uint8)
-    try:
-        for n, s in zip(norms, stats, strict=True):
-            n.set_fixed_stats(s)
-        ov = plan.overlap
-        for y0 in range(0, h, plan.tile):
-            for x0 in range(0, w, plan.tile):
-                y1, x1 = min(y0 + plan.tile, h), min(x0 + plan.tile, w)
-                ty0, tx0 = max(0, y0 - ov), max(0, x0 - ov)
-                ty1, tx1 = min(h, y1 + ov), min(w, x1 + ov)
-                crop = image[:, ty0:ty1, tx0:tx1].unsqueeze(0)
-                x = to_model_range(crop.to(device), dtype).contiguous(memory_format=memory_format)
-                with torch.inference_mode():
-                    y = forward(x)
-                    piece = from_model_range(y[0, :, y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]).cpu()
-                out[:, y0:y1, x0:x1] = piece
-                del x, y, piece
-    finally:
-        for n in norms:
-            n.set_fixed_stats(None)
-    return out
+        return record_stats(model, forward, small)
