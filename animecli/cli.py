@@ -157,7 +157,7 @@ def convert(
     calibration: Annotated[Path | None, typer.Option(help="--backend int8: a folder of photos to calibrate on (once per model; cached); default: the bundled examples.")] = None,
     clear_cache: Annotated[ClearCache, typer.Option(help="When to empty the CUDA cache between batches.")] = ClearCache.AUTO,
     tile: Annotated[str, typer.Option(help="Tiled inference: auto (when an image would not fit --max-memory), 0 = never, or a tile side in pixels.")] = "auto",
-    max_memory: Annotated[int, typer.Option(min=0, help="Memory budget for the model's activations, MB; 0 = automatic (CPU 1024, CUDA 80% of free).")] = 0,
+    max_memory: Annotated[int, typer.Option(min=0, help="Memory budget for the model's activations, MB; 0 = automatic (CPU 768, CUDA 80% of free).")] = 0,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format; same = the input's.")] = OutputFormat.SAME,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 92,
     suffix: Annotated[str, typer.Option(help="Added to each output file name's stem.")] = "",
