@@ -110,7 +110,7 @@ class EngineOptions:
         tile: tile interior side in pixels; 0 = never tile; -1 = automatic
             (tile only images whose activations would exceed ``max_memory_mb``).
         max_memory_mb: memory budget for the model's activations, MiB; 0 = automatic
-            (CPU: 1024; CUDA: 80% of the free memory).
+            (CPU: 768; CUDA: 80% of the free memory).
         calibration: photos for int8 calibration; ``None`` = the bundled examples.
     """
 
