@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-import json
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
