@@ -567,7 +567,8 @@ class OrtRunner:
         self, model_bytes: bytes, backend: Backend, threads: int = 0,
         fixed_graph: Callable[[], bytes] | None = None,
     ) -> None:
-        self._options = self._session_options(backend, threads)
+        self._ort = require_onnxruntime(backend)
+        self._options = self._session_options(threads)
         self.backend = backend
         self.session = self._open(model_bytes)
         self._fixed_graph = fixed_graph
@@ -575,8 +576,7 @@ class OrtRunner:
         # The arena keeps what the largest input so far needed; after an input much larger
         # than the recent ones, give that back (see _shrink_after).
         self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
-        ort = require_onnxruntime(backend)
-        self._shrink = ort.RunOptions()
+        self._shrink = self._ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @property
@@ -585,12 +585,10 @@ class OrtRunner:
         return self._fixed_graph is not None
 
     def _open(self, model_bytes: bytes) -> Any:
-        ort = require_onnxruntime(self.backend)
-        return ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
+        return self._ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
 
-    @staticmethod
-    def _session_options(backend: Backend, threads: int) -> Any:
-        ort = require_onnxruntime(backend)
+    def _session_options(self, threads: int) -> Any:
+        ort = self._ort
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(0, threads)
         so.inter_op_num_threads = 1

@@ -214,10 +214,6 @@ def _default_models() -> tuple[list[_Model], list[str]]:
     return models, notes
 
 
-def _arch_key(spec: ArchSpec) -> str:
-    return f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}"
-
-
 class _Path:
     """One row's end-to-end conversion of an encoded image."""
 
@@ -228,7 +224,7 @@ class _Path:
         model.load_state_dict(m.state)
         opts = EngineOptions(device="cpu", backend=backend, threads=threads, tile=0, calibration=calibration)
         self.engine = Engine(model, m.multiple, opts, m.spec.arch.value, weights_sha256=m.digest,
-                             arch_key=_arch_key(m.spec))
+                             arch_key=m.spec.key)
 
     def __call__(self, data: bytes) -> tuple[torch.Tensor, float]:
         with Image.open(io.BytesIO(data)) as img:

@@ -186,9 +186,8 @@ def _convert(
 
     loaded_model = load_generator(opts.model)
     spec = loaded_model.spec
-    arch_key = f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}"
     engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine, spec.arch.value,
-                    weights_sha256=loaded_model.sha256, arch_key=arch_key)
+                    weights_sha256=loaded_model.sha256, arch_key=spec.key)
     s = run.summary
     s.model, s.device, s.backend = loaded_model.name, str(engine.device), engine.backend.value
     s.precision = str(engine.dtype).removeprefix("torch.")
@@ -196,7 +195,7 @@ def _convert(
         on_start(RunInfo(s.model, s.device, s.precision, s.backend))
     w = opts.write
     run.settings = Settings(
-        loaded_model.sha256, arch_key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+        loaded_model.sha256, spec.key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
         # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
         backend="int8" if engine.backend is Backend.INT8 else "",
     )

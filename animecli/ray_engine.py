@@ -389,7 +389,7 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     # that changes the pixels (int8, where the engine has it) is part of the key; float backends are not.
     changes_pixels: dict[str, Any] = {"backend": "int8"} if opts.engine.backend.value == "int8" else {}
     run.settings = Settings(
-        loaded.sha256, f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}",
+        loaded.sha256, spec.key,
         opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision, **changes_pixels,
     )
     run.state.compact()

@@ -151,7 +151,8 @@ def plan_tiles(
         grid -= 1
     while sample > MIN_SAMPLE_SIDE and batch_bytes() > budget_bytes:
         sample = max(MIN_SAMPLE_SIDE, _round_down(sample * 3 // 4, multiple))
-    if 2 * grid * grid * (sample + 2 * margin) ** 2 >= height * width and height * width * stats_bpp <= budget_bytes:
+    whole_bytes = height * width * stats_bpp
+    if 2 * batch_bytes() >= whole_bytes and whole_bytes <= budget_bytes:
         # A small image: the crops would cost about as much as the exact whole-image pass.
         return TilePlan(tile=tile, overlap=overlap, stats_side=stats_side)
     return TilePlan(tile=tile, overlap=overlap, stats_side=stats_side, samples=grid, sample_side=sample,

@@ -64,9 +64,7 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int) -> No
     from animecli.weights import load_generator
 
     loaded = load_generator(ModelChoice(model_name))
-    spec = loaded.spec
-    key = f"{spec.arch.value}/{spec.width}/{'align' if spec.align_corners else 'noalign'}"
-    runners = {b: make_runner(loaded.model, b, threads=threads, digest=loaded.sha256, arch_key=key)
+    runners = {b: make_runner(loaded.model, b, threads=threads, digest=loaded.sha256, arch_key=loaded.spec.key)
                for b in (Backend.ONNX, Backend.INT8)}
     int8_vs_fp32, onnx_vs_eager = [], []
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

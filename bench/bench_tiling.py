@@ -76,7 +76,7 @@ def main() -> None:
     ort_note = "onnxruntime not installed: onnx rows skipped"
     if onnxruntime_available():
         runner = make_runner(model, Backend.ONNX, threads=args.threads, digest=loaded.sha256 or None,
-                             arch_key=f"{loaded.spec.arch.value}/bench")
+                             arch_key=loaded.spec.key)
         assert isinstance(runner, OrtRunner)
         ort_runner = runner
 

@@ -13,6 +13,7 @@ from animecli.models import (
     ArchSpec,
     FastGroupNorm,
     build_generator,
+    convert_layout,
     count_macs,
     detect_arch,
     lite2_to_lite,
@@ -141,6 +142,12 @@ def test_lite_weights_rename_into_lite2() -> None:
     back = lite2_to_lite(sd)
     assert back.keys() == lite.state_dict().keys()
     assert all(torch.equal(back[k], v) for k, v in lite.state_dict().items())
+    # What distill --init uses: converts between the two layouts, leaves anything else alone.
+    assert convert_layout(lite.state_dict(), Arch.LITE2).keys() == sd.keys()
+    assert convert_layout(sd, Arch.LITE).keys() == lite.state_dict().keys()
+    assert convert_layout(sd, Arch.LITE2) is sd
+    v2_sd = build_generator(ArchSpec(Arch.V2, width=0.25)).state_dict()
+    assert convert_layout(v2_sd, Arch.LITE2) is v2_sd
 
 
 def test_pooled_stats_are_the_stats_of_the_crops_together() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "GeneratorLite",
     "GeneratorV2",
     "build_generator",
+    "convert_layout",
     "count_macs",
     "detect_arch",
     "lite2_to_lite",
@@ -55,6 +56,12 @@ class ArchSpec:
     align_corners: bool = True
     fast_norm: bool = True
 
+    @property
+    def key(self) -> str:
+        """What changes the network's output besides its weights, e.g. ``lite2/1.0/noalign``:
+        part of the resume fingerprint and of the compiled-graph cache names."""
+        return f"{self.arch.value}/{self.width}/{'align' if self.align_corners else 'noalign'}"
+
 
 def build_generator(spec: ArchSpec) -> nn.Module:
     """Build an untrained generator, in eval mode, for ``spec``."""
@@ -82,6 +89,21 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | 
     return None
 
 
+# The last stage's three layers, by name, in each layout (lite2 runs the first at half resolution).
+_LAST_STAGE = {Arch.LITE: ("up2.0.", "up2.1.", "up2.2."), Arch.LITE2: ("reduce.", "up2.0.", "up2.1.")}
+
+
+def _rename_last_stage(state_dict: Mapping[str, torch.Tensor], src: Arch, dst: Arch) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for old, new in zip(_LAST_STAGE[src], _LAST_STAGE[dst], strict=True):
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
 def lite_to_lite2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a ``lite`` state dict's keys for ``lite2`` (a starting point for fine-tuning).
 
@@ -89,26 +111,20 @@ def lite_to_lite2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     resolution as ``reduce``, so the same weights give a different (close)
     image until the student is fine-tuned.
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith("up2."):
-            _, index, rest = key.split(".", 2)
-            key = f"reduce.{rest}" if index == "0" else f"up2.{int(index) - 1}.{rest}"
-        out[key] = value
-    return out
+    return _rename_last_stage(state_dict, Arch.LITE, Arch.LITE2)
 
 
 def lite2_to_lite(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of :func:`lite_to_lite2` (e.g. to start a ``lite`` student from a ``lite2`` one)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith("reduce."):
-            key = "up2.0." + key.split(".", 1)[1]
-        elif key.startswith("up2."):
-            _, index, rest = key.split(".", 2)
-            key = f"up2.{int(index) + 1}.{rest}"
-        out[key] = value
-    return out
+    return _rename_last_stage(state_dict, Arch.LITE2, Arch.LITE)
+
+
+def convert_layout(state_dict: Mapping[str, torch.Tensor], arch: Arch) -> Mapping[str, torch.Tensor]:
+    """``state_dict`` renamed for ``arch`` if it is the other one of lite / lite2, else unchanged."""
+    found = detect_arch(state_dict)
+    if found is not None and found[0] != arch and {found[0], arch} == {Arch.LITE, Arch.LITE2}:
+        return _rename_last_stage(state_dict, found[0], arch)
+    return state_dict
 
 
 def count_macs(model: nn.Module, height: int, width: int) -> int:

@@ -74,7 +74,6 @@ class GeneratorLite(nn.Module):
             SepConvNormLReLU(c128, c64, fast_norm=f),
             SepConvNormLReLU(c64, c64, fast_norm=f),
         )
-        self.slim_head = slim_head
         opening = SepConvNormLReLU(c64, c32, fast_norm=f)
         full_res = [
             SepConvNormLReLU(c32, c32, fast_norm=f),

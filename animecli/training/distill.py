@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.models import Arch, ArchSpec, build_generator, detect_arch, lite2_to_lite, lite_to_lite2
+from animecli.models import Arch, ArchSpec, build_generator, convert_layout
 from animecli.training.losses import distill_loss
 from animecli.training.teachers import OnnxTeacher
 
@@ -197,13 +197,8 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
     ckpt = cfg.work_dir / "checkpoint.pt"
     step = 0
     if cfg.init is not None and not ckpt.exists():
-        init_sd = torch.load(cfg.init, weights_only=True)
-        found = detect_arch(init_sd)
         # lite and lite2 have the same layers (lite2 runs one at half resolution): either starts the other.
-        if cfg.arch is Arch.LITE2 and found is not None and found[0] is Arch.LITE:
-            init_sd = lite_to_lite2(init_sd)
-        elif cfg.arch is Arch.LITE and found is not None and found[0] is Arch.LITE2:
-            init_sd = lite2_to_lite(init_sd)
+        init_sd = convert_layout(torch.load(cfg.init, weights_only=True), cfg.arch)
         missing, unexpected = model.load_state_dict(init_sd, strict=False)
         if unexpected:
             raise ValueError(f"{cfg.init}: keys the {cfg.arch.value} student does not have: {unexpected[:5]}")
