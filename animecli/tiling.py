@@ -79,9 +79,9 @@ def _round_down(v: int, multiple: int) -> int:
 # first tiles of a photo even at one tile shape, to about 1.9× a single run's peak (lite2,
 # 30 tiles of 1512²); for lite and v2 it is that factor times a single run's figure.
 _BYTES_PER_PIXEL = {
-    "eager": {"v2": 1536, "lite": 768, "lite2": 640},
-    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640},
-    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640},
+    "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640},
+    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640},
+    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640},
 }
 
 
@@ -89,7 +89,7 @@ def bytes_per_pixel(arch: str, dtype: torch.dtype, graph: str = "eager") -> int:
     """Rough peak activation memory per input pixel for one image (measured, rounded up).
 
     Args:
-        arch: ``v2``, ``lite`` or ``lite2``.
+        arch: ``v2``, ``lite``, ``lite2`` or ``lite3``.
         dtype: compute dtype (half precision halves it).
         graph: what runs: ``eager`` (PyTorch), ``onnx`` or ``onnx-fixed`` (onnxruntime's
             normal or fixed-statistics graph).

@@ -284,7 +284,7 @@ def resolve(
             try:
                 arch = Arch(choice.arch)
             except ValueError:
-                raise WeightsError(f"unknown --arch {choice.arch!r}; use one of: v2, lite, lite2") from None
+                raise WeightsError(f"unknown --arch {choice.arch!r}; use one of: v2, lite, lite2, lite3") from None
             spec = ArchSpec(arch, align_corners=choice.align_corners if choice.align_corners is not None else True)
         return choice.weights.name, choice.weights, spec, 4, None
     manifest = manifest or load_manifest()

@@ -110,3 +110,36 @@ def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
     bad = cfg.__class__(**{**cfg.__dict__, "work_dir": tmp_path / "run2", "init": tmp_path / "v2.pt"})
     with pytest.raises(ValueError, match="does not have"):
         train(bad)
+
+
+@pytest.mark.shared
+@needs_shared("teachers", "animeganv3_cute.onnx")
+def test_distill_folds_a_lite2_init_into_lite3(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from animecli.models import ArchSpec, build_generator, detect_arch
+    from animecli.training.distill import load_pairs, to_unit
+    from animecli.training.fold import fold_lite2_into_lite3
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "p.jpg", size=(300, 280), seed=6)
+    torch.manual_seed(12)
+    start = build_generator(ArchSpec(Arch.LITE2, width=0.25)).state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    cfg = DistillConfig(
+        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", arch=Arch.LITE3, pair_size=256, num_pairs=1,
+        crop_size=64, final_size=256, final_fraction=0.0, batch_size=1, steps=1, lr=0.0, threads=1,
+        init=tmp_path / "start.pt",
+    )
+    # The full-width lite3 cannot take a width-1/4 init: a clear error, not a silent fresh start.
+    with pytest.raises((ValueError, RuntimeError)):
+        train(cfg)
+    torch.manual_seed(12)
+    start = build_generator(ArchSpec(Arch.LITE2)).state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    sd = train(cfg)  # lr 0: the result is the folded init
+    assert detect_arch(sd) == (Arch.LITE3, 1.0)
+    xs, _ = load_pairs(tmp_path / "run" / "cache", 1)
+    expected = fold_lite2_into_lite3(start, to_unit(xs))
+    assert sd.keys() == expected.keys()
+    assert all(torch.allclose(sd[k], expected[k]) for k in sd)

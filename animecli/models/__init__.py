@@ -38,6 +38,7 @@ class Arch(str, Enum):
     V2 = "v2"
     LITE = "lite"
     LITE2 = "lite2"
+    LITE3 = "lite3"
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,17 @@ def build_generator(spec: ArchSpec) -> nn.Module:
     if spec.arch is Arch.V2:
         model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
     else:
-        model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch is Arch.LITE2)
+        model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch in (Arch.LITE2, Arch.LITE3),
+                              quarter_norms=spec.arch is Arch.LITE3)
     return model.eval()
 
 
 # The first conv of each architecture: its key tells the arch, its shape the width.
 _STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
-# lite2 has lite's stem; its half-resolution ``reduce`` layer tells them apart.
+# lite2 has lite's stem; its half-resolution ``reduce`` layer tells them apart;
+# lite3 (lite2 without norms outside the 1/4-resolution layers) has a biased stem conv.
 _LITE2_KEY = "reduce.0.weight"
+_LITE3_KEY = "stem.0.1.bias"
 
 
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | None:
@@ -84,7 +88,7 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | 
     for arch, key in _STEM_KEYS.items():
         if key in state_dict:
             if arch is Arch.LITE and _LITE2_KEY in state_dict:
-                arch = Arch.LITE2
+                arch = Arch.LITE3 if _LITE3_KEY in state_dict else Arch.LITE2
             return arch, int(state_dict[key].shape[0]) / 32.0
     return None
 

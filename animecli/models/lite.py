@@ -22,16 +22,18 @@ class SepConvNormLReLU(nn.Sequential):
 
     Zero padding inside the convolution rather than a reflection-pad layer: see
     :class:`~animecli.models.v2.ConvNormLReLU`. With padding k//2, stride 2
-    maps an even H×W to exactly H/2×W/2.
+    maps an even H×W to exactly H/2×W/2. ``norm=False``: no norm (an
+    ``nn.Identity`` keeps the indices); the pointwise conv gets a bias instead.
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, fast_norm: bool = True
+        self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, fast_norm: bool = True,
+        norm: bool = True,
     ) -> None:
         super().__init__(
             nn.Conv2d(in_ch, in_ch, kernel_size, stride, padding=kernel_size // 2, groups=in_ch, bias=False),
-            nn.Conv2d(in_ch, out_ch, 1, bias=False),
-            make_norm(out_ch, fast_norm, inplace=True),
+            nn.Conv2d(in_ch, out_ch, 1, bias=not norm),
+            make_norm(out_ch, fast_norm, inplace=True) if norm else nn.Identity(),
             nn.LeakyReLU(0.2, inplace=True),
         )
 
@@ -47,16 +49,25 @@ class GeneratorLite(nn.Module):
             64-channel map ever exists at full resolution. Same layers and
             parameter count as ``lite``; at 1024×1024 it keeps two 32-channel
             full-resolution maps alive instead of two 64-channel ones.
+        quarter_norms: the ``lite3`` layout (with ``slim_head``): only the layers
+            at 1/4 resolution (``down`` and ``body``) normalise; the others are
+            conv (with bias) → LeakyReLU. A whole-image norm at full resolution
+            costs two passes over the map, and onnxruntime converts its blocked
+            layout out and back around each one: the 8 norms left out took ~19 %
+            of ``lite2``'s CPU time. The body's norms still see the whole image.
     """
 
-    def __init__(self, width: float = 1.0, fast_norm: bool = True, slim_head: bool = False) -> None:
+    def __init__(
+        self, width: float = 1.0, fast_norm: bool = True, slim_head: bool = False, quarter_norms: bool = False
+    ) -> None:
         super().__init__()
         c32, c64, c128 = (_ch(c, width) for c in (32, 64, 128))
         f = fast_norm
+        n = not quarter_norms  # whether the full- and half-resolution layers have norms
         self.stem = nn.Sequential(
-            ConvNormLReLU(3, c32, kernel_size=3, padding=1, fast_norm=f, reflect=False),
-            SepConvNormLReLU(c32, c64, stride=2, fast_norm=f),
-            SepConvNormLReLU(c64, c64, fast_norm=f),
+            ConvNormLReLU(3, c32, kernel_size=3, padding=1, fast_norm=f, reflect=False, norm=n),
+            SepConvNormLReLU(c32, c64, stride=2, fast_norm=f, norm=n),
+            SepConvNormLReLU(c64, c64, fast_norm=f, norm=n),
         )
         self.down = nn.Sequential(
             SepConvNormLReLU(c64, c128, stride=2, fast_norm=f),
@@ -71,13 +82,13 @@ class GeneratorLite(nn.Module):
             SepConvNormLReLU(c128, c128, fast_norm=f),
         )
         self.up1 = nn.Sequential(
-            SepConvNormLReLU(c128, c64, fast_norm=f),
-            SepConvNormLReLU(c64, c64, fast_norm=f),
+            SepConvNormLReLU(c128, c64, fast_norm=f, norm=n),
+            SepConvNormLReLU(c64, c64, fast_norm=f, norm=n),
         )
-        opening = SepConvNormLReLU(c64, c32, fast_norm=f)
+        opening = SepConvNormLReLU(c64, c32, fast_norm=f, norm=n)
         full_res = [
-            SepConvNormLReLU(c32, c32, fast_norm=f),
-            SepConvNormLReLU(c32, c32, kernel_size=7, fast_norm=f),
+            SepConvNormLReLU(c32, c32, fast_norm=f, norm=n),
+            SepConvNormLReLU(c32, c32, kernel_size=7, fast_norm=f, norm=n),
         ]
         # Separate module names for the two layouts, so that a state dict says
         # which one it is made for (see animecli.models.detect_arch).

@@ -24,7 +24,9 @@ class ConvNormLReLU(nn.Sequential):
     Indices 0..3 match the upstream keys (``.1`` conv, ``.2`` norm).
     ``reflect=False`` (used by ``lite`` only) zero-pads inside the convolution
     instead: on CPU a separate reflection-pad layer costs a full copy of the
-    activation map, about a fifth of ``lite``'s time.
+    activation map, about a fifth of ``lite``'s time. ``norm=False`` (``lite3``
+    only) leaves the norm out (an ``nn.Identity`` keeps the indices) and gives
+    the conv a bias.
     """
 
     def __init__(
@@ -38,13 +40,15 @@ class ConvNormLReLU(nn.Sequential):
         bias: bool = False,
         fast_norm: bool = True,
         reflect: bool = True,
+        norm: bool = True,
     ) -> None:
         pad: nn.Module = nn.ReflectionPad2d(padding) if reflect else nn.Identity()
         conv_pad = 0 if reflect else kernel_size // 2
         super().__init__(
             pad,
-            nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=conv_pad, groups=groups, bias=bias),
-            make_norm(out_ch, fast_norm, inplace=True),
+            # Without a norm the conv carries the bias the norm's shift would have given.
+            nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=conv_pad, groups=groups, bias=bias or not norm),
+            make_norm(out_ch, fast_norm, inplace=True) if norm else nn.Identity(),
             nn.LeakyReLU(0.2, inplace=True),
         )
 

@@ -27,11 +27,14 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.models import Arch, ArchSpec, build_generator, convert_layout
+from animecli.models import Arch, ArchSpec, build_generator, convert_layout, detect_arch
+from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss
 from animecli.training.teachers import OnnxTeacher
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# Cached photos whose statistics fold a lite2 student into a lite3 one (see animecli.training.fold).
+FOLD_PHOTOS = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class DistillConfig:
             share most of what a generator must learn). Keys the architecture
             has and the file lacks keep their fresh initialisation; any other
             mismatch is an error. Ignored when resuming from a checkpoint.
+            A ``lite`` or ``lite2`` student starting a ``lite3`` one has its
+            extra norms folded into its convolutions first.
     """
 
     teacher: Path
@@ -197,8 +202,14 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
     ckpt = cfg.work_dir / "checkpoint.pt"
     step = 0
     if cfg.init is not None and not ckpt.exists():
+        init_sd = torch.load(cfg.init, weights_only=True)
+        found = detect_arch(init_sd)
+        if cfg.arch is Arch.LITE3 and found is not None and found[0] in (Arch.LITE, Arch.LITE2):
+            # lite3 = lite2 with most norms left out: fold them, at the typical statistics of
+            # the cached photos, into the convolutions before them.
+            init_sd = fold_lite2_into_lite3(convert_layout(init_sd, Arch.LITE2), to_unit(xs[:FOLD_PHOTOS]))
         # lite and lite2 have the same layers (lite2 runs one at half resolution): either starts the other.
-        init_sd = convert_layout(torch.load(cfg.init, weights_only=True), cfg.arch)
+        init_sd = convert_layout(init_sd, cfg.arch)
         missing, unexpected = model.load_state_dict(init_sd, strict=False)
         if unexpected:
             raise ValueError(f"{cfg.init}: keys the {cfg.arch.value} student does not have: {unexpected[:5]}")
