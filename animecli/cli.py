@@ -6,6 +6,7 @@ Heavy imports (torch, the pipeline) happen inside the commands, so that
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -153,6 +154,7 @@ def convert(
     backend: Annotated[Backend, typer.Option(help="auto (CPU: onnx if onnxruntime is installed, else eager; CUDA: eager), eager, traced (TorchScript, frozen), onnx (onnxruntime, CPU) or int8 (quantised onnx, CPU; slightly different output). See docs/speed.md.")] = Backend.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (images of equal size are batched).")] = 1,
     prefetch: Annotated[int, typer.Option(min=1, help="Images decoded ahead of the model.")] = 4,
+    jobs: Annotated[str, typer.Option("--jobs", "-j", help="Threads that decode and encode images, LOAD:SAVE (e.g. 4:2), N for both, or auto (decode: up to 4, encode: up to 2, by the CPU count). SAVE 0 = encode on the model's thread.")] = "auto",
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch and onnxruntime; 0 = their default (all cores).")] = 0,
     calibration: Annotated[Path | None, typer.Option(help="--backend int8: a folder of photos to calibrate on (once per model; cached); default: the bundled examples.")] = None,
     clear_cache: Annotated[ClearCache, typer.Option(help="When to empty the CUDA cache between batches.")] = ClearCache.AUTO,
@@ -183,15 +185,17 @@ def convert(
         err.print("error: give at least one INPUT and the OUTPUT folder, e.g. `animecli convert photos/ out/`")
         raise typer.Exit(EXIT_USAGE)
     *inputs, output = paths
+    load_jobs, save_jobs = _jobs(jobs)
     opts = ConvertOptions(
         inputs=tuple(inputs),
         output=Path(output),
         recursive=recursive,
         model=ModelChoice(model, weights, arch),
-        load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch),
+        load=LoadOptions(max_size=max_size, max_pixels=max_pixels, prefetch=prefetch, workers=load_jobs),
         engine=EngineOptions(device, precision, backend, batch_size, clear_cache, threads, _tile(tile), max_memory,
                              calibration),
-        write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify),
+        write=WriteOptions(fmt, quality, suffix, Existing.OVERWRITE if overwrite else Existing.SKIP, verify,
+                           workers=save_jobs),
         report=report,
         dry_run=dry_run,
         engine_kind=engine_kind,
@@ -227,6 +231,25 @@ def _tile(value: str) -> int:
         err.print(f"error: --tile {value!r}: use auto, 0 (never tile) or a tile side of at least 64 pixels")
         raise typer.Exit(EXIT_USAGE)
     return n
+
+
+def _jobs(value: str) -> tuple[int, int]:
+    """``--jobs``: ``auto``, ``N`` or ``LOAD:SAVE`` → (decode threads ≥ 1, encode threads ≥ 0)."""
+    if value == "auto":
+        cores = os.cpu_count() or 1
+        # Decoding a photo costs about twice its encoding; more threads than cores only add memory.
+        return min(4, cores), min(2, cores)
+    parts = value.split(":")
+    try:
+        load, save = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        ok = len(parts) <= 2 and load >= 1 and save >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        err.print(f"error: --jobs {value!r}: use auto, N (decode and encode threads) or LOAD:SAVE, e.g. 4:2 "
+                  "(LOAD at least 1; SAVE 0 encodes on the model's thread)")
+        raise typer.Exit(EXIT_USAGE)
+    return load, save
 
 
 def _exit_code(summary: Summary, signum: int | None) -> int:

@@ -88,12 +88,15 @@ class LoadOptions:
     Attributes:
         max_size: long-side limit in pixels (LANCZOS down-scaling); 0 = none.
         max_pixels: refuse images with more pixels than this (decompression bombs).
-        prefetch: decoded images waiting ahead of the model (bounded queue depth).
+        prefetch: decoded images waiting ahead of the model (bounded queue depth;
+            at least ``workers``).
+        workers: decode threads.
     """
 
     max_size: int = 1024
     max_pixels: int = 100_000_000
     prefetch: int = 4
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class WriteOptions:
         existing: skip or overwrite outputs that already exist.
         verify: when skipping, compare inputs by content digest (sha256) rather than
             size and modification time.
+        workers: encode/write threads; 0 = encode on the thread that runs the model.
     """
 
     format: OutputFormat = OutputFormat.SAME
@@ -143,6 +147,7 @@ class WriteOptions:
     suffix: str = ""
     existing: Existing = Existing.SKIP
     verify: bool = False
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The streaming loader: a background thread decodes the next images while the model runs.
+"""The streaming loader: background threads decode the next images while the model runs.
 
-Jobs come from a lazy iterator; decoded images wait in a bounded queue
-(``prefetch`` deep), so memory stays flat however many files there are.
-Every per-file problem becomes a :class:`Loaded` with ``error`` set: the
-batch carries on.
+Jobs come from a lazy iterator, walked by one feeder thread that hands each
+file to a pool of ``workers`` decode threads (Pillow releases the GIL while it
+decodes, so they run in parallel); results come back in job order through a
+bounded queue (``prefetch`` deep), so memory stays flat however many files
+there are. Every per-file problem becomes a :class:`Loaded` with ``error``
+set: the batch carries on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,10 @@ from animecli.transforms import prepare
 
 # Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.
 Image.MAX_IMAGE_PIXELS = None
+# Pillow warns on odd metadata (corrupt EXIF and the like); the image is still usable and the
+# report says what matters. A filter set once: warnings.catch_warnings() per file is not
+# thread-safe, and files are decoded on several threads.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 @dataclass
@@ -93,28 +100,26 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
     t0 = time.perf_counter()
     out = Loaded(job)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on odd metadata; the image is still usable
-            with Image.open(job.src) as img:
-                w, h = img.size
-                if opts.max_pixels and w * h > opts.max_pixels:
-                    out.error = (
-                        f"{w}×{h} = {w * h / 1e6:.0f} megapixels is over the {opts.max_pixels / 1e6:.0f} MP limit "
-                        "(possible decompression bomb); raise --max-pixels if the file is trusted"
-                    )
-                    return out
-                frames = int(getattr(img, "n_frames", 1))
-                if frames > 1:
-                    out.notes.append(f"animated ({frames} frames): first frame converted")
-                    img.seek(0)
-                img.load()
-                out.icc = img.info.get("icc_profile")
-                # prepare() first: it reads the orientation from img.getexif(), the object popped below.
-                prepared = prepare(img, opts.max_size)
-                exif = img.getexif()
-                if exif:
-                    exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
-                    out.exif = exif.tobytes() if len(exif) else None
+        with Image.open(job.src) as img:
+            w, h = img.size
+            if opts.max_pixels and w * h > opts.max_pixels:
+                out.error = (
+                    f"{w}×{h} = {w * h / 1e6:.0f} megapixels is over the {opts.max_pixels / 1e6:.0f} MP limit "
+                    "(possible decompression bomb); raise --max-pixels if the file is trusted"
+                )
+                return out
+            frames = int(getattr(img, "n_frames", 1))
+            if frames > 1:
+                out.notes.append(f"animated ({frames} frames): first frame converted")
+                img.seek(0)
+            img.load()
+            out.icc = img.info.get("icc_profile")
+            # prepare() first: it reads the orientation from img.getexif(), the object popped below.
+            prepared = prepare(img, opts.max_size)
+            exif = img.getexif()
+            if exif:
+                exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
+                out.exif = exif.tobytes() if len(exif) else None
     except Exception as exc:
         out.error = _describe(exc, job.src)
         return out
@@ -133,7 +138,7 @@ _END = object()
 
 
 class StreamingLoader:
-    """Decode jobs in a background thread into a bounded queue.
+    """Decode jobs on background threads into a bounded, ordered queue.
 
     Iterate over it to receive a :class:`Loaded` for every :class:`Job`, in
     order; any other item of ``jobs`` (a skip notice, say) is passed through
@@ -141,15 +146,21 @@ class StreamingLoader:
     the job iterator itself (not by a file) are re-raised in the consumer.
     Call :meth:`close` (or use it as a context manager) to stop early.
 
+    At most ``max(prefetch, workers) + 1`` decoded images exist ahead of the
+    consumer: the queue holds futures, and the feeder submits a file only when
+    there is room for its result.
+
     Args:
-        jobs: the jobs, consumed lazily in the loader thread.
-        opts: loading options (``prefetch`` = queue depth).
+        jobs: the jobs, consumed lazily in the feeder thread.
+        opts: loading options (``prefetch`` = queue depth, ``workers`` = decode threads).
     """
 
     def __init__(self, jobs: Iterable[object], opts: LoadOptions) -> None:
         self._jobs = jobs
         self._opts = opts
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.prefetch))
+        workers = max(1, opts.workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="animecli-decode")
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.prefetch, workers))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="animecli-loader", daemon=True)
         self._thread.start()
@@ -166,8 +177,12 @@ class StreamingLoader:
     def _run(self) -> None:
         try:
             for job in self._jobs:
-                item = load_one(job, self._opts) if isinstance(job, Job) else job
-                if self._stop.is_set() or not self._put(item):
+                if self._stop.is_set():
+                    return
+                item = self._pool.submit(load_one, job, self._opts) if isinstance(job, Job) else job
+                if not self._put(item):
+                    if isinstance(item, Future):
+                        item.cancel()
                     return
         except BaseException as exc:
             self._put(exc)
@@ -181,17 +196,23 @@ class StreamingLoader:
                 return
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, Future):
+                item = item.result()  # load_one never raises for a file; anything else is a bug to surface
             yield item
 
     def close(self) -> None:
-        """Stop the thread and drop what it had prefetched."""
+        """Stop the threads and drop what they had prefetched."""
         self._stop.set()
         while True:
             try:
-                self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(item, Future):
+                item.cancel()
         self._thread.join(timeout=5)
+        # Waits only for decodes already running (one file per thread); queued ones are cancelled.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> StreamingLoader:
         return self

@@ -112,14 +112,21 @@ class _Run:
         if stamp is not None and self.settings is not None:
             self.state.record(job.dst, stamp, self.settings.fingerprint(job.dst))
 
-    def passthrough(self, item: object) -> None:
-        """Record a non-image, a skip or an unreadable path."""
+    def passthrough_record(self, item: object) -> FileRecord | None:
+        """The record of a skip or an unreadable path (``None`` for a non-image, which is only counted)."""
         if isinstance(item, Ignored):
             self.summary.ignored += 1
         elif isinstance(item, _Skip):
-            self.emit(FileRecord(str(item.job.src), str(item.job.dst), Status.SKIPPED, item.reason))
+            return FileRecord(str(item.job.src), str(item.job.dst), Status.SKIPPED, item.reason)
         elif isinstance(item, Problem):
-            self.emit(FileRecord(str(item.src), "", Status.FAILED, item.reason))
+            return FileRecord(str(item.src), "", Status.FAILED, item.reason)
+        return None
+
+    def passthrough(self, item: object) -> None:
+        """Record a non-image, a skip or an unreadable path."""
+        rec = self.passthrough_record(item)
+        if rec is not None:
+            self.emit(rec)
 
     def finish(self, t0: float) -> Summary:
         self.state.close()
@@ -182,7 +189,7 @@ def _convert(
     # Imported here so that `animecli --help` and --dry-run never pay for torch.
     from animecli.engine import Engine
     from animecli.weights import load_generator
-    from animecli.writer import save_image
+    from animecli.writer import Saved, WriterPool
 
     loaded_model = load_generator(opts.model)
     spec = loaded_model.spec
@@ -203,6 +210,29 @@ def _convert(
 
     batch_size = max(1, opts.engine.batch_size)
     pending: dict[tuple[int, int], list[Loaded]] = {}
+    # Every record goes through the writer's queue, so the report lists files in the order they
+    # were found even though outputs are written in the background.
+    writer: WriterPool[tuple[Loaded | None, FileRecord]] = WriterPool(w.workers, depth=max(2 * w.workers, batch_size))
+
+    def report_saved(wait: bool = False) -> None:
+        """Emit the records of results the writer has finished with (in the order they were run)."""
+        for (it, rec), outcome in writer.finished(wait):
+            if outcome is None or it is None:
+                pass  # nothing was written for it: the record is final as it is
+            elif isinstance(outcome, Saved):
+                rec.status, rec.save_ms = Status.CONVERTED, outcome.save_ms
+                try:
+                    run.saved(it.job)
+                except OutputError as exc:  # the output is written; the resume state could not be
+                    s.fatal = s.fatal or str(exc)
+                if outcome.notes:
+                    rec.notes = "; ".join(filter(None, [rec.notes, *outcome.notes]))
+            else:
+                rec.reason = outcome.reason if isinstance(outcome, FileError) else str(outcome)
+                if isinstance(outcome, OutputError):
+                    s.fatal = s.fatal or str(outcome)
+            rec.rss_mb = rss_mb()
+            run.emit(rec)
 
     def flush(key: tuple[int, int]) -> None:
         items = pending.pop(key)
@@ -218,32 +248,32 @@ def _convert(
             )
             if out is None:
                 rec.reason = err or "inference failed"
+                rec.rss_mb = rss_mb()
+                writer.passthrough((None, rec))
             else:
-                try:
-                    saved = save_image(out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
-                except FileError as exc:
-                    rec.reason = exc.reason
-                else:
-                    rec.status, rec.save_ms = Status.CONVERTED, saved.save_ms
-                    run.saved(it.job)
-                    if saved.notes:
-                        rec.notes = "; ".join(filter(None, [rec.notes, *saved.notes]))
-            rec.rss_mb = rss_mb()
-            run.emit(rec)
+                writer.submit((it, rec), out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
+                it.rgb = None  # the input's pixels are no longer needed while the output waits
         del items, result  # drop the batch's tensors before the next one is formed
+        report_saved()
 
-    with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
-        try:
+    try:
+        with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
             for got in loader:
+                if s.fatal:
+                    break  # the output became unwritable: every later file would fail the same way
                 if not isinstance(got, Loaded):
-                    run.passthrough(got)
+                    rec = run.passthrough_record(got)
+                    if rec is not None:
+                        writer.passthrough((None, rec))
+                        report_saved()
                     continue
                 if got.error is not None:
                     run.stamps.pop(got.job.dst, None)
-                    run.emit(FileRecord(
+                    writer.passthrough((None, FileRecord(
                         str(got.job.src), str(got.job.dst), Status.FAILED, got.error, load_ms=got.load_ms,
                         notes="; ".join(got.notes),
-                    ))
+                    )))
+                    report_saved()
                     continue
                 key = got.processed_size
                 pending.setdefault(key, []).append(got)
@@ -254,9 +284,12 @@ def _convert(
                 if stop is not None and stop.is_set():
                     s.interrupted = True
                     break
-            if not s.interrupted:
+            if not s.interrupted and not s.fatal:
                 for key in list(pending):
                     flush(key)
-        except OutputError as exc:
-            s.fatal = str(exc)
+    except OutputError as exc:
+        s.fatal = s.fatal or str(exc)
+    finally:
+        report_saved(wait=True)  # outputs already computed are written, even when interrupted
+        writer.close()
     return run.finish(t0)

@@ -1,13 +1,20 @@
-"""The writer: saves results atomically, in the chosen format, with ICC profile and alpha."""
+"""The writer: saves results atomically, in the chosen format, with ICC profile and alpha.
+
+:class:`WriterPool` encodes on background threads (Pillow releases the GIL
+while it encodes), so the model is not idle while a JPEG is being written;
+outcomes come back in submission order.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import torch
 from PIL import Image
@@ -93,3 +100,75 @@ def save_image(
 
 def _writable(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+T = TypeVar("T")
+Outcome = Saved | FileError | OutputError
+
+
+def _save(
+    rgb: torch.Tensor, dest: Path, opts: WriteOptions, alpha: Image.Image | None, icc: bytes | None,
+    exif: bytes | None,
+) -> Outcome:
+    try:
+        return save_image(rgb, dest, opts, alpha, icc, exif)
+    except (FileError, OutputError) as exc:
+        return exc
+
+
+class WriterPool(Generic[T]):
+    """Saves results on ``workers`` threads (0 = at once, on the caller's thread).
+
+    Each result is submitted with a tag (what the caller needs to report it);
+    :meth:`finished` hands back ``(tag, outcome)`` pairs in submission order,
+    where the outcome is :class:`Saved`, or the :class:`FileError` /
+    :class:`OutputError` that :func:`save_image` raised, or ``None`` for a
+    tag queued with :meth:`passthrough`. At most ``depth``
+    results wait to be written (their tensors are held until then), so memory
+    stays bounded; :meth:`submit` blocks on the oldest when it is reached.
+
+    Args:
+        workers: encode/write threads; 0 = synchronous.
+        depth: results allowed in flight (default: twice ``workers``).
+    """
+
+    def __init__(self, workers: int, depth: int = 0) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="animecli-save") if workers > 0 else None
+        self._depth = max(1, depth or 2 * workers)
+        self._pending: deque[tuple[T, Future[Outcome] | None]] = deque()
+        self._done: list[tuple[T, Outcome | None]] = []
+
+    def submit(
+        self, tag: T, rgb: torch.Tensor, dest: Path, opts: WriteOptions,
+        alpha: Image.Image | None = None, icc: bytes | None = None, exif: bytes | None = None,
+    ) -> None:
+        """Queue one result (see :func:`save_image` for the arguments)."""
+        if self._pool is None:
+            self._done.append((tag, _save(rgb, dest, opts, alpha, icc, exif)))
+            return
+        while sum(1 for _, f in self._pending if f is not None) >= self._depth:
+            self._pop()
+        self._pending.append((tag, self._pool.submit(_save, rgb, dest, opts, alpha, icc, exif)))
+
+    def passthrough(self, tag: T) -> None:
+        """Queue a tag with nothing to write (outcome ``None``), to keep it in order with the rest."""
+        if self._pending:
+            self._pending.append((tag, None))
+        else:
+            self._done.append((tag, None))
+
+    def _pop(self) -> None:
+        tag, fut = self._pending.popleft()
+        self._done.append((tag, None if fut is None else fut.result()))
+
+    def finished(self, wait: bool = False) -> list[tuple[T, Outcome | None]]:
+        """Outcomes ready so far, oldest first; with ``wait``, all of them."""
+        while self._pending and (wait or self._pending[0][1] is None or self._pending[0][1].done()):
+            self._pop()
+        out, self._done = self._done, []
+        return out
+
+    def close(self) -> None:
+        """Wait for the writes in flight (a write is never abandoned half-way) and stop the threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
