@@ -171,26 +171,53 @@ def resolve_backend(requested: Backend, device: torch.device, dtype: torch.dtype
 
 
 class TorchRunner:
-    """Eager or traced PyTorch.
+    """Eager (optionally ``torch.compile``-d) or traced PyTorch.
 
     Args:
         model: the generator, already on its device/dtype/memory format, in eval mode.
         backend: ``eager`` or ``traced``.
         memory_format: layout of the inputs (channels-last by default).
+        compile: eager only: run the model through ``torch.compile`` (one graph per input
+            shape; on CUDA with CUDA graphs, ``mode="reduce-overhead"``). The first image of
+            each shape pays the compilation (tens of seconds); it suits folders of one size.
     """
 
     def __init__(
-        self, model: nn.Module, backend: Backend, memory_format: torch.memory_format = torch.channels_last
+        self, model: nn.Module, backend: Backend, memory_format: torch.memory_format = torch.channels_last,
+        compile: bool = False,
     ) -> None:
         if backend not in (Backend.EAGER, Backend.TRACED):
             raise ValueError(f"TorchRunner runs eager or traced, not {backend.value}")
+        if compile and backend is not Backend.EAGER:
+            raise UsageError(f"--compile compiles the eager model; drop --backend {backend.value} or --compile")
         self.model = model
         self.backend: Backend = backend
         self.memory_format = memory_format
         self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._cuda = next(model.parameters()).device.type == "cuda"
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if compile:
+            mode = "reduce-overhead" if self._cuda else None
+            self._compiled = torch.compile(model, dynamic=False, mode=mode)
+
+    def _run_compiled(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        import torch._dynamo.exc as dynamo_exc
+
+        if self._cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]  # the previous batch's outputs are already copied out
+        try:
+            return fn(x)
+        except dynamo_exc.TorchDynamoException as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SetupError(
+                f"--compile: torch.compile failed ({first}); on CPU it needs a C++ compiler (gcc or clang) "
+                "on PATH; or drop --compile"
+            ) from None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] → same shape in [-1, 1]; call under ``torch.inference_mode``."""
+        if self._compiled is not None:
+            return self._run_compiled(self._compiled, x)
         if self.backend is Backend.EAGER:
             out: torch.Tensor = self.model(x)
             return out
@@ -671,6 +698,7 @@ def make_runner(
     calibration: Path | None = None,
     multiple: int = 4,
     memory_format: torch.memory_format = torch.channels_last,
+    compile: bool = False,
 ) -> Runner:
     """Build the runner for a resolved backend.
 
@@ -683,12 +711,16 @@ def make_runner(
         calibration: int8 calibration photos (``None`` = the bundled examples).
         multiple: the model's size multiple (calibration images are padded to it).
         memory_format: input layout for the PyTorch runners.
+        compile: ``torch.compile`` the eager model (see :class:`TorchRunner`).
 
     Raises:
         SetupError: onnxruntime missing, or no calibration photos for int8.
+        UsageError: ``compile`` with a backend other than eager.
     """
+    if compile and backend is not Backend.EAGER:
+        raise UsageError(f"--compile compiles the eager PyTorch model; drop --backend {backend.value} or --compile")
     if backend in (Backend.EAGER, Backend.TRACED):
-        return TorchRunner(model, backend, memory_format)
+        return TorchRunner(model, backend, memory_format, compile=compile)
     if backend not in (Backend.ONNX, Backend.INT8):
         raise ValueError(f"resolve the backend first (got {backend.value})")
     require_onnxruntime(backend)

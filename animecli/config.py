@@ -115,6 +115,7 @@ class EngineOptions:
         max_memory_mb: memory budget for the model's activations, MiB; 0 = automatic
             (CPU: 768; CUDA: 80% of the free memory).
         calibration: photos for int8 calibration; ``None`` = the bundled examples.
+        compile: ``torch.compile`` the eager model (``backend`` auto then means eager).
     """
 
     device: str = "auto"
@@ -126,6 +127,7 @@ class EngineOptions:
     tile: int = -1
     max_memory_mb: int = 0
     calibration: Path | None = None
+    compile: bool = False
 
 
 @dataclass(frozen=True)

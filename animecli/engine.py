@@ -149,14 +149,15 @@ class Engine:
         self.model = model.to(self.device, self.dtype)
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model.eval()
-        self.choice: BackendChoice = resolve_backend(opts.backend, self.device, self.dtype)
+        requested = Backend.EAGER if opts.compile and opts.backend is Backend.AUTO else opts.backend
+        self.choice: BackendChoice = resolve_backend(requested, self.device, self.dtype)
         self.backend = self.choice.backend
         self.arch = arch
         self.budget = self._memory_budget()
         self.runner: Runner = make_runner(
             self.model, self.backend, threads=opts.threads, digest=weights_sha256,
             arch_key=arch_key or arch, calibration=opts.calibration, multiple=input_multiple,
-            memory_format=self.memory_format,
+            memory_format=self.memory_format, compile=opts.compile,
         )
         self._last_shape: tuple[int, ...] | None = None
 
@@ -270,6 +271,8 @@ class Engine:
     ) -> None:
         try:
             outs = self._run(batch)
+        except SetupError:
+            raise  # the runner cannot work at all (e.g. --compile without a compiler): not one file's fault
         except Exception as exc:
             if not is_oom(exc):
                 reason = str(exc).splitlines()[0][:200] if str(exc) else ""

@@ -188,3 +188,46 @@ def test_bad_jobs_values_are_usage_errors(tmp_path: Path, value: str) -> None:
     r = cli_convert(tmp_path / "in", tmp_path / "out", "--jobs", value)
     assert r.exit_code == 2 and "--jobs" in r.output
     assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_compile_refuses_other_backends(tmp_path: Path) -> None:
+    make_photo(tmp_path / "in" / "a.png")
+    r = cli_convert(tmp_path / "in", tmp_path / "out", "--compile", "--backend", "traced")
+    assert r.exit_code == 2 and "--compile" in r.output
+
+
+def test_a_compile_failure_stops_the_run_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.exc as dynamo_exc
+
+    def broken_compile(model: object, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            raise dynamo_exc.TorchDynamoException("InvalidCxxCompiler: No working C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    for i in range(3):
+        make_photo(tmp_path / "in" / f"a{i}.png", seed=i)
+    r = cli_convert(tmp_path / "in", tmp_path / "out", "--compile")
+    assert r.exit_code == 2, r.output
+    assert "C++ compiler" in r.output and "drop --compile" in r.output
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_output(tmp_path: Path) -> None:
+    import shutil
+
+    if not (shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    for i in range(2):
+        make_photo(tmp_path / "in" / f"a{i}.png", (64, 48), seed=i)
+    r = cli_convert(tmp_path / "in", tmp_path / "eager", "--backend", "eager")
+    assert r.exit_code == 0, r.output
+    r = cli_convert(tmp_path / "in", tmp_path / "compiled", "--compile", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["backend"] == "eager"
+    for i in range(2):
+        a = np.asarray(Image.open(tmp_path / "eager" / f"a{i}.png")).astype(int)
+        b = np.asarray(Image.open(tmp_path / "compiled" / f"a{i}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1  # fused kernels round differently, never by more than a level
