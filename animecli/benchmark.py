@@ -8,7 +8,14 @@ PSNR of each row's 8-bit output against the same model's eager float32 output.
 
 The *upstream-equivalent* row is the path an AnimeGANv2 user would run without
 animecli: the v2 generator with ``torch.nn.GroupNorm``, contiguous (NCHW) tensors,
-eager float32 under ``torch.no_grad``, PIL ↔ tensor conversions written the usual way.
+eager float32 under ``torch.no_grad``, one image at a time, PIL ↔ tensor conversions
+written the usual way (on the benchmark's device).
+
+Each row's time is split into load (JPEG decode and prepare), infer (the engine,
+host↔device copies included) and save (JPEG encode), all on one thread one after
+the other, so the split shows where a pipelined converter has to overlap work.
+With ``--device cuda`` the PSNR reference is still eager float32 *on the CPU*
+(computed once, untimed), and each row reports its peak GPU memory.
 
 Peak RSS is measured per row in a fresh child process (``spawn``) that loads the
 model, builds the backend and converts the image set once: the high-water mark of
@@ -35,7 +42,7 @@ from PIL import Image
 from torch import nn
 
 from animecli.backends import default_calibration_dir, onnxruntime_available
-from animecli.config import Backend, EngineOptions, ModelChoice
+from animecli.config import Backend, EngineOptions, ModelChoice, Precision
 from animecli.errors import UsageError, WeightsError
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.report import peak_rss_mb
@@ -65,6 +72,10 @@ class BenchOptions:
         rss: measure peak RSS per row in a child process (slower).
         calibration: int8 calibration photos (``None`` = the bundled examples).
         max_images: use at most this many photos.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (onnx/int8 rows are CPU-only and left out on CUDA).
+        precision: the engine rows' precision (``auto``: fp16 on CUDA, fp32 on CPU).
+        batch_size: images per forward pass in the engine rows (the upstream row: 1).
+        compile: ``torch.compile`` the eager rows.
     """
 
     images: Path | None = None
@@ -77,6 +88,10 @@ class BenchOptions:
     rss: bool = True
     calibration: Path | None = None
     max_images: int = 8
+    device: str = "cpu"
+    precision: Precision = Precision.AUTO
+    batch_size: int = 1
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,13 +102,16 @@ class BenchRow:
         model: model label.
         backend: backend name, or ``upstream-equivalent``.
         ms_per_image: median end-to-end milliseconds per image (decode → infer → encode).
-        infer_ms: median milliseconds per image in the forward pass alone.
+        infer_ms: median milliseconds per image in the engine alone (model only, with copies).
+        load_ms: median milliseconds per image decoding and preparing.
+        save_ms: median milliseconds per image encoding.
         images_per_s: 1000 / ``ms_per_image``.
         peak_rss_mb: peak RSS of a child process doing this row once (``None``: not measured).
         psnr_db: mean PSNR against the same model's eager float32 output (``inf``: identical;
             ``None``: no reference).
         speedup_vs_eager: the model's eager ``ms_per_image`` / this row's.
         speedup_vs_upstream: the upstream row's ``ms_per_image`` / this row's (``None``: no upstream row).
+        gpu_peak_mb: peak CUDA memory of one batch (``None`` on CPU).
     """
 
     model: str
@@ -105,6 +123,9 @@ class BenchRow:
     psnr_db: float | None
     speedup_vs_eager: float | None
     speedup_vs_upstream: float | None
+    load_ms: float = 0.0
+    save_ms: float = 0.0
+    gpu_peak_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,8 @@ class BenchResult:
     machine: str
     versions: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    device: str = "cpu"
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -214,56 +237,104 @@ def _default_models() -> tuple[list[_Model], list[str]]:
     return models, notes
 
 
-class _Path:
-    """One row's end-to-end conversion of an encoded image."""
+@dataclass
+class _Times:
+    """Milliseconds spent on a set of images, and their outputs."""
 
-    def __init__(self, m: _Model, backend: Backend, threads: int, calibration: Path | None) -> None:
+    outputs: list[torch.Tensor]
+    load: float = 0.0
+    infer: float = 0.0
+    save: float = 0.0
+    gpu_peak_mb: float = 0.0
+
+
+def _decode(data: bytes) -> torch.Tensor:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return prepare(img, 0).rgb
+
+
+def _encode(out: torch.Tensor) -> None:
+    buf = io.BytesIO()
+    tensor_to_image(out).save(buf, format="JPEG", quality=92)
+
+
+class _Path:
+    """One row's end-to-end conversion of encoded images, ``batch_size`` per forward pass."""
+
+    def __init__(self, m: _Model, backend: Backend, opts: BenchOptions, device: str | None = None,
+                 precision: Precision | None = None, batch_size: int | None = None,
+                 compile: bool | None = None) -> None:
         from animecli.engine import Engine
 
         model = build_generator(m.spec)
         model.load_state_dict(m.state)
-        opts = EngineOptions(device="cpu", backend=backend, threads=threads, tile=0, calibration=calibration)
-        self.engine = Engine(model, m.multiple, opts, m.spec.arch.value, weights_sha256=m.digest,
+        self.batch_size = batch_size or opts.batch_size
+        eopts = EngineOptions(
+            device=device or opts.device, precision=precision or opts.precision, backend=backend,
+            batch_size=self.batch_size, threads=opts.threads, tile=0, calibration=opts.calibration,
+            compile=opts.compile if compile is None else compile,
+        )
+        self.engine = Engine(model, m.multiple, eopts, m.spec.arch.value, weights_sha256=m.digest,
                              arch_key=m.spec.key)
 
-    def __call__(self, data: bytes) -> tuple[torch.Tensor, float]:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = prepare(img, 0).rgb
-        t0 = time.perf_counter()
-        result = self.engine.run_batch([rgb])
-        infer = (time.perf_counter() - t0) * 1000.0
-        out = result.images[0]
-        if out is None:
-            raise RuntimeError(result.errors[0] or "inference failed")
-        buf = io.BytesIO()
-        tensor_to_image(out).save(buf, format="JPEG", quality=92)
-        return out, infer
+    def __call__(self, images: list[bytes]) -> _Times:
+        t = _Times([])
+        for start in range(0, len(images), self.batch_size):
+            t0 = time.perf_counter()
+            batch = [_decode(data) for data in images[start : start + self.batch_size]]
+            t1 = time.perf_counter()
+            result = self.engine.run_batch(batch)
+            t2 = time.perf_counter()
+            for out, err in zip(result.images, result.errors, strict=True):
+                if out is None:
+                    raise RuntimeError(err or "inference failed")
+                _encode(out)
+                t.outputs.append(out)
+            t3 = time.perf_counter()
+            t.load += (t1 - t0) * 1000.0
+            t.infer += (t2 - t1) * 1000.0
+            t.save += (t3 - t2) * 1000.0
+            t.gpu_peak_mb = max(t.gpu_peak_mb, result.gpu_peak_mb)
+        return t
 
 
 class _UpstreamPath:
-    """The plain AnimeGANv2 way: nn.GroupNorm, NCHW, eager float32 under no_grad."""
+    """The plain AnimeGANv2 way: nn.GroupNorm, NCHW, eager float32 under no_grad, one image at a time."""
 
-    def __init__(self, m: _Model, threads: int) -> None:
+    def __init__(self, m: _Model, threads: int, device: str = "cpu") -> None:
+        from animecli.engine import resolve_device
+
         if threads > 0:
             torch.set_num_threads(threads)
+        self.device = resolve_device(device)
         spec = replace(m.spec, fast_norm=False)
         self.model = build_generator(spec)
         self.model.load_state_dict(m.state)
-        self.model.eval()
+        self.model.eval().to(self.device)
 
-    def __call__(self, data: bytes) -> tuple[torch.Tensor, float]:
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-        x = image_to_tensor(img).float().div(255.0).unsqueeze(0) * 2.0 - 1.0
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            y = self.model(x)
-        infer = (time.perf_counter() - t0) * 1000.0
-        y = y.squeeze(0).clamp(-1.0, 1.0) * 0.5 + 0.5
-        out = (y * 255.0).round().to(torch.uint8)
-        buf = io.BytesIO()
-        tensor_to_image(out).save(buf, format="JPEG", quality=92)
-        return out, infer
+    def __call__(self, images: list[bytes]) -> _Times:
+        t = _Times([])
+        cuda = self.device.type == "cuda"
+        for data in images:
+            t0 = time.perf_counter()
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+            x = image_to_tensor(img).float().div(255.0).unsqueeze(0) * 2.0 - 1.0
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                y = self.model(x.to(self.device)).cpu()
+            t2 = time.perf_counter()
+            y = y.squeeze(0).clamp(-1.0, 1.0) * 0.5 + 0.5
+            out = (y * 255.0).round().to(torch.uint8)
+            _encode(out)
+            t3 = time.perf_counter()
+            t.outputs.append(out)
+            t.load += (t1 - t0) * 1000.0
+            t.infer += (t2 - t1) * 1000.0
+            t.save += (t3 - t2) * 1000.0
+        if cuda:
+            t.gpu_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return t
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -274,15 +345,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _child_rss(payload: dict[str, Any]) -> float:
     """Child process: build one row, convert the images once, return the peak RSS (MiB)."""
-    torch.set_num_threads(payload["threads"] or torch.get_num_threads())
     m: _Model = payload["model"]
+    opts: BenchOptions = payload["opts"]
+    torch.set_num_threads(opts.threads or torch.get_num_threads())
     path: _Path | _UpstreamPath
     if payload["backend"] == UPSTREAM:
-        path = _UpstreamPath(m, payload["threads"])
+        path = _UpstreamPath(m, opts.threads, opts.device)
     else:
-        path = _Path(m, Backend(payload["backend"]), payload["threads"], payload["calibration"])
-    for data in payload["images"]:
-        path(data)
+        path = _Path(m, Backend(payload["backend"]), opts)
+    path(payload["images"])
     return _own_peak_rss_mb()
 
 
@@ -330,52 +401,52 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         models = [_resolve_model(name) for name in opts.models]
     else:
         models, notes = _default_models()
+    from animecli.engine import resolve_device
+
+    cpu = resolve_device(opts.device).type == "cpu"
     backends = list(dict.fromkeys(b for b in opts.backends if b is not Backend.AUTO))
+    if not cpu and any(b in (Backend.ONNX, Backend.INT8) for b in backends):
+        backends = [b for b in backends if b not in (Backend.ONNX, Backend.INT8)]
+        notes.append("onnx and int8 run on the CPU only: their rows are left out on CUDA")
     if not onnxruntime_available() and any(b in (Backend.ONNX, Backend.INT8) for b in backends):
         backends = [b for b in backends if b not in (Backend.ONNX, Backend.INT8)]
         notes.append("onnxruntime is not installed: onnx and int8 rows left out")
     if Backend.EAGER not in backends:
-        backends.insert(0, Backend.EAGER)  # the reference for PSNR and speed-ups
+        backends.insert(0, Backend.EAGER)  # the reference for speed-ups (and for PSNR on CPU)
 
     paths: list[tuple[_Model, str, _Path | _UpstreamPath]] = []
     for m in models:
         for backend in backends:
             say(f"preparing {m.label} / {backend.value}")
-            paths.append((m, backend.value, _Path(m, backend, opts.threads, opts.calibration)))
+            paths.append((m, backend.value, _Path(m, backend, opts)))
     if opts.upstream:
         v2 = next((m for m in models if m.spec.arch is Arch.V2), None) or _resolve_model(Arch.V2.value)
-        paths.append((v2, UPSTREAM, _UpstreamPath(v2, opts.threads)))
+        paths.append((v2, UPSTREAM, _UpstreamPath(v2, opts.threads, opts.device)))
 
-    reference: dict[str, list[torch.Tensor]] = {}
     outputs: dict[int, list[torch.Tensor]] = {}
     e2e: dict[int, list[float]] = {i: [] for i in range(len(paths))}
-    infer: dict[int, list[float]] = {i: [] for i in range(len(paths))}
-    for rnd in range(opts.repeat + 1):  # round 0 warms up (traces, first-run allocations)
+    parts: dict[int, list[tuple[float, float, float]]] = {i: [] for i in range(len(paths))}
+    gpu_peak: dict[int, float] = {}
+    n = len(images)
+    for rnd in range(opts.repeat + 1):  # round 0 warms up (traces, compilation, first-run allocations)
         say(f"round {rnd}/{opts.repeat}" + (" (warm-up)" if rnd == 0 else ""))
         for i, (_m, _b, path) in enumerate(paths):
-            total = inf_total = 0.0
-            outs = []
-            for data in images:
-                t0 = time.perf_counter()
-                out, inf_ms = path(data)
-                total += (time.perf_counter() - t0) * 1000.0
-                inf_total += inf_ms
-                outs.append(out)
+            t0 = time.perf_counter()
+            times = path(images)
+            total = (time.perf_counter() - t0) * 1000.0
+            gpu_peak[i] = max(gpu_peak.get(i, 0.0), times.gpu_peak_mb)
             if rnd == 0:
-                outputs[i] = outs
+                outputs[i] = times.outputs
                 continue
-            e2e[i].append(total / len(images))
-            infer[i].append(inf_total / len(images))
-    for i, (m, b, _p) in enumerate(paths):
-        if b == Backend.EAGER.value:
-            reference[m.label] = outputs[i]
+            e2e[i].append(total / n)
+            parts[i].append((times.load / n, times.infer / n, times.save / n))
+    reference = _references(models, paths, outputs, opts, cpu, say)
 
     upstream_ms = next((statistics.median(e2e[i]) for i, (_m, b, _p) in enumerate(paths) if b == UPSTREAM), None)
     rows = []
     for i, (m, b, _p) in enumerate(paths):
         ms = statistics.median(e2e[i])
-        ref_key = m.label
-        ref = reference.get(ref_key)
+        ref = reference.get(m.label)
         quality = None
         if ref is not None:
             values = [psnr(o, r) for o, r in zip(outputs[i], ref, strict=True)]
@@ -386,17 +457,46 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         rss = None
         if opts.rss:
             say(f"peak RSS: {m.label} / {b}")
-            rss = _measure_rss({"model": m, "backend": b, "threads": opts.threads, "images": images,
-                                "calibration": opts.calibration})
+            rss = _measure_rss({"model": m, "backend": b, "opts": opts, "images": images})
         rows.append(BenchRow(
-            model=m.label, backend=b, ms_per_image=ms, infer_ms=statistics.median(infer[i]),
+            model=m.label, backend=b, ms_per_image=ms, infer_ms=statistics.median(p[1] for p in parts[i]),
             images_per_s=1000.0 / ms if ms > 0 else math.inf, peak_rss_mb=rss, psnr_db=quality,
             speedup_vs_eager=eager_ms / ms if ms > 0 else None,
             speedup_vs_upstream=upstream_ms / ms if upstream_ms and ms > 0 else None,
+            load_ms=statistics.median(p[0] for p in parts[i]), save_ms=statistics.median(p[2] for p in parts[i]),
+            gpu_peak_mb=None if cpu else gpu_peak[i],
         ))
     threads = opts.threads or torch.get_num_threads()
-    return BenchResult(tuple(rows), len(images), opts.size, opts.repeat, threads, cpu_name(), _versions(),
-                       tuple(notes))
+    machine = cpu_name() if cpu else f"{_gpu_name(opts.device)}; host {cpu_name()}"
+    return BenchResult(tuple(rows), len(images), opts.size, opts.repeat, threads, machine, _versions(),
+                       tuple(notes), device=opts.device, batch_size=opts.batch_size)
+
+
+def _references(
+    models: list[_Model], paths: list[tuple[_Model, str, _Path | _UpstreamPath]],
+    outputs: dict[int, list[torch.Tensor]], opts: BenchOptions, cpu: bool, say: ProgressFn,
+) -> dict[str, list[torch.Tensor]]:
+    """Each model's eager float32 CPU outputs: the eager row's on CPU, else one untimed CPU pass."""
+    reference: dict[str, list[torch.Tensor]] = {}
+    for i, (m, b, _p) in enumerate(paths):
+        if b == Backend.EAGER.value and cpu and opts.precision in (Precision.AUTO, Precision.FP32):
+            reference[m.label] = outputs[i]
+    images = None
+    for m in models:
+        if m.label not in reference:
+            say(f"reference: {m.label} / eager float32 on the CPU")
+            if images is None:
+                images = load_images(opts.images, opts.size, opts.max_images)
+            ref = _Path(m, Backend.EAGER, opts, device="cpu", precision=Precision.FP32, batch_size=1, compile=False)
+            reference[m.label] = ref(images).outputs
+    return reference
+
+
+def _gpu_name(device: str) -> str:
+    from animecli.engine import resolve_device
+
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
 
 
 def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
@@ -407,31 +507,49 @@ def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
     return f"{v:{spec}}{suffix}"
 
 
-COLUMNS = ("model", "backend", "ms/image", "infer ms", "images/s", "peak RSS MB", "PSNR vs eager fp32",
-           "× eager", "× upstream")
+COLUMNS = ("model", "backend", "ms/image", "infer ms", "images/s", "load/infer/save %", "peak RSS MB",
+           "PSNR vs eager fp32", "× eager", "× upstream")
+GPU_COLUMNS = (*COLUMNS, "GPU peak MB")
+
+
+def columns(result: BenchResult) -> tuple[str, ...]:
+    """The table's column names (a GPU memory column on CUDA)."""
+    return COLUMNS if result.device == "cpu" else GPU_COLUMNS
+
+
+def _shares(r: BenchRow) -> str:
+    total = r.load_ms + r.infer_ms + r.save_ms
+    if total <= 0:
+        return "–"
+    return "/".join(f"{100.0 * v / total:.0f}" for v in (r.load_ms, r.infer_ms, r.save_ms))
 
 
 def table_rows(result: BenchResult) -> list[tuple[str, ...]]:
-    """The table's cells, one tuple per row, in :data:`COLUMNS` order."""
-    return [
-        (r.model, r.backend, _fmt(r.ms_per_image, ".0f"), _fmt(r.infer_ms, ".0f"), _fmt(r.images_per_s, ".2f"),
-         _fmt(r.peak_rss_mb, ".0f"), _fmt(r.psnr_db, ".1f", " dB"), _fmt(r.speedup_vs_eager, ".2f", "×"),
-         _fmt(r.speedup_vs_upstream, ".2f", "×"))
-        for r in result.rows
-    ]
+    """The table's cells, one tuple per row, in :func:`columns` order."""
+    rows: list[tuple[str, ...]] = []
+    for r in result.rows:
+        cells: tuple[str, ...] = (r.model, r.backend, _fmt(r.ms_per_image, ".0f"), _fmt(r.infer_ms, ".0f"),
+                 _fmt(r.images_per_s, ".2f"), _shares(r), _fmt(r.peak_rss_mb, ".0f"), _fmt(r.psnr_db, ".1f", " dB"),
+                 _fmt(r.speedup_vs_eager, ".2f", "×"), _fmt(r.speedup_vs_upstream, ".2f", "×"))
+        if result.device != "cpu":
+            cells = (*cells, _fmt(r.gpu_peak_mb, ".0f"))
+        rows.append(cells)
+    return rows
 
 
 def caption(result: BenchResult) -> str:
     """One line: the conditions of the measurement."""
+    batch = f", batch {result.batch_size}" if result.batch_size > 1 else ""
     return (f"{result.images} photos at {result.size}×{result.size}, end to end (decode → infer → JPEG encode), "
-            f"median of {result.repeat} interleaved rounds, {result.threads} threads; {result.machine}; "
+            f"median of {result.repeat} interleaved rounds, {result.threads} threads{batch}; {result.machine}; "
             f"{result.versions}")
 
 
 def to_markdown(result: BenchResult) -> str:
     """The result as a Markdown table with its caption and notes."""
-    lines = [caption(result), "", "| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join(["---", "---"] + ["---:"] * (len(COLUMNS) - 2)) + "|"]
+    cols = columns(result)
+    lines = [caption(result), "", "| " + " | ".join(cols) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * (len(cols) - 2)) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
     lines += [""] + [f"Note: {n}" for n in result.notes]
     return "\n".join(lines).rstrip() + "\n"

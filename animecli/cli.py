@@ -483,17 +483,21 @@ def bench(
     upstream: Annotated[bool, typer.Option("--upstream/--no-upstream", help="Add the upstream-equivalent row (v2, nn.GroupNorm, NCHW, eager).")] = True,
     rss: Annotated[bool, typer.Option("--rss/--no-rss", help="Measure each row's peak RSS in a child process.")] = True,
     calibration: Annotated[Path | None, typer.Option(help="int8 calibration photos; default: the bundled examples.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N. On CUDA: eager/traced rows, GPU peak memory, PSNR against eager float32 on the CPU.")] = "cpu",
+    precision: Annotated[Precision, typer.Option(help="Engine rows' precision; auto = fp16 on CUDA, fp32 on CPU.")] = Precision.AUTO,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass in the engine rows (upstream row: 1).")] = 1,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the eager rows.")] = False,
     markdown: Annotated[Path | None, typer.Option(help="Also write the table as Markdown to this file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.")] = None,
 ) -> None:
-    """Time every backend × model on the same photos, side by side (CPU): ms/image, images/s, peak RSS, PSNR."""
+    """Time every backend × model on the same photos, side by side: ms/image, images/s, where time goes, peak RSS, PSNR."""
     import json
 
     from animecli.benchmark import (
-        COLUMNS,
         DEFAULT_BACKENDS,
         BenchOptions,
         caption,
+        columns,
         rows_as_dicts,
         run_bench,
         table_rows,
@@ -503,6 +507,7 @@ def bench(
     opts = BenchOptions(
         images=images, size=size, models=tuple(model or ()), backends=tuple(backend or DEFAULT_BACKENDS),
         repeat=repeat, threads=threads, upstream=upstream, rss=rss, calibration=calibration,
+        device=device, precision=precision, batch_size=batch_size, compile=compile_model,
     )
 
     def progress(line: str) -> None:
@@ -513,7 +518,7 @@ def bench(
     except AnimecliError as exc:
         raise _fail(exc) from None
     table = Table(title="animecli bench", caption=caption(result))
-    for i, col in enumerate(COLUMNS):
+    for i, col in enumerate(columns(result)):
         table.add_column(col, justify="left" if i < 2 else "right")
     for cells in table_rows(result):
         table.add_row(*cells)

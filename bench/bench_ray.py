@@ -1,7 +1,7 @@
 """--engine ray against the local engine on one machine: images/s with 1 and 2 Ray workers.
 
 Usage: python bench/bench_ray.py [--photos ../shared/photos/val] [--count 40] [--repeats 2]
-                                 [--weights weights/hayao_lite2.pt] [--width 0.125] [--threads 1]
+                                 [--weights weights/hayao_lite3.pt] [--width 0.125] [--threads 1]
        python bench/bench_ray.py --driver-only 20000
 
 Converts the first COUNT photos (JPEG in, JPEG out) with: the local engine (THREADS torch
@@ -16,7 +16,7 @@ medians of REPEATS. Figures:
 * images/s (marginal): (COUNT - COUNT/2) / (wall(COUNT) - wall(COUNT/2)), the rate once running:
   fixed costs (model load, actor start-up, torch import in the actors) cancel out.
 
-Model: ``--weights`` if given, else the shipped default ``weights/hayao_lite2.pt`` if present,
+Model: ``--weights`` if given, else the shipped default model's file (``weights/manifest.json``) if present,
 else a seeded random ``lite`` generator of ``--width`` (0.125 = the tests' tiny model; 1.0 costs
 the same per image as the shipped lite model). The header says which. Outputs of every run are
 compared byte for byte with the first local run's.
@@ -45,6 +45,7 @@ from animecli.config import (
 )
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.pipeline import run_convert
+from animecli.weights import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,15 +54,16 @@ def pick_weights(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
     """The weights file to use and how to describe it."""
     if args.weights is not None:
         return args.weights, f"{args.weights}"
-    shipped = ROOT / "weights" / "hayao_lite.pt"
+    manifest = load_manifest(ROOT / "weights")
+    shipped = manifest.path_of(manifest.get(manifest.default))
     if shipped.is_file():
-        return shipped, "shipped default weights/hayao_lite2.pt"
+        return shipped, f"shipped default weights/{shipped.name}"
     torch.manual_seed(0)
     model = build_generator(ArchSpec(Arch.LITE, width=args.width))
     path = work / f"lite_w{args.width}.pt"
     torch.save(model.state_dict(), path)
     what = "the tests' tiny model" if args.width == 0.125 else "same cost per image as the shipped lite model"
-    return path, (f"weights/hayao_lite2.pt absent: seeded random lite generator, width {args.width} "
+    return path, (f"weights/{shipped.name} absent: seeded random lite generator, width {args.width} "
                   f"({sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters; {what})")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, to_markdown
+from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
 from animecli.cli import app
 from animecli.config import Backend
 from tests.conftest import make_photo
@@ -64,3 +64,34 @@ def test_bench_no_photos(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "--images", str(tmp_path / "empty"), "--model", "lite"])
     assert result.exit_code == 2
     assert "--images" in result.output
+
+
+def test_bench_splits_time_and_batches(tiny_weights_dir: Path, photos: Path) -> None:
+    make_photo(photos / "p2.jpg", (70, 90), seed=7)
+    base = BenchOptions(images=photos, size=48, models=("tiny",), backends=(Backend.EAGER,), repeat=1, threads=1,
+                        rss=False, upstream=True)
+    one = run_bench(base)
+    two = run_bench(BenchOptions(**{**base.__dict__, "batch_size": 2}))
+    for result in (one, two):
+        for r in result.rows:
+            assert r.load_ms > 0 and r.infer_ms > 0 and r.save_ms > 0
+            assert r.load_ms + r.infer_ms + r.save_ms <= r.ms_per_image * 1.05  # the parts of the whole
+            assert r.gpu_peak_mb is None  # CPU
+        cells = dict(zip(COLUMNS, table_rows(result)[0], strict=True))
+        shares = [int(v) for v in cells["load/infer/save %"].split("/")]
+        assert 98 <= sum(shares) <= 102
+    assert "batch 2" in to_markdown(two) and "batch" not in to_markdown(one).split("\n")[0]
+    # Batching three images as 2 + 1 gives the same pixels as one at a time.
+    eager_two = next(r for r in two.rows if r.backend == "eager")
+    assert eager_two.psnr_db is not None and math.isinf(eager_two.psnr_db)
+
+
+def test_bench_on_cuda_without_a_gpu_is_a_setup_error(photos: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, ["bench", "--device", "cuda", "--images", str(photos), "--model", "lite",
+                                      "--repeat", "1", "--no-rss"])
+    assert result.exit_code == 2
+    assert "CUDA" in result.output and "--device cpu" in result.output
