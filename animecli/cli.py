@@ -373,7 +373,7 @@ def distill(
     photos: Annotated[Path, typer.Option(help="Folder of training photos.")],
     work_dir: Annotated[Path, typer.Option(help="Cache of teacher outputs and checkpoints; rerun to resume.")],
     output: Annotated[Path, typer.Option(help="Where to write the trained student's state dict (.pt).")],
-    arch: Annotated[str, typer.Option(help="Student architecture: lite3 (lite2 with norms only at 1/4 resolution; --init a lite/lite2 student to fold them), lite2 (slim full-resolution head), lite or v2.")] = "lite",
+    arch: Annotated[str, typer.Option(help="Student architecture: lite3 (lite2 without norms in its first conv and decoder; --init a lite/lite2 student to fold them), lite2 (slim full-resolution head), lite or v2.")] = "lite",
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 8,
     crop_size: Annotated[int, typer.Option(min=32, help="Side of the training crops.")] = 256,

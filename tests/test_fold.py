@@ -29,18 +29,20 @@ def _photo(seed: int, size: int = 64) -> torch.Tensor:
     return (smooth + 0.1 * torch.randn(1, 3, size, size, generator=gen)).clamp(-1, 1)
 
 
-def test_lite3_normalises_only_at_quarter_resolution() -> None:
+def test_lite3_normalises_only_in_the_encoder_below_full_resolution() -> None:
     model = build_generator(ArchSpec(Arch.LITE3, width=0.25))
-    sizes: list[int] = []
-    hooks = [m.register_forward_pre_hook(lambda m, a: sizes.append(int(a[0].shape[-1])))
-             for m in model.modules() if isinstance(m, FastGroupNorm)]
+    seen: list[tuple[str, int]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: seen.append((name, int(a[0].shape[-1]))))
+             for name, m in model.named_modules() if isinstance(m, FastGroupNorm)]
     with torch.inference_mode():
         out = model(_photo(0, 64))
     for h in hooks:
         h.remove()
-    assert sizes and set(sizes) == {16}
-    assert out.shape == (1, 3, 64, 64) and float(out.abs().max()) <= 1.0
+    assert {size for _, size in seen} == {32, 16}  # half and quarter resolution, never full
+    assert {name.split(".")[0] for name, _ in seen} == {"stem", "down", "body"}  # no norm in the decoder
     lite2 = build_generator(ArchSpec(Arch.LITE2, width=0.25))
+    assert len(seen) == sum(isinstance(m, FastGroupNorm) for m in lite2.modules()) - len(FOLDED_LAYERS)
+    assert out.shape == (1, 3, 64, 64) and float(out.abs().max()) <= 1.0
     assert count_macs(model, 64, 64) == count_macs(lite2, 64, 64)  # same convolutions, fewer norms
     assert detect_arch(model.state_dict()) == (Arch.LITE3, 0.25)
     assert detect_arch(lite2.state_dict()) == (Arch.LITE2, 0.25)

@@ -71,14 +71,14 @@ def build_generator(spec: ArchSpec) -> nn.Module:
         model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
     else:
         model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch in (Arch.LITE2, Arch.LITE3),
-                              quarter_norms=spec.arch is Arch.LITE3)
+                              lean_norms=spec.arch is Arch.LITE3)
     return model.eval()
 
 
 # The first conv of each architecture: its key tells the arch, its shape the width.
 _STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
 # lite2 has lite's stem; its half-resolution ``reduce`` layer tells them apart;
-# lite3 (lite2 without norms outside the 1/4-resolution layers) has a biased stem conv.
+# lite3 (lite2 without norms in its first conv and its decoder) has a biased first conv.
 _LITE2_KEY = "reduce.0.weight"
 _LITE3_KEY = "stem.0.1.bias"
 

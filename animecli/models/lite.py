@@ -49,25 +49,27 @@ class GeneratorLite(nn.Module):
             64-channel map ever exists at full resolution. Same layers and
             parameter count as ``lite``; at 1024×1024 it keeps two 32-channel
             full-resolution maps alive instead of two 64-channel ones.
-        quarter_norms: the ``lite3`` layout (with ``slim_head``): only the layers
-            at 1/4 resolution (``down`` and ``body``) normalise; the others are
-            conv (with bias) → LeakyReLU. A whole-image norm at full resolution
-            costs two passes over the map, and onnxruntime converts its blocked
-            layout out and back around each one: the 8 norms left out took ~19 %
-            of ``lite2``'s CPU time. The body's norms still see the whole image.
+        lean_norms: the ``lite3`` layout (with ``slim_head``): the first conv and
+            the decoder (``up1``, ``reduce``, ``up2``) are conv (with bias) →
+            LeakyReLU; only the encoder's half- and quarter-resolution layers
+            (``stem.1-2``, ``down``, ``body``) normalise. A whole-image norm at full
+            resolution costs two passes over the map, and onnxruntime converts its
+            blocked layout out and back around each one. Leaving out the encoder's
+            half-resolution norms too was no faster and made onnxruntime keep
+            ~105 MB more at 1024×684 (``docs/models.md``).
     """
 
     def __init__(
-        self, width: float = 1.0, fast_norm: bool = True, slim_head: bool = False, quarter_norms: bool = False
+        self, width: float = 1.0, fast_norm: bool = True, slim_head: bool = False, lean_norms: bool = False
     ) -> None:
         super().__init__()
         c32, c64, c128 = (_ch(c, width) for c in (32, 64, 128))
         f = fast_norm
-        n = not quarter_norms  # whether the full- and half-resolution layers have norms
+        n = not lean_norms  # whether the first conv and the decoder (up1, reduce, up2) have norms
         self.stem = nn.Sequential(
             ConvNormLReLU(3, c32, kernel_size=3, padding=1, fast_norm=f, reflect=False, norm=n),
-            SepConvNormLReLU(c32, c64, stride=2, fast_norm=f, norm=n),
-            SepConvNormLReLU(c64, c64, fast_norm=f, norm=n),
+            SepConvNormLReLU(c32, c64, stride=2, fast_norm=f),
+            SepConvNormLReLU(c64, c64, fast_norm=f),
         )
         self.down = nn.Sequential(
             SepConvNormLReLU(c64, c128, stride=2, fast_norm=f),

@@ -1,7 +1,7 @@
 """Start a ``lite3`` student from a trained ``lite2`` one by folding norms into convolutions.
 
-``lite3`` is ``lite2`` without the whole-image norms outside the 1/4-resolution
-layers. A norm computes ``(x - mean) / std * weight + bias`` with the image's own
+``lite3`` is ``lite2`` without the whole-image norms of its first conv and its
+decoder. A norm computes ``(x - mean) / std * weight + bias`` with the image's own
 ``mean`` and ``std``; with the *typical* mean and std of that layer over real photos
 in their place it is an affine map per channel, which the convolution before it
 absorbs (scaled weights and a bias). The folded network reproduces the ``lite2``
@@ -21,7 +21,7 @@ from animecli.models import Arch, ArchSpec, build_generator, detect_arch
 from animecli.models.norm import FastGroupNorm
 
 # The lite2 layers that lose their norm in lite3: (conv, norm) are entries 1 and 2 of each.
-FOLDED_LAYERS = ("stem.0", "stem.1", "stem.2", "up1.0", "up1.1", "reduce", "up2.0", "up2.1")
+FOLDED_LAYERS = ("stem.0", "up1.0", "up1.1", "reduce", "up2.0", "up2.1")
 
 
 def _typical_stats(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[float, float]]:
