@@ -177,9 +177,10 @@ class TorchRunner:
         model: the generator, already on its device/dtype/memory format, in eval mode.
         backend: ``eager`` or ``traced``.
         memory_format: layout of the inputs (channels-last by default).
-        compile: eager only: run the model through ``torch.compile`` (one graph per input
-            shape; on CUDA with CUDA graphs, ``mode="reduce-overhead"``). The first image of
-            each shape pays the compilation (tens of seconds); it suits folders of one size.
+        compile: run the eager model through ``torch.compile`` (one graph per input shape;
+            on CUDA with CUDA graphs, ``mode="reduce-overhead"``); eager only (:func:`make_runner`
+            refuses it with another backend). The first image of each shape pays the
+            compilation (tens of seconds); it suits folders of one size.
     """
 
     def __init__(
@@ -188,15 +189,13 @@ class TorchRunner:
     ) -> None:
         if backend not in (Backend.EAGER, Backend.TRACED):
             raise ValueError(f"TorchRunner runs eager or traced, not {backend.value}")
-        if compile and backend is not Backend.EAGER:
-            raise UsageError(f"--compile compiles the eager model; drop --backend {backend.value} or --compile")
         self.model = model
         self.backend: Backend = backend
         self.memory_format = memory_format
         self._traced: dict[tuple[int, int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
         self._cuda = next(model.parameters()).device.type == "cuda"
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if compile:
+        if compile and backend is Backend.EAGER:
             mode = "reduce-overhead" if self._cuda else None
             self._compiled = torch.compile(model, dynamic=False, mode=mode)
 

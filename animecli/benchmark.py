@@ -440,7 +440,7 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
                 continue
             e2e[i].append(total / n)
             parts[i].append((times.load / n, times.infer / n, times.save / n))
-    reference = _references(models, paths, outputs, opts, cpu, say)
+    reference = _references(models, paths, outputs, images, opts, cpu, say)
 
     upstream_ms = next((statistics.median(e2e[i]) for i, (_m, b, _p) in enumerate(paths) if b == UPSTREAM), None)
     rows = []
@@ -474,19 +474,16 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
 
 def _references(
     models: list[_Model], paths: list[tuple[_Model, str, _Path | _UpstreamPath]],
-    outputs: dict[int, list[torch.Tensor]], opts: BenchOptions, cpu: bool, say: ProgressFn,
+    outputs: dict[int, list[torch.Tensor]], images: list[bytes], opts: BenchOptions, cpu: bool, say: ProgressFn,
 ) -> dict[str, list[torch.Tensor]]:
     """Each model's eager float32 CPU outputs: the eager row's on CPU, else one untimed CPU pass."""
     reference: dict[str, list[torch.Tensor]] = {}
     for i, (m, b, _p) in enumerate(paths):
         if b == Backend.EAGER.value and cpu and opts.precision in (Precision.AUTO, Precision.FP32):
             reference[m.label] = outputs[i]
-    images = None
     for m in models:
         if m.label not in reference:
             say(f"reference: {m.label} / eager float32 on the CPU")
-            if images is None:
-                images = load_images(opts.images, opts.size, opts.max_images)
             ref = _Path(m, Backend.EAGER, opts, device="cpu", precision=Precision.FP32, batch_size=1, compile=False)
             reference[m.label] = ref(images).outputs
     return reference

@@ -6,7 +6,6 @@ Heavy imports (torch, the pipeline) happen inside the commands, so that
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from animecli.config import (
     Precision,
     RayOptions,
     WriteOptions,
+    auto_jobs,
 )
 from animecli.errors import AnimecliError
 
@@ -237,9 +237,7 @@ def _tile(value: str) -> int:
 def _jobs(value: str) -> tuple[int, int]:
     """``--jobs``: ``auto``, ``N`` or ``LOAD:SAVE`` → (decode threads ≥ 1, encode threads ≥ 0)."""
     if value == "auto":
-        cores = os.cpu_count() or 1
-        # Decoding a photo costs about twice its encoding; more threads than cores only add memory.
-        return min(4, cores), min(2, cores)
+        return auto_jobs()
     parts = value.split(":")
     try:
         load, save = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))

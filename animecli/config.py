@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+
+def auto_jobs() -> tuple[int, int]:
+    """``--jobs auto``: (decode threads, encode threads) for this machine.
+
+    Decoding a photo costs about twice encoding it; more threads than cores only add memory.
+    """
+    cores = os.cpu_count() or 1
+    return min(4, cores), min(2, cores)
 
 
 class Precision(str, Enum):

@@ -231,7 +231,8 @@ def _convert(
                 rec.reason = outcome.reason if isinstance(outcome, FileError) else str(outcome)
                 if isinstance(outcome, OutputError):
                     s.fatal = s.fatal or str(outcome)
-            rec.rss_mb = rss_mb()
+            if it is not None:
+                rec.rss_mb = rss_mb()  # after the write: what converting this file left resident
             run.emit(rec)
 
     def flush(key: tuple[int, int]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import statistics
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from animecli.benchmark import cpu_name
-from animecli.config import ConvertOptions, EngineOptions, Existing, LoadOptions, WriteOptions
+from animecli.config import ConvertOptions, EngineOptions, Existing, LoadOptions, WriteOptions, auto_jobs
 from animecli.pipeline import run_convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_jobs(value: str) -> tuple[int, int]:
     if value == "auto":
-        cores = os.cpu_count() or 1
-        return min(4, cores), min(2, cores)
+        return auto_jobs()
     load, _, save = value.partition(":")
     return int(load), int(save or load)
 
