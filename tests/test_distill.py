@@ -89,21 +89,27 @@ def test_distill_command_publishes_into_a_weights_folder(tmp_path: Path) -> None
     assert loaded.spec.arch is Arch.LITE
 
 
+def _one_still_step_from(tmp_path: Path, start: dict[str, torch.Tensor], arch: Arch, seed: int) -> DistillConfig:
+    """A one-photo, one-step run at learning rate 0 that starts from ``start`` (saved as start.pt)."""
+    photos = tmp_path / "photos"
+    make_photo(photos / "p.jpg", size=(300, 280), seed=seed)
+    torch.save(start, tmp_path / "start.pt")
+    return DistillConfig(
+        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", arch=arch, pair_size=256, num_pairs=1,
+        crop_size=64, final_size=256, final_fraction=0.0, batch_size=1, steps=1, lr=0.0, threads=1,
+        init=tmp_path / "start.pt",
+    )
+
+
 @pytest.mark.shared
 @needs_shared("teachers", "animeganv3_cute.onnx")
 def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from animecli.models import ArchSpec, build_generator
 
-    photos = tmp_path / "photos"
-    make_photo(photos / "p.jpg", size=(300, 280), seed=5)
     torch.manual_seed(11)
     start = build_generator(ArchSpec(Arch.LITE)).state_dict()
-    torch.save(start, tmp_path / "start.pt")
-    cfg = DistillConfig(
-        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", pair_size=256, num_pairs=1, crop_size=64,
-        final_size=256, final_fraction=0.0, batch_size=1, steps=1, lr=0.0, threads=1, init=tmp_path / "start.pt",
-    )
+    cfg = _one_still_step_from(tmp_path, start, Arch.LITE, seed=5)
     sd = train(cfg)  # lr 0: the one step changes nothing, so the result is the init
     assert all(torch.equal(sd[k], start[k].float()) for k in start)
     torch.save(build_generator(ArchSpec(Arch.V2, width=0.25)).state_dict(), tmp_path / "v2.pt")
@@ -120,16 +126,9 @@ def test_distill_folds_a_lite2_init_into_lite3(tmp_path: Path) -> None:
     from animecli.training.distill import load_pairs, to_unit
     from animecli.training.fold import fold_lite2_into_lite3
 
-    photos = tmp_path / "photos"
-    make_photo(photos / "p.jpg", size=(300, 280), seed=6)
     torch.manual_seed(12)
     start = build_generator(ArchSpec(Arch.LITE2, width=0.25)).state_dict()
-    torch.save(start, tmp_path / "start.pt")
-    cfg = DistillConfig(
-        teacher=TEACHER, photos=photos, work_dir=tmp_path / "run", arch=Arch.LITE3, pair_size=256, num_pairs=1,
-        crop_size=64, final_size=256, final_fraction=0.0, batch_size=1, steps=1, lr=0.0, threads=1,
-        init=tmp_path / "start.pt",
-    )
+    cfg = _one_still_step_from(tmp_path, start, Arch.LITE3, seed=6)
     # The full-width lite3 cannot take a width-1/4 init: a clear error, not a silent fresh start.
     with pytest.raises((ValueError, RuntimeError)):
         train(cfg)
