@@ -65,6 +65,34 @@ def test_whole_image_stats_float32_under_half_precision() -> None:
     assert torch.allclose(var, ref_var, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_precision_stats_in_chunks_match_float64(
+    dtype: torch.dtype, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Half-precision inputs on the CPU are summed a few rows at a time (norm._half_row_sums);
+    # a small chunk makes this map span many chunks, with a ragged last one.
+    import animecli.models.norm as norm
+
+    monkeypatch.setattr(norm, "_CHUNK_VALUES", 1000)
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 12, 20, 28, generator=gen) * 4 + 1.5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, var = whole_image_stats(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(1, 2, 3), correction=0, keepdim=True)
+    assert mean.dtype == torch.float32 and var.dtype == torch.float32
+    assert torch.allclose(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(var.double(), ref_var, rtol=1e-5)
+    # And the fast norm built on them matches GroupNorm computed in float64.
+    fast = FastGroupNorm(12)
+    with torch.inference_mode():
+        y = fast(x.clone())
+    ref = torch.nn.functional.group_norm(x.double(), 1, eps=fast.eps)
+    assert y.dtype == dtype
+    assert (y.double() - ref).abs().max() < 0.02  # one half-precision rounding of values within ±4
+
+
 def test_frozen_stats_are_used() -> None:
     norm = FastGroupNorm(2)
     x = torch.randn(1, 2, 4, 4)
