@@ -76,6 +76,8 @@ class BenchOptions:
         precision: the engine rows' precision (``auto``: fp16 on CUDA, fp32 on CPU).
         batch_size: images per forward pass in the engine rows (the upstream row: 1).
         compile: ``torch.compile`` the eager rows.
+        extra_precisions: one more eager row per model at each of these precisions, labelled
+            ``eager <precision>`` (e.g. ``bf16`` beside the float32 rows on a CPU with AMX).
     """
 
     images: Path | None = None
@@ -92,6 +94,7 @@ class BenchOptions:
     precision: Precision = Precision.AUTO
     batch_size: int = 1
     compile: bool = False
+    extra_precisions: tuple[Precision, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,18 @@ class _UpstreamPath:
         return t
 
 
+def _precision_label(precision: Precision) -> str:
+    return f"{Backend.EAGER.value} {precision.value}"
+
+
+def _row_path(m: _Model, label: str, opts: BenchOptions) -> _Path:
+    """The engine row behind a row label (``onnx``, ``eager bf16``, ...)."""
+    for precision in opts.extra_precisions:
+        if label == _precision_label(precision):
+            return _Path(m, Backend.EAGER, opts, precision=precision)
+    return _Path(m, Backend(label), opts)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two uint8 images of the same shape (``inf`` if identical)."""
     mse = float((a.float() - b.float()).square().mean())
@@ -352,7 +367,7 @@ def _child_rss(payload: dict[str, Any]) -> float:
     if payload["backend"] == UPSTREAM:
         path = _UpstreamPath(m, opts.threads, opts.device)
     else:
-        path = _Path(m, Backend(payload["backend"]), opts)
+        path = _row_path(m, payload["backend"], opts)
     path(payload["images"])
     return _own_peak_rss_mb()
 
@@ -415,10 +430,15 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         backends.insert(0, Backend.EAGER)  # the reference for speed-ups (and for PSNR on CPU)
 
     paths: list[tuple[_Model, str, _Path | _UpstreamPath]] = []
+    extra = [p for p in dict.fromkeys(opts.extra_precisions) if p is not Precision.AUTO]
     for m in models:
         for backend in backends:
             say(f"preparing {m.label} / {backend.value}")
             paths.append((m, backend.value, _Path(m, backend, opts)))
+        for precision in extra:
+            label = _precision_label(precision)
+            say(f"preparing {m.label} / {label}")
+            paths.append((m, label, _Path(m, Backend.EAGER, opts, precision=precision)))
     if opts.upstream:
         v2 = next((m for m in models if m.spec.arch is Arch.V2), None) or _resolve_model(Arch.V2.value)
         paths.append((v2, UPSTREAM, _UpstreamPath(v2, opts.threads, opts.device)))

@@ -1,7 +1,7 @@
 """CPU speed table for the README: every backend × model, plus the upstream-equivalent path.
 
 Usage: python bench/bench_cpu.py [--repeat 5] [--threads 0] [--images DIR] [--out docs/speed_table.md]
-       [--model hayao --model v2] [--no-rss]
+       [--model hayao --model v2] [--no-rss] [--extra-precision bf16]
        python bench/bench_cpu.py --quality-photos ../shared/photos/val [--model hayao] [--size 512]
 
 Runs :func:`animecli.benchmark.run_bench` (what ``animecli bench`` runs), prints the
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
-from animecli.config import Backend
+from animecli.config import Backend, Precision
 
 
 def main() -> None:
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=[], help="repeatable; default: the default model and v2")
     ap.add_argument("--backend", action="append", default=[], choices=[b.value for b in DEFAULT_BACKENDS])
     ap.add_argument("--no-rss", action="store_true", help="skip the per-row peak RSS child processes")
+    ap.add_argument("--extra-precision", action="append", default=[], choices=["fp32", "bf16"],
+                    help="repeatable: one more eager row per model at this precision (bf16: CPUs with AMX)")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     ap.add_argument("--quality-photos", type=Path, default=None, help="int8 vs float32 PSNR over these photos")
     args = ap.parse_args()
@@ -42,6 +44,7 @@ def main() -> None:
         images=args.images, size=args.size, models=tuple(args.model),
         backends=tuple(Backend(b) for b in args.backend) or DEFAULT_BACKENDS,
         repeat=args.repeat, threads=args.threads, rss=not args.no_rss,
+        extra_precisions=tuple(Precision(p) for p in args.extra_precision),
     )
     result = run_bench(opts, lambda line: print(line, file=sys.stderr, flush=True))
     text = to_markdown(result)

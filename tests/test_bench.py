@@ -59,6 +59,22 @@ def test_bench_cli_with_rss(tiny_weights_dir: Path, photos: Path, tmp_path: Path
     assert "| tiny (lite) | eager |" in md.read_text()
 
 
+def test_bench_extra_precision_row(tiny_weights_dir: Path, photos: Path, tmp_path: Path) -> None:
+    js = tmp_path / "t.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--model", "tiny", "--backend", "eager", "--extra-precision", "bf16", "--images", str(photos),
+        "--size", "32", "--repeat", "1", "--threads", "1", "--no-upstream", "--json", str(js),
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["eager", "eager bf16"]
+    bf16 = rows[1]
+    assert bf16["peak_rss_mb"] and bf16["peak_rss_mb"] > 10  # its child process built the bf16 row
+    # Against the float32 eager output: close (bf16 rounding), not identical.
+    assert bf16["psnr_db"] is not None and 25.0 < bf16["psnr_db"] < 200.0
+    assert bf16["speedup_vs_eager"] is not None
+
+
 def test_bench_no_photos(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["bench", "--images", str(tmp_path / "empty"), "--model", "lite"])
