@@ -131,12 +131,12 @@ def _half_row_sums(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     faster than float32. Converting a few rows at a time keeps each copy in cache;
     the per-row partial sums, and so the accuracy, are the same.
     """
-    n, _, length = rows.shape
+    n, r, length = rows.shape
     step = max(1, _CHUNK_VALUES // max(1, length))
     total = torch.zeros(n, dtype=torch.float32, device=rows.device)
     squares = torch.zeros(n, dtype=torch.float32, device=rows.device)
-    for block in rows.split(step, dim=1):
-        f = block.float()
+    for start in range(0, r, step):
+        f = rows[:, start : start + step].float()
         total += f.sum(dim=2).sum(dim=1)
         squares += torch.linalg.vector_norm(f, dim=2).square().sum(dim=1)
     return total, squares
