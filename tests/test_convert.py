@@ -695,6 +695,26 @@ def test_traced_backend_matches_eager(tmp_path: Path) -> None:
         assert np.abs(a - b).max() <= 1, name
 
 
+
+def test_bf16_on_cpu_converts_close_to_float32(tmp_path: Path) -> None:
+    # bfloat16 on the CPU: eager PyTorch with float32 norm statistics (summed in chunks).
+    src, rep = tmp_path / "in", tmp_path / "r.json"
+    make_photo(src / "a.png", (40, 30), seed=1)
+    make_photo(src / "b.png", (36, 52), seed=2)
+    r = convert(src, tmp_path / "fp32", "--backend", "eager")
+    assert r.exit_code == 0, r.output
+    r = convert(src, tmp_path / "bf16", "--precision", "bf16", "--report", rep)
+    assert r.exit_code == 0, r.output
+    summary = read_report(rep)["summary"]
+    assert (summary["precision"], summary["backend"]) == ("bfloat16", "eager")
+    for name in ("a.png", "b.png"):
+        a, b = pixels(tmp_path / "fp32" / name), pixels(tmp_path / "bf16" / name)
+        assert a.shape == b.shape
+        diff = np.abs(a.astype(np.float64) - b)
+        assert diff.mean() < 3.0 and diff.max() <= 40, (name, diff.mean(), diff.max())
+        assert np.abs(b.astype(np.float64) - pixels(src / name)).mean() > diff.mean()  # stylised, not a copy
+
+
 # 15. glob inputs
 
 
