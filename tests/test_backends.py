@@ -52,7 +52,7 @@ def _tiny(arch: Arch, align_corners: bool = True) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("arch", "align"), [(Arch.LITE, True), (Arch.V2, True)])
+@pytest.mark.parametrize(("arch", "align"), [(Arch.LITE, True), (Arch.LITE3, False), (Arch.V2, True)])
 def test_onnx_matches_eager_at_two_sizes(arch: Arch, align: bool) -> None:
     model = _tiny(arch, align)
     runner = make_runner(model, Backend.ONNX, threads=1)
@@ -207,6 +207,24 @@ def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     a, b = runner.run_fixed(x, stats), runner.run_fixed(x, stats * 2)
     assert float((a - b).abs().max()) > 1e-3
+
+
+def test_lite_colour_skip_exports_as_a_matmul() -> None:
+    # The skip as a Conv on the input became a blocked conv that onnxruntime ran first and
+    # kept alive through the network (backends._MatMulSkip); as a MatMul it is the same function.
+    onnx = pytest.importorskip("onnx")
+    model = _tiny(Arch.LITE3, align_corners=False)
+    with torch.no_grad():  # a non-symmetric mix, so a transposed weight would show
+        model.skip.weight.copy_(torch.tensor([[0.9, 0.2, -0.1], [0.0, 1.1, 0.3], [-0.2, 0.1, 0.8]]).view(3, 3, 1, 1))
+    data = export_onnx(model)
+    graph = onnx.load_from_string(data).graph
+    convs_on_input = [n for n in graph.node if n.op_type == "Conv" and "input" in n.input]
+    assert len(convs_on_input) == 1  # the first conv only
+    assert any(n.op_type == "MatMul" for n in graph.node)
+    runner = make_runner(model, Backend.ONNX, threads=1)
+    x = torch.rand(1, 3, 48, 72) * 2 - 1
+    with torch.inference_mode():
+        assert float((runner(x) - model(x)).abs().max()) < 1e-4
 
 
 def test_export_bytes_are_valid_onnx() -> None:
