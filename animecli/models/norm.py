@@ -108,7 +108,7 @@ def whole_image_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         rows = x.reshape(n, c * h, w)
     count = float(c * h * w)
-    if rows.dtype != torch.float32 and rows.device.type == "cpu":
+    if rows.dtype in (torch.bfloat16, torch.float16) and rows.device.type == "cpu":
         total, squares = _half_row_sums(rows)
     else:
         total = rows.sum(dim=2, dtype=torch.float32).sum(dim=1)
