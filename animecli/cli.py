@@ -384,6 +384,8 @@ def distill(
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     init: Annotated[Path | None, typer.Option(help="Start from this student's weights (e.g. another style); ignored when resuming.")] = None,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU if present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 also helps on CPUs with AMX. fp16 is refused.")] = Precision.AUTO,
     publish: Annotated[str | None, typer.Option(help="Also publish the student under this model name (file + manifest entry).")] = None,
     publish_dir: Annotated[Path, typer.Option(help="Weights folder to publish into.")] = Path("weights"),
     style: Annotated[str, typer.Option(help="Style description for the manifest entry.")] = "",
@@ -402,7 +404,8 @@ def distill(
             teacher=teacher, photos=photos, work_dir=work_dir, arch=Arch(arch), pair_size=pair_size,
             num_pairs=num_pairs, crop_size=crop_size, final_size=pair_size, final_fraction=final_fraction,
             batch_size=batch_size, steps=steps, lr=lr, photo_filter=tuple(exclude or ()),
-            include=tuple(include or ()), seed=seed, threads=threads, init=init,
+            include=tuple(include or ()), seed=seed, threads=threads, init=init, device=device,
+            precision=precision,
         )
         last = [0.0]
 

@@ -27,6 +27,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
+from animecli.config import Precision
+from animecli.engine import resolve_device
+from animecli.errors import UsageError
 from animecli.models import Arch, ArchSpec, build_generator, convert_layout, detect_arch
 from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss
@@ -61,6 +64,12 @@ class DistillConfig:
         seed: seeds crops, order and initialisation.
         threads: torch and onnxruntime threads (0 = all cores).
         checkpoint_every: steps between checkpoints.
+        device: ``auto`` (the first CUDA GPU if there is one, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N``; asking for CUDA without one is an error, never a silent
+            CPU run. The teacher cache is built by onnxruntime on the CPU either way.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32`` or ``bf16``: bf16 runs the
+            student's forward pass under bfloat16 autocast (weights, optimiser and loss stay
+            float32; the norms' statistics too). On CPUs with AMX it is faster as well.
         init: start from this state dict (e.g. another style's student: styles
             share most of what a generator must learn). Keys the architecture
             has and the file lacks keep their fresh initialisation; any other
@@ -87,6 +96,8 @@ class DistillConfig:
     threads: int = 0
     checkpoint_every: int = 100
     init: Path | None = None
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
     log: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
@@ -190,15 +201,33 @@ def batches(
         yield to_unit(xb), to_unit(yb)
 
 
+def training_precision(precision: Precision, device: torch.device) -> bool:
+    """Whether to train under bfloat16 autocast (``auto``: on CUDA only).
+
+    Raises:
+        UsageError: fp16 (it would need loss scaling; bf16 does not).
+    """
+    if precision is Precision.FP16:
+        raise UsageError("distill trains in fp32 or bf16 (fp16 would need loss scaling); use --precision bf16")
+    if precision is Precision.AUTO:
+        return device.type == "cuda"
+    return precision is Precision.BF16
+
+
 def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
-    """Train (or resume) the student; return its float32 state dict."""
+    """Train (or resume) the student on ``cfg.device``; return its float32 state dict (on the CPU).
+
+    Raises:
+        SetupError: CUDA asked for and not usable; UsageError: a bad device or fp16.
+    """
+    device = resolve_device(cfg.device)
+    bf16 = training_precision(cfg.precision, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cache = build_cache(cfg, progress)
     xs, ys = load_pairs(cache, cfg.num_pairs)
     model = build_generator(ArchSpec(cfg.arch)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ckpt = cfg.work_dir / "checkpoint.pt"
     step = 0
     if cfg.init is not None and not ckpt.exists():
@@ -215,8 +244,12 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
             raise ValueError(f"{cfg.init}: keys the {cfg.arch.value} student does not have: {unexpected[:5]}")
         if len(missing) > len(model.state_dict()) // 2:
             raise ValueError(f"{cfg.init}: not a {cfg.arch.value} state dict (missing {missing[:5]} …)")
+    model.to(device)
+    # The optimiser is made after the move so that its state lives beside the weights.
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        # map_location: a checkpoint written on a GPU resumes on a CPU and the other way round.
+        state = torch.load(ckpt, weights_only=True, map_location=device)
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
@@ -230,9 +263,11 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = next(final_stream if step >= final_start else stream)
-        x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        loss, parts = distill_loss(out, y)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss, parts = distill_loss(out.float(), y)  # the loss (SSIM's small differences) in float32
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -246,4 +281,4 @@ def train(cfg: DistillConfig, progress: ProgressFn | None = None) -> dict[str, t
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "config": {k: str(v) for k, v in asdict(cfg).items() if k != "log"}}, tmp)
             tmp.replace(ckpt)
-    return {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
