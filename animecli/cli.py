@@ -479,6 +479,7 @@ def bench(
     backend: Annotated[list[Backend] | None, typer.Option("--backend", "-b", help="Backend to measure; repeatable. Default: eager, traced, onnx, int8.")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of photos; default: the bundled examples/.")] = None,
     size: Annotated[int, typer.Option(min=16, help="Photos are centre-cropped and resized to SIZE×SIZE.")] = 512,
+    max_images: Annotated[int, typer.Option(min=1, help="Use at most this many photos (the first, by name); a --batch-size above it is capped by it.")] = 8,
     repeat: Annotated[int, typer.Option(min=1, help="Timed rounds (rows interleaved); figures are medians.")] = 5,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads for every row; 0 = the libraries' default.")] = 0,
     upstream: Annotated[bool, typer.Option("--upstream/--no-upstream", help="Add the upstream-equivalent row (v2, nn.GroupNorm, NCHW, eager).")] = True,
@@ -507,8 +508,8 @@ def bench(
     from animecli.benchmark import to_markdown as bench_markdown
 
     opts = BenchOptions(
-        images=images, size=size, models=tuple(model or ()), backends=tuple(backend or DEFAULT_BACKENDS),
-        repeat=repeat, threads=threads, upstream=upstream, rss=rss, calibration=calibration,
+        images=images, size=size, max_images=max_images, models=tuple(model or ()),
+        backends=tuple(backend or DEFAULT_BACKENDS), repeat=repeat, threads=threads, upstream=upstream, rss=rss, calibration=calibration,
         device=device, precision=precision, batch_size=batch_size, compile=compile_model,
         extra_precisions=tuple(extra_precision or ()),
     )

@@ -111,3 +111,17 @@ def test_bench_on_cuda_without_a_gpu_is_a_setup_error(photos: Path) -> None:
                                       "--repeat", "1", "--no-rss"])
     assert result.exit_code == 2
     assert "CUDA" in result.output and "--device cpu" in result.output
+
+
+def test_bench_max_images_caps_the_photo_set(tiny_weights_dir: Path, photos: Path, tmp_path: Path) -> None:
+    # A GPU run with --batch-size 32 needs --max-images 32 or more: the set is capped at 8 by default.
+    captions = []
+    for extra in ([], ["--max-images", "1"]):
+        js = tmp_path / f"t{len(extra)}.json"
+        result = CliRunner().invoke(app, [
+            "bench", "--model", "tiny", "--backend", "eager", "--images", str(photos), "--size", "32",
+            "--repeat", "1", "--threads", "1", "--no-upstream", "--no-rss", "--json", str(js), *extra,
+        ])
+        assert result.exit_code == 0, result.output
+        captions.append(json.loads(js.read_text())["caption"])
+    assert captions[0].startswith("2 photos") and captions[1].startswith("1 photo"), captions
