@@ -509,7 +509,8 @@ def bench(
 
     opts = BenchOptions(
         images=images, size=size, max_images=max_images, models=tuple(model or ()),
-        backends=tuple(backend or DEFAULT_BACKENDS), repeat=repeat, threads=threads, upstream=upstream, rss=rss, calibration=calibration,
+        backends=tuple(backend or DEFAULT_BACKENDS), repeat=repeat, threads=threads, upstream=upstream, rss=rss,
+        calibration=calibration,
         device=device, precision=precision, batch_size=batch_size, compile=compile_model,
         extra_precisions=tuple(extra_precision or ()),
     )

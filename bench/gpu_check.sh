@@ -27,33 +27,29 @@ FP16=fp16
 [ "$DEVICE" = cpu ] && FP16=bf16  # fp16 is CUDA-only; the CPU dry run uses bf16 instead
 mkdir -p "$OUT"
 failed=0
-step() {  # step NAME CMD...: run, log to $OUT/NAME.log, report the exit code
+step() {  # step NAME CMD...: run, log to $OUT/NAME.log, report and return its success
   local name=$1; shift
   echo "== $name: $*"
   if "$@" >"$OUT/$name.log" 2>&1; then tail -n 25 "$OUT/$name.log"; else
-    echo "!! $name failed (exit $?); log: $OUT/$name.log"; tail -n 5 "$OUT/$name.log"; failed=$((failed + 1)); fi
+    echo "!! $name failed (exit $?); log: $OUT/$name.log"; tail -n 5 "$OUT/$name.log"; failed=$((failed + 1)); return 1; fi
 }
 
 step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null;
   python -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'; nproc"
 
-# 512×512 JPEGs made from the bundled examples (centre crop), COUNT files with distinct names.
-step photos python - "$OUT/photos512" "$COUNT" <<'EOF'
+# 512×512 JPEGs made from the bundled examples the way `animecli bench` makes its photos
+# (centre crop, resize, JPEG), COUNT files with distinct names.
+step photos python -c "
 import sys
 from pathlib import Path
-from PIL import Image, ImageOps
+from animecli.benchmark import load_images
 out, count = Path(sys.argv[1]), int(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
-src = sorted(Path("examples").glob("*.jpg"))
-data = []
-for p in src:
-    with Image.open(p) as im:
-        sq = ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (512, 512), Image.Resampling.LANCZOS)
-        data.append(sq)
+data = load_images(None, 512, 100)
 for i in range(count):
-    data[i % len(data)].save(out / f"p{i:05d}.jpg", quality=92)
-print(f"{count} JPEGs of 512x512 in {out}")
-EOF
+    (out / f'p{i:05d}.jpg').write_bytes(data[i % len(data)])
+print(count, 'JPEGs of 512x512 in', out)
+" "$OUT/photos512" "$COUNT"
 
 BENCH=(animecli bench --device "$DEVICE" --model hayao --model v2 --backend eager --images "$OUT/photos512"
        --repeat "$REPEAT" --no-rss --max-images $((2 * BATCH)))  # two full batches per round
@@ -64,17 +60,16 @@ step bench_b${BATCH}_${FP16} "${BENCH[@]}" --no-upstream --precision "$FP16" --b
   --json "$OUT/bench_b${BATCH}_${FP16}_compile.json"
 
 for model in hayao v2; do
-  weights=()
-  [ "$model" = v2 ] && weights=(--weights "$OUT/v2_random.pt")
-  [ "$model" = v2 ] && python -c "import torch; from animecli.models import Arch, ArchSpec, build_generator; \
-torch.manual_seed(0); torch.save(build_generator(ArchSpec(Arch.V2)).state_dict(), '$OUT/v2_random.pt')"
   model_args=(--model "$model")
-  [ "$model" = v2 ] && model_args=("${weights[@]}")
+  if [ "$model" = v2 ]; then  # convert takes named models or weight files: v2 gets seeded random weights
+    step v2_weights python -c "import torch; from animecli.models import Arch, ArchSpec, build_generator; \
+torch.manual_seed(0); torch.save(build_generator(ArchSpec(Arch.V2)).state_dict(), '$OUT/v2_random.pt')"
+    model_args=(--weights "$OUT/v2_random.pt")
+  fi
   step "convert_$model" animecli convert "$OUT/photos512" "$OUT/out_$model" "${model_args[@]}" --device "$DEVICE" \
-    --precision "$FP16" --batch-size "$BATCH" -j "$JOBS" --overwrite --quiet --report "$OUT/convert_$model.json"
-  python -c "import json; s = json.load(open('$OUT/convert_$model.json'))['summary']; \
-print('$model end to end:', s['converted'], 'images,', s['images_per_s'], 'images/s, peak RSS', s['peak_rss_mb'], 'MB')" \
-    || failed=$((failed + 1))
+    --precision "$FP16" --batch-size "$BATCH" -j "$JOBS" --overwrite --quiet --report "$OUT/convert_$model.json" &&
+    python -c "import json; s = json.load(open('$OUT/convert_$model.json'))['summary']; \
+print('$model end to end:', s['converted'], 'images,', s['images_per_s'], 'images/s, peak RSS', s['peak_rss_mb'], 'MB')"
 done
 
 step v2_1024_${FP16} animecli bench --device "$DEVICE" --model v2 --backend eager --images "$OUT/photos512" --size 1024 --max-images 2 \
