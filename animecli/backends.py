@@ -25,16 +25,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib
 import io
 import logging
 import tempfile
 import warnings
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol
 
 import torch
@@ -44,10 +41,20 @@ from torch import nn
 from animecli.atomic import atomic_write_bytes
 from animecli.config import Backend
 from animecli.errors import SetupError, UsageError
-from animecli.hub import cache_dir
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm
 from animecli.models.v2 import GeneratorV2
+from animecli.ort import (
+    EXPORT_VERSION,
+    ONNX_HINT,
+    OPSET,
+    CompiledPaths,
+    OrtSession,
+    cache_key,
+    compiled_paths,
+    onnxruntime_available,
+    require_onnxruntime,
+)
 
 __all__ = [
     "EXPORT_VERSION",
@@ -71,10 +78,6 @@ __all__ = [
     "resolve_backend",
 ]
 
-OPSET = 17
-# Bump when the exported graph changes (norm rewrite, export options): old cache entries are ignored.
-EXPORT_VERSION = "e2"  # e2: the lite models' colour skip exported as a MatMul (_MatMulSkip)
-ONNX_HINT = "pip install 'animecli[onnx]' (or: pip install onnxruntime onnx)"
 CALIBRATION_SIZE = 512
 _IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -107,30 +110,6 @@ class BackendChoice:
 
     backend: Backend
     reason: str = ""
-
-
-def onnxruntime_available() -> bool:
-    """True if ``import onnxruntime`` works."""
-    try:
-        importlib.import_module("onnxruntime")
-    except ImportError:
-        return False
-    return True
-
-
-def require_onnxruntime(backend: Backend) -> ModuleType:
-    """Import onnxruntime, or explain how to install it.
-
-    Raises:
-        SetupError: onnxruntime is not installed (exit 2).
-    """
-    try:
-        return importlib.import_module("onnxruntime")
-    except ImportError:
-        raise SetupError(
-            f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}, "
-            "or use --backend eager"
-        ) from None
 
 
 def resolve_backend(requested: Backend, device: torch.device, dtype: torch.dtype) -> BackendChoice:
@@ -466,7 +445,8 @@ def calibration_images(
     """
     from PIL import Image
 
-    from animecli.transforms import pad_batch, prepare, to_model_range
+    from animecli.tensors import array_to_tensor, pad_batch, to_model_range
+    from animecli.transforms import prepare
 
     folder = folder if folder is not None else default_calibration_dir()
     if folder is None or not folder.is_dir():
@@ -480,7 +460,7 @@ def calibration_images(
         try:
             with Image.open(path) as img:
                 img.load()
-                rgb = prepare(img, size).rgb
+                rgb = array_to_tensor(prepare(img, size).rgb)
         except (OSError, ValueError, SyntaxError):
             continue
         out.append(pad_batch(to_model_range(rgb.unsqueeze(0), torch.float32), multiple))
@@ -552,29 +532,6 @@ def quantize_int8(fp32_onnx: bytes, images: Sequence[torch.Tensor], workdir: Pat
 # onnxruntime runner
 
 
-@dataclass(frozen=True)
-class CompiledPaths:
-    """Where the cached graphs of one model live.
-
-    Attributes:
-        fp32: the exported float32 model.
-        int8: the quantised model (its name also carries the calibration set's digest).
-        fixed: the float32 tiling graph (norm statistics as an input; see :func:`export_onnx`).
-    """
-
-    fp32: Path
-    int8: Path
-    fixed: Path
-
-
-def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> CompiledPaths:
-    """Cache paths for a model with weights digest ``digest`` and architecture key ``arch_key``."""
-    folder = cache_dir() / "compiled"
-    stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
-    return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
-                         folder / f"{stem}-fixedstats.onnx")
-
-
 # Graphs made or read in this process, by file name (which carries the weights' digest): a
 # second engine for the same model (tests, the bench, library users) skips the disk and export.
 _MEMO: dict[str, bytes] = {}
@@ -583,13 +540,19 @@ _MEMO_SIZE = 4
 
 def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     """Read ``path``, or make the bytes and store them there (best effort: an unwritable
-    cache only costs redoing the work next time)."""
+    cache only costs redoing the work next time).
+
+    Bytes remembered from earlier in this process are written to ``path`` if it is missing
+    (the cache folder may have changed, or been cleaned): the torch-free engine of a later
+    run finds its graph only on disk (animecli.lean).
+    """
     data = _MEMO.get(path.name, b"")
     if not data:
         with contextlib.suppress(OSError):
             data = path.read_bytes()
     if not data:
         data = make()
+    if not path.is_file():
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, data)
@@ -599,119 +562,19 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     return data
 
 
-SHRINK_WINDOW = 16
-SHRINK_FACTOR = 1.25
-
-
-class OrtRunner:
-    """An onnxruntime CPU session over an exported generator.
-
-    Args:
-        model_bytes: the ONNX model.
-        backend: ``onnx`` or ``int8`` (for reporting).
-        threads: intra-op threads (0 = onnxruntime's default: one per physical core).
-        fixed_graph: makes the fixed-statistics graph for tiling (exported on first use);
-            ``None`` = this runner cannot run tiles (:attr:`can_tile` is false).
-    """
+class OrtRunner(OrtSession):
+    """:class:`~animecli.ort.OrtSession` (same arguments) for tensors: what the PyTorch engine calls."""
 
     memory_format = torch.contiguous_format
 
-    def __init__(
-        self, model_bytes: bytes, backend: Backend, threads: int = 0,
-        fixed_graph: Callable[[], bytes] | None = None,
-    ) -> None:
-        self._ort = require_onnxruntime(backend)
-        self._options = self._session_options(threads)
-        self.backend = backend
-        self.session = self._open(model_bytes)
-        self._fixed_graph = fixed_graph
-        self._fixed_session: Any = None
-        # The arena keeps what the largest input so far needed; after an input much larger
-        # than the recent ones, give that back (see _shrink_after).
-        self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
-        self._shrink = self._ort.RunOptions()
-        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-    @property
-    def can_tile(self) -> bool:
-        """Whether :meth:`run_fixed` is available."""
-        return self._fixed_graph is not None
-
-    def _open(self, model_bytes: bytes) -> Any:
-        return self._ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
-
-    def _session_options(self, threads: int) -> Any:
-        ort = self._ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(0, threads)
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # The arena stays on: without it every large activation is a fresh mmap whose pages
-        # fault in on each run (measured 2-4x slower at 1024 px on 2 cores). Memory patterns
-        # only apply to fixed shapes; photo sizes vary.
-        so.enable_cpu_mem_arena = True
-        so.enable_mem_pattern = False
-        so.log_severity_level = 3
-        # Idle pool threads would otherwise spin for a while after each run, taking the cores
-        # from the loader thread and from JPEG encoding (and from other processes).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return so
-
-    def _shrink_after(self, pixels: int) -> bool:
-        """Whether to shrink the arena after a run on ``pixels`` input pixels.
-
-        Shrinking returns every free arena chunk to the OS, so the next run faults
-        its pages in again (slower). Doing it after each run cost 15–70 % on
-        photos of one size; never doing it let RSS ratchet up to the largest
-        photo ever seen (+54 MB over the 2,000-file soak). Only an input larger
-        than SHRINK_FACTOR × the median of the recent ones triggers it, so a
-        folder of same-size photos never pays and an outlier does not stay
-        resident.
-        """
-        recent = sorted(self._recent)
-        self._recent.append(pixels)
-        if not recent:
-            return False
-        return pixels > SHRINK_FACTOR * recent[len(recent) // 2]
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) float32 in [-1, 1] (any device/layout) → same, float32, on the CPU."""
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        options = self._shrink if self._shrink_after(int(arr.size)) else None
-        (y,) = self.session.run(["output"], {"input": arr}, options)
-        return torch.from_numpy(y)
+        return torch.from_numpy(self.run_array(x.detach().to("cpu", torch.float32).contiguous().numpy()))
 
     def run_fixed(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        """One tile with frozen statistics.
-
-        Args:
-            x: (N, 3, h, w) float32 in [-1, 1].
-            stats: (L, 2) float32, every norm's whole-image (mean, var) in module order.
-
-        Returns:
-            (N, 3, h, w) float32 in [-1, 1], on the CPU.
-        """
-        if self._fixed_graph is None:
-            raise ValueError("this runner has no fixed-statistics graph (check can_tile)")
-        if self._fixed_session is None:
-            self._fixed_session = self._open(self._fixed_graph())
+        """One tile with frozen statistics (see :meth:`~animecli.ort.OrtSession.run_fixed_array`)."""
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        feed = {"input": arr, "stats": stats.detach().to("cpu", torch.float32).contiguous().numpy()}
-        (y,) = self._fixed_session.run(["output"], feed)
-        return torch.from_numpy(y)
-
-    def release_tile_memory(self) -> None:
-        """Give the tiling graph's arena back to the OS (call after the last tile of an image).
-
-        Tiled images are the largest a run sees; without this their tiles' activations
-        stayed resident through the image's encoding and the rest of the run.
-        """
-        if self._fixed_session is None:
-            return
-        inputs = self._fixed_session.get_inputs()
-        rows = next(i for i in inputs if i.name == "stats").shape[0]
-        feed = {"input": torch.zeros(1, 3, 4, 4).numpy(), "stats": torch.ones(int(rows), 2).numpy()}
-        self._fixed_session.run(["output"], feed, self._shrink)
+        return torch.from_numpy(self.run_fixed_array(arr, stats.detach().to("cpu", torch.float32).contiguous().numpy()))
 
 
 def make_runner(
@@ -750,7 +613,7 @@ def make_runner(
     if backend not in (Backend.ONNX, Backend.INT8):
         raise ValueError(f"resolve the backend first (got {backend.value})")
     require_onnxruntime(backend)
-    key = (arch_key or type(model).__name__).replace("/", "_").replace(".", "p")
+    key = cache_key(arch_key or type(model).__name__)
     digest = digest or model_digest(model)
     paths = compiled_paths(digest, key)
     fp32 = _cached(paths.fp32, lambda: export_onnx(model))

@@ -46,7 +46,8 @@ from animecli.config import Backend, EngineOptions, ModelChoice, Precision
 from animecli.errors import UsageError, WeightsError
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.report import peak_rss_mb
-from animecli.transforms import image_to_tensor, prepare, tensor_to_image
+from animecli.tensors import array_to_tensor, image_to_tensor, tensor_to_image
+from animecli.transforms import UInt8Array, array_to_image, prepare
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)
@@ -251,15 +252,15 @@ class _Times:
     gpu_peak_mb: float = 0.0
 
 
-def _decode(data: bytes) -> torch.Tensor:
+def _decode(data: bytes) -> UInt8Array:
     with Image.open(io.BytesIO(data)) as img:
         img.load()
         return prepare(img, 0).rgb
 
 
-def _encode(out: torch.Tensor) -> None:
+def _encode(out: Image.Image) -> None:
     buf = io.BytesIO()
-    tensor_to_image(out).save(buf, format="JPEG", quality=92)
+    out.save(buf, format="JPEG", quality=92)
 
 
 class _Path:
@@ -292,8 +293,8 @@ class _Path:
             for out, err in zip(result.images, result.errors, strict=True):
                 if out is None:
                     raise RuntimeError(err or "inference failed")
-                _encode(out)
-                t.outputs.append(out)
+                _encode(array_to_image(out))
+                t.outputs.append(array_to_tensor(out))
             t3 = time.perf_counter()
             t.load += (t1 - t0) * 1000.0
             t.infer += (t2 - t1) * 1000.0
@@ -329,7 +330,7 @@ class _UpstreamPath:
             t2 = time.perf_counter()
             y = y.squeeze(0).clamp(-1.0, 1.0) * 0.5 + 0.5
             out = (y * 255.0).round().to(torch.uint8)
-            _encode(out)
+            _encode(tensor_to_image(out))
             t3 = time.perf_counter()
             t.outputs.append(out)
             t.load += (t1 - t0) * 1000.0

@@ -9,20 +9,28 @@ CUDA out-of-memory the batch is halved and retried.
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
+from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.config import Backend, ClearCache, EngineOptions, Precision
 from animecli.errors import SetupError, UsageError
+from animecli.tensors import (
+    array_to_tensor,
+    arrays_to_batch,
+    batch_to_arrays,
+    from_model_range,
+    pad_batch,
+    pad_uint8,
+    tensor_to_array,
+    to_model_range,
+)
 from animecli.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
-from animecli.transforms import from_model_range, pad_batch, pad_uint8, to_model_range
+from animecli.transforms import UInt8Array
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
@@ -62,54 +70,11 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     return _DTYPES[precision]
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-        return trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
-
-
-def release_host_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``).
-
-    Decoded images of changing sizes, allocated in the loader thread and freed
-    in the main thread, leave glibc's arenas fragmented: without this, RSS
-    climbed by ~700 MB over a 2,000-image soak before levelling off.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
 def is_oom(exc: BaseException) -> bool:
     """True for CUDA (or CPU allocator) out-of-memory errors."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-@dataclass
-class BatchResult:
-    """Outputs of one batch.
-
-    Attributes:
-        images: per input, a (3, H, W) uint8 CPU tensor, or ``None`` if it failed.
-        errors: per input, the failure reason or ``None``.
-        infer_ms: wall time of the batch's inference, shared by its images.
-        gpu_peak_mb: peak CUDA memory during the batch (0 on CPU).
-        note: a remark for the report about how the batch ran ("" if none), e.g. a
-            tiled image run in eager PyTorch because the backend cannot freeze statistics.
-    """
-
-    images: list[torch.Tensor | None]
-    errors: list[str | None]
-    infer_ms: float
-    gpu_peak_mb: float
-    note: str = ""
 
 
 class Engine:
@@ -161,6 +126,11 @@ class Engine:
         )
         self._last_shape: tuple[int, ...] | None = None
 
+    @property
+    def precision_name(self) -> str:
+        """The compute dtype as the report names it (``float32``, ``float16``, ``bfloat16``)."""
+        return str(self.dtype).removeprefix("torch.")
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.runner(x)
 
@@ -204,7 +174,8 @@ class Engine:
             return self.runner.run_fixed
         return None
 
-    def _run_tiled(self, image: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    def _run_tiled(self, rgb: UInt8Array, tile: int, overlap: int) -> UInt8Array:
+        image = array_to_tensor(rgb)
         h, w = int(image.shape[1]), int(image.shape[2])
         padded = pad_uint8(image, self.multiple)
         _, tile_bpp, stats_bpp = self._bpp()
@@ -216,11 +187,11 @@ class Engine:
                             self.memory_format, fixed_forward=self._fixed_forward())
         if isinstance(self.runner, OrtRunner):
             self.runner.release_tile_memory()
-        return out[:, :h, :w]
+        return tensor_to_array(out[:, :h, :w])
 
-    def _run(self, batch: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
-        x = torch.stack(list(batch))
+    def _run(self, batch: Sequence[UInt8Array]) -> list[UInt8Array]:
+        h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
+        x = arrays_to_batch(batch)  # (N, 3, H, W) uint8, channels-last in memory
         if self.device.type == "cuda":
             # Page-locked memory: the copy to the GPU is one DMA that need not block this thread.
             x = x.pin_memory()
@@ -231,13 +202,13 @@ class Engine:
             y = self._forward(x)
             out = from_model_range(y[:, :, :h, :w]).cpu()
         del x, y  # release device memory before the next batch, not when Python gets round to it
-        return list(out.unbind(0))
+        return batch_to_arrays(out)
 
-    def run_batch(self, batch: Sequence[torch.Tensor]) -> BatchResult:
+    def run_batch(self, batch: Sequence[UInt8Array]) -> BatchResult:
         """Stylise images of one processed size.
 
         Args:
-            batch: (3, H, W) uint8 tensors, all the same H and W.
+            batch: (H, W, 3) uint8 arrays, all the same H and W.
 
         Returns:
             A :class:`BatchResult`; on CUDA out-of-memory the batch is split
@@ -248,9 +219,9 @@ class Engine:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
-        images: list[torch.Tensor | None] = []
+        images: list[UInt8Array | None] = []
         errors: list[str | None] = []
-        h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
+        h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
         tiling = self.tile_plan_for(h, w)
         note = ""
         if tiling is None:
@@ -271,7 +242,7 @@ class Engine:
         return BatchResult(images, errors, infer_ms, peak, note)
 
     def _run_split(
-        self, batch: list[torch.Tensor], images: list[torch.Tensor | None], errors: list[str | None]
+        self, batch: list[UInt8Array], images: list[UInt8Array | None], errors: list[str | None]
     ) -> None:
         try:
             outs = self._run(batch)
@@ -279,15 +250,13 @@ class Engine:
             raise  # the runner cannot work at all (e.g. --compile without a compiler): not one file's fault
         except Exception as exc:
             if not is_oom(exc):
-                reason = str(exc).splitlines()[0][:200] if str(exc) else ""
                 images.extend([None] * len(batch))
-                errors.extend([f"inference failed ({type(exc).__name__}: {reason}); "
-                               "try --backend eager or --device cpu, and report it if it persists"] * len(batch))
+                errors.extend([failure_reason(exc)] * len(batch))
                 return
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) == 1:
-                h, w = int(batch[0].shape[1]), int(batch[0].shape[2])
+                h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
                 images.append(None)
                 errors.append(
                     f"out of memory at {w}×{h}; lower --max-size, use --batch-size 1, or --device cpu"
@@ -301,8 +270,8 @@ class Engine:
         errors.extend([None] * len(outs))
 
     def _run_tiled_with_backoff(
-        self, img: torch.Tensor, tile: int, overlap: int,
-        images: list[torch.Tensor | None], errors: list[str | None],
+        self, img: UInt8Array, tile: int, overlap: int,
+        images: list[UInt8Array | None], errors: list[str | None],
     ) -> None:
         """Tiled inference; on out-of-memory, retry with half the tile side (down to 4× the overlap)."""
         while True:

@@ -21,12 +21,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from animecli.config import LoadOptions
 from animecli.discovery import Job
-from animecli.transforms import prepare
+from animecli.transforms import UInt8Array, prepare
 
 # Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.
 Image.MAX_IMAGE_PIXELS = None
@@ -42,7 +41,7 @@ class Loaded:
 
     Attributes:
         job: what to convert and where to.
-        rgb: (3, H, W) uint8 at the processed size (``None`` on error).
+        rgb: (H, W, 3) uint8 at the processed size (``None`` on error).
         alpha: alpha channel (mode ``L``) at the processed size, if any.
         icc: the input's ICC profile bytes, kept for the output.
         exif: the input's EXIF bytes with orientation reset, kept for the output.
@@ -53,7 +52,7 @@ class Loaded:
     """
 
     job: Job
-    rgb: torch.Tensor | None = None
+    rgb: UInt8Array | None = None
     alpha: Image.Image | None = None
     icc: bytes | None = None
     exif: bytes | None = None
@@ -67,7 +66,7 @@ class Loaded:
         """(width, height) fed to the model."""
         if self.rgb is None:
             return (0, 0)
-        return int(self.rgb.shape[2]), int(self.rgb.shape[1])
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
 def _describe(exc: BaseException, path: Path) -> str:

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animecli.archs import activation_bytes_per_pixel
 from animecli.models.norm import FastGroupNorm
-from animecli.transforms import from_model_range, to_model_range
+from animecli.tensors import from_model_range, to_model_range
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (tile, stats) → output, for graphs that take the frozen statistics as an input:
@@ -72,31 +73,9 @@ def _round_down(v: int, multiple: int) -> int:
     return max(multiple, v // multiple * multiple)
 
 
-# Peak activation memory per input pixel, float32, one image, measured on CPU as the rise
-# in peak RSS over a model already loaded (docs/models.md, "Memory per pixel"), rounded
-# up: eager PyTorch; the onnxruntime graph; onnxruntime's fixed-statistics (tiling) graph.
-# The last is the steady state over many tiles: onnxruntime's arena kept growing for the
-# first tiles of a photo even at one tile shape, to about 1.9× a single run's peak (lite2,
-# 30 tiles of 1512²); for lite and v2 it is that factor times a single run's figure.
-_BYTES_PER_PIXEL = {
-    "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640},
-    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640},
-    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640},
-}
-
-
 def bytes_per_pixel(arch: str, dtype: torch.dtype, graph: str = "eager") -> int:
-    """Rough peak activation memory per input pixel for one image (measured, rounded up).
-
-    Args:
-        arch: ``v2``, ``lite``, ``lite2`` or ``lite3``.
-        dtype: compute dtype (half precision halves it).
-        graph: what runs: ``eager`` (PyTorch), ``onnx`` or ``onnx-fixed`` (onnxruntime's
-            normal or fixed-statistics graph).
-    """
-    table = _BYTES_PER_PIXEL.get(graph, _BYTES_PER_PIXEL["eager"])
-    bpp = table.get(arch, table["v2"])
-    return bpp // 2 if dtype in (torch.float16, torch.bfloat16) else bpp
+    """:func:`animecli.archs.activation_bytes_per_pixel` for a compute dtype."""
+    return activation_bytes_per_pixel(arch, dtype in (torch.float16, torch.bfloat16), graph)
 
 
 # Sampled statistics: SAMPLE_GRID² crops whose interiors together cover about

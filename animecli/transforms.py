@@ -1,16 +1,19 @@
-"""Pure image transforms between Pillow images and model tensors.
+"""Pure image transforms between Pillow images and (H, W, 3) uint8 numpy arrays.
 
-Nothing here does I/O; the loader and writer call these.
+Nothing here does I/O or imports torch; the loader, the writer and the
+torch-free onnxruntime engine call these (:mod:`animecli.tensors` has the
+PyTorch side: model range, batching, padding of tensors).
 """
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageOps
+
+UInt8Array = npt.NDArray[np.uint8]
 
 ORIENTATION_TAG = 0x0112
 
@@ -20,13 +23,13 @@ class Prepared:
     """An image ready for the model.
 
     Attributes:
-        rgb: (3, H, W) uint8 tensor, H and W the processed size.
+        rgb: (H, W, 3) uint8 array, H and W the processed size.
         alpha: the alpha channel (mode ``L``) at the processed size, or ``None``.
         original_size: (width, height) after EXIF rotation, before resizing.
         notes: remarks for the report (e.g. "EXIF rotated", "16-bit scaled to 8-bit").
     """
 
-    rgb: torch.Tensor
+    rgb: UInt8Array
     alpha: Image.Image | None
     original_size: tuple[int, int]
     notes: tuple[str, ...]
@@ -103,19 +106,14 @@ def fit_size(width: int, height: int, max_size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def image_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB Pillow image → (3, H, W) uint8 tensor (a copy; the image may be closed afterwards)."""
-    data = bytearray(img.tobytes())
-    return torch.frombuffer(data, dtype=torch.uint8).view(img.height, img.width, 3).permute(2, 0, 1)
+def image_to_array(img: Image.Image) -> UInt8Array:
+    """RGB Pillow image → (H, W, 3) uint8 array (a copy; the image may be closed afterwards)."""
+    return np.array(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
 
 
-def tensor_to_image(t: torch.Tensor) -> Image.Image:
-    """(3, H, W) uint8 tensor → RGB Pillow image."""
-    hwc = t.detach().to("cpu", torch.uint8).permute(1, 2, 0).contiguous()
-    # One memcpy of exactly these pixels (HWC order); iterating the storage in Python would
-    # take seconds per megapixel, and numpy is not a dependency.
-    data = ctypes.string_at(hwc.data_ptr(), hwc.numel())
-    return Image.frombytes("RGB", (int(hwc.shape[1]), int(hwc.shape[0])), data)
+def array_to_image(rgb: UInt8Array) -> Image.Image:
+    """(H, W, 3) uint8 array → RGB Pillow image."""
+    return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
 
 
 def prepare(img: Image.Image, max_size: int) -> Prepared:
@@ -134,7 +132,7 @@ def prepare(img: Image.Image, max_size: int) -> Prepared:
         if alpha is not None:
             alpha = alpha.resize(size, Image.Resampling.LANCZOS)
     all_notes = (("EXIF rotated",) if rotated else ()) + notes
-    return Prepared(image_to_tensor(rgb), alpha, original, all_notes)
+    return Prepared(image_to_array(rgb), alpha, original, all_notes)
 
 
 def padded_size(height: int, width: int, multiple: int, min_size: int) -> tuple[int, int]:
@@ -147,47 +145,19 @@ def padded_size(height: int, width: int, multiple: int, min_size: int) -> tuple[
     return up(height), up(width)
 
 
-def pad_batch(x: torch.Tensor, multiple: int, min_size: int = 16) -> torch.Tensor:
-    """Pad (N, C, H, W) on the bottom/right to the model's size multiple.
+def pad_array(rgb: UInt8Array, multiple: int, min_size: int = 16) -> UInt8Array:
+    """Pad an (H, W, 3) uint8 image on the bottom/right to the model's size multiple.
 
-    Reflection keeps the image statistics (and so the whole-image
-    normalisation) close to the unpadded image's; where the image is too small
-    to reflect (pad ≥ side) replication is used instead. The caller crops
-    the result back to (H, W), so nothing is ever stretched.
+    Reflection keeps the image statistics (and so the whole-image normalisation)
+    close to the unpadded image's; where the image is too small to reflect
+    (pad ≥ side) the edge is repeated instead. The same rule and result as
+    :func:`animecli.tensors.pad_batch`; the caller crops the output back.
     """
-    h, w = int(x.shape[-2]), int(x.shape[-1])
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
     ph, pw = padded_size(h, w, multiple, min_size)
     if (ph, pw) == (h, w):
-        return x
-    mode = "reflect" if ph - h < h and pw - w < w else "replicate"
-    return F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
-
-
-def pad_uint8(img: torch.Tensor, multiple: int, min_size: int = 16) -> torch.Tensor:
-    """Pad a (3, H, W) uint8 image on the bottom/right to the size multiple, by reflection.
-
-    Same result as :func:`pad_batch` but without a float copy of the whole
-    image, which matters for the tiled path (a 48-megapixel photo is 576 MB in float32).
-    """
-    _, h, w = img.shape
-    ph, pw = padded_size(int(h), int(w), multiple, min_size)
-    if (ph, pw) == (h, w):
-        return img
-
-    def index(n: int, size: int) -> torch.Tensor:
-        i = torch.arange(size)
-        period = 2 * (n - 1) if n > 1 else 1
-        i = i % period
-        return torch.where(i < n, i, period - i).clamp(0, n - 1)
-
-    return img.index_select(1, index(int(h), ph)).index_select(2, index(int(w), pw))
-
-
-def to_model_range(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 [0, 255] → ``dtype`` in [-1, 1]."""
-    return x.to(dtype).div_(127.5).sub_(1.0)
-
-
-def from_model_range(y: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float → uint8 [0, 255], rounded and clipped."""
-    return y.float().add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+        return rgb
+    widths = ((0, ph - h), (0, pw - w), (0, 0))
+    out: UInt8Array = (np.pad(rgb, widths, mode="reflect") if ph - h < h and pw - w < w
+                       else np.pad(rgb, widths, mode="edge"))
+    return out

@@ -16,16 +16,20 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from animecli.archs import Arch, ArchSpec
 from animecli.config import ModelChoice
 from animecli.errors import WeightsError
 from animecli.hub import cache_dir as hub_cache_dir
 from animecli.hub import sha256_file
-from animecli.models import Arch, ArchSpec, build_generator, detect_arch
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported by the functions that load tensors, not here: resolving a model's name,
+# file and digest (:func:`resolve_file`) must not pay for it (the torch-free onnxruntime engine).
 
 MANIFEST_NAME = "manifest.json"
 
@@ -212,6 +216,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Accepts a plain state dict or one wrapped as ``{"state_dict": …}`` / ``{"model": …}``
     (our training checkpoints).
     """
+    import torch
+
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; check the path, or run `animecli models list`")
     try:
@@ -248,6 +254,10 @@ def _key_diff(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> str:
 
 def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) -> nn.Module:
     """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key."""
+    import torch
+
+    from animecli.models import build_generator
+
     model = build_generator(spec)
     if spec.arch is Arch.LITE and "head.0.weight" in sd and "skip.weight" not in sd:
         # lite files from before the colour skip existed: a zero skip is exactly that older network.
@@ -302,6 +312,43 @@ def resolve(
     return name, path, spec, entry.input_multiple, expected
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file found and checked, not yet read.
+
+    Attributes:
+        name: the model's name (the file name for ``--weights``).
+        path: the file.
+        spec: the architecture, or ``None`` when it must be detected from the file's keys.
+        input_multiple: input H and W are padded to a multiple of this.
+        sha256: the file's digest (checked against the manifest where it records one).
+    """
+
+    name: str
+    path: Path
+    spec: ArchSpec | None
+    input_multiple: int
+    sha256: str
+
+
+def resolve_file(choice: ModelChoice, manifest: Manifest | None = None) -> WeightsFile:
+    """Find the weights file for ``choice`` and verify its checksum, without reading it (no torch).
+
+    Raises:
+        WeightsError: missing file, checksum mismatch, unknown name or architecture.
+    """
+    name, path, spec, multiple, expected = resolve(choice, manifest)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file; check the path, or reinstall animecli")
+    digest = sha256_of(path)
+    if expected is not None and digest != expected:
+        raise WeightsError(
+            f"{path}: checksum mismatch (expected {expected[:12]}…, got {digest[:12]}…); "
+            "the file is corrupt or was replaced: reinstall it or `animecli models pull` it again"
+        )
+    return WeightsFile(name, path, spec, multiple, digest)
+
+
 def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manifest | None = None) -> LoadedModel:
     """The one way to get a generator: resolve, verify checksum, load strictly.
 
@@ -313,15 +360,11 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
     Raises:
         WeightsError: missing, unreadable, corrupt, mismatching or unknown weights.
     """
-    name, path, spec, multiple, expected = resolve(choice, manifest)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file; check the path, or reinstall animecli")
-    digest = sha256_of(path)
-    if expected is not None and digest != expected:
-        raise WeightsError(
-            f"{path}: checksum mismatch (expected {expected[:12]}…, got {digest[:12]}…); "
-            "the file is corrupt or was replaced: reinstall it or `animecli models pull` it again"
-        )
+    from animecli.models import detect_arch
+
+    found_file = resolve_file(choice, manifest)
+    name, path, spec, multiple, digest = (found_file.name, found_file.path, found_file.spec,
+                                          found_file.input_multiple, found_file.sha256)
     sd = read_state_dict(path)
     if spec is None:
         found = detect_arch(sd)

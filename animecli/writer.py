@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 
-import torch
 from PIL import Image
 
 from animecli.atomic import atomic_write
 from animecli.config import WriteOptions
 from animecli.errors import FileError, OutputError
-from animecli.transforms import tensor_to_image
+from animecli.transforms import UInt8Array, array_to_image
 
 _PIL_FORMATS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
@@ -43,7 +42,7 @@ class Saved:
 
 
 def save_image(
-    rgb: torch.Tensor,
+    rgb: UInt8Array,
     dest: Path,
     opts: WriteOptions,
     alpha: Image.Image | None = None,
@@ -53,7 +52,7 @@ def save_image(
     """Encode and write one result atomically.
 
     Args:
-        rgb: (3, H, W) uint8 result.
+        rgb: (H, W, 3) uint8 result.
         dest: output path; its extension picks the format.
         opts: quality and the like.
         alpha: alpha channel (mode ``L``, same size) to re-attach where the format allows.
@@ -66,7 +65,7 @@ def save_image(
     """
     t0 = time.perf_counter()
     fmt = _PIL_FORMATS.get(dest.suffix.lower(), "PNG")
-    img = tensor_to_image(rgb)
+    img = array_to_image(rgb)
     notes: list[str] = []
     if alpha is not None:
         if fmt in _ALPHA_OK:
@@ -107,7 +106,7 @@ Outcome = Saved | FileError | OutputError
 
 
 def _save(
-    rgb: torch.Tensor, dest: Path, opts: WriteOptions, alpha: Image.Image | None, icc: bytes | None,
+    rgb: UInt8Array, dest: Path, opts: WriteOptions, alpha: Image.Image | None, icc: bytes | None,
     exif: bytes | None,
 ) -> Outcome:
     try:
@@ -124,7 +123,7 @@ class WriterPool(Generic[T]):
     where the outcome is :class:`Saved`, or the :class:`FileError` /
     :class:`OutputError` that :func:`save_image` raised, or ``None`` for a
     tag queued with :meth:`passthrough`. At most ``depth``
-    results wait to be written (their tensors are held until then), so memory
+    results wait to be written (their pixels are held until then), so memory
     stays bounded; :meth:`submit` blocks on the oldest when it is reached.
 
     Args:
@@ -139,7 +138,7 @@ class WriterPool(Generic[T]):
         self._done: list[tuple[T, Outcome | None]] = []
 
     def submit(
-        self, tag: T, rgb: torch.Tensor, dest: Path, opts: WriteOptions,
+        self, tag: T, rgb: UInt8Array, dest: Path, opts: WriteOptions,
         alpha: Image.Image | None = None, icc: bytes | None = None, exif: bytes | None = None,
     ) -> None:
         """Queue one result (see :func:`save_image` for the arguments)."""

@@ -63,7 +63,8 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int) -> No
     from animecli.backends import make_runner
     from animecli.benchmark import psnr
     from animecli.config import ModelChoice
-    from animecli.transforms import from_model_range, pad_batch, prepare, to_model_range
+    from animecli.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
+    from animecli.transforms import prepare
     from animecli.weights import load_generator
 
     loaded = load_generator(ModelChoice(model_name))
@@ -73,7 +74,7 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int) -> No
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     for i, path in enumerate(files):
         with Image.open(path) as img:
-            rgb = prepare(img, size).rgb
+            rgb = array_to_tensor(prepare(img, size).rgb)
         h, w = rgb.shape[1:]
         x = pad_batch(to_model_range(rgb.unsqueeze(0), torch.float32), loaded.input_multiple)
         with torch.inference_mode():

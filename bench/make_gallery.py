@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from animecli.config import ModelChoice
-from animecli.transforms import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
+from animecli.tensors import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
 from animecli.weights import load_generator, load_manifest
 
 

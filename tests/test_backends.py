@@ -22,7 +22,8 @@ from animecli.engine import Engine
 from animecli.errors import SetupError, UsageError
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.state import Settings
-from animecli.transforms import from_model_range, image_to_tensor, prepare
+from animecli.tensors import array_to_tensor, from_model_range, image_to_tensor
+from animecli.transforms import prepare
 from tests.conftest import SHARED, make_photo, tiny_state_dict
 
 ort = pytest.importorskip("onnxruntime")
@@ -90,7 +91,7 @@ def test_export_is_cached_by_digest(_shared_home: Path) -> None:
 def test_int8_runs_and_stays_close() -> None:
     model = _tiny(Arch.LITE)
     runner = make_runner(model, Backend.INT8, threads=1)
-    img = prepare(Image.open(ROOT / "examples" / "chelsea.jpg"), 128).rgb
+    img = array_to_tensor(prepare(Image.open(ROOT / "examples" / "chelsea.jpg"), 128).rgb)
     x = img.unsqueeze(0).float() / 127.5 - 1
     x = x[..., : x.shape[2] // 4 * 4, : x.shape[3] // 4 * 4]
     with torch.inference_mode():

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from animecli.cli import app
 from animecli.models import Arch, ArchSpec, build_generator
+from animecli.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
 from animecli.tiling import TilePlan, plan_tiles, tiled_forward
-from animecli.transforms import from_model_range, pad_batch, pad_uint8, to_model_range
 from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_default_plan_on_the_shipped_model_stays_close() -> None:
     from PIL import ImageOps
 
     from animecli.config import ModelChoice
-    from animecli.transforms import image_to_tensor
+    from animecli.tensors import image_to_tensor
     from animecli.weights import load_generator
 
     model = load_generator(ModelChoice()).model

@@ -7,12 +7,11 @@ business of :mod:`animecli.weights`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import Enum
 
 import torch
 from torch import nn
 
+from animecli.archs import Arch, ArchSpec
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm
 from animecli.models.v2 import GeneratorV2
@@ -30,38 +29,6 @@ __all__ = [
     "lite2_to_lite",
     "lite_to_lite2",
 ]
-
-
-class Arch(str, Enum):
-    """Generator architectures."""
-
-    V2 = "v2"
-    LITE = "lite"
-    LITE2 = "lite2"
-    LITE3 = "lite3"
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Everything needed to build an empty generator.
-
-    Attributes:
-        arch: which architecture.
-        width: channel multiplier; 1.0 for every shipped model.
-        align_corners: v2 upsampling mode (ignored by ``lite``).
-        fast_norm: fast normalisation instead of ``nn.GroupNorm`` (same parameters).
-    """
-
-    arch: Arch = Arch.LITE
-    width: float = 1.0
-    align_corners: bool = True
-    fast_norm: bool = True
-
-    @property
-    def key(self) -> str:
-        """What changes the network's output besides its weights, e.g. ``lite2/1.0/noalign``:
-        part of the resume fingerprint and of the compiled-graph cache names."""
-        return f"{self.arch.value}/{self.width}/{'align' if self.align_corners else 'noalign'}"
 
 
 def build_generator(spec: ArchSpec) -> nn.Module:

@@ -16,10 +16,10 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
+from animecli.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
 from animecli.training.losses import psnr, ssim
 from animecli.training.teachers import OnnxTeacher
-from animecli.transforms import tensor_to_image
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,198 @@
+"""onnxruntime without torch: the cached graphs' names and a CPU session over numpy arrays.
+
+:mod:`animecli.backends` exports and quantises the graphs (with torch) and wraps
+:class:`OrtSession` for tensors; :mod:`animecli.lean` runs a cached graph with
+numpy alone, so that a CPU conversion never imports torch (about 220–280 MB of
+resident memory, docs/speed.md).
+
+This module never prints and never exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from animecli.config import Backend
+from animecli.errors import SetupError
+from animecli.hub import cache_dir
+
+OPSET = 17
+# Bump when the exported graph changes (norm rewrite, export options): old cache entries are ignored.
+EXPORT_VERSION = "e2"  # e2: the lite models' colour skip exported as a MatMul (_MatMulSkip)
+ONNX_HINT = "pip install 'animecli[onnx]' (or: pip install onnxruntime onnx)"
+
+Float32Array = npt.NDArray[np.float32]
+
+
+def onnxruntime_available() -> bool:
+    """True if ``import onnxruntime`` works."""
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        return False
+    return True
+
+
+def require_onnxruntime(backend: Backend) -> ModuleType:
+    """Import onnxruntime, or explain how to install it.
+
+    Raises:
+        SetupError: onnxruntime is not installed (exit 2).
+    """
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError:
+        raise SetupError(
+            f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}, "
+            "or use --backend eager"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CompiledPaths:
+    """Where the cached graphs of one model live.
+
+    Attributes:
+        fp32: the exported float32 model.
+        int8: the quantised model (its name also carries the calibration set's digest).
+        fixed: the float32 tiling graph (norm statistics as an input; see
+            :func:`animecli.backends.export_onnx`).
+    """
+
+    fp32: Path
+    int8: Path
+    fixed: Path
+
+
+def cache_key(arch_key: str) -> str:
+    """An architecture key (``lite3/1.0/noalign``) as it appears in cache file names."""
+    return arch_key.replace("/", "_").replace(".", "p")
+
+
+def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> CompiledPaths:
+    """Cache paths for a model with weights digest ``digest`` and (file-name) architecture key ``arch_key``."""
+    folder = cache_dir() / "compiled"
+    stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
+    return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
+                         folder / f"{stem}-fixedstats.onnx")
+
+
+SHRINK_WINDOW = 16
+SHRINK_FACTOR = 1.25
+
+
+class OrtSession:
+    """An onnxruntime CPU session over an exported generator, numpy in and out.
+
+    Args:
+        model_bytes: the ONNX model.
+        backend: ``onnx`` or ``int8`` (for reporting).
+        threads: intra-op threads (0 = onnxruntime's default: one per physical core).
+        fixed_graph: makes the fixed-statistics graph for tiling (exported on first use);
+            ``None`` = this session cannot run tiles (:attr:`can_tile` is false).
+    """
+
+    def __init__(
+        self, model_bytes: bytes, backend: Backend, threads: int = 0,
+        fixed_graph: Callable[[], bytes] | None = None,
+    ) -> None:
+        self._ort = require_onnxruntime(backend)
+        self._options = self._session_options(threads)
+        self.backend = backend
+        self.session = self._open(model_bytes)
+        self._fixed_graph = fixed_graph
+        self._fixed_session: Any = None
+        # The arena keeps what the largest input so far needed; after an input much larger
+        # than the recent ones, give that back (see _shrink_after).
+        self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
+        self._shrink = self._ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    @property
+    def can_tile(self) -> bool:
+        """Whether :meth:`run_fixed_array` is available."""
+        return self._fixed_graph is not None
+
+    def _open(self, model_bytes: bytes) -> Any:
+        return self._ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
+
+    def _session_options(self, threads: int) -> Any:
+        ort = self._ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(0, threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The arena stays on: without it every large activation is a fresh mmap whose pages
+        # fault in on each run (measured 2-4x slower at 1024 px on 2 cores). Memory patterns
+        # only apply to fixed shapes; photo sizes vary.
+        so.enable_cpu_mem_arena = True
+        so.enable_mem_pattern = False
+        so.log_severity_level = 3
+        # Idle pool threads would otherwise spin for a while after each run, taking the cores
+        # from the loader thread and from JPEG encoding (and from other processes).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return so
+
+    def _shrink_after(self, pixels: int) -> bool:
+        """Whether to shrink the arena after a run on ``pixels`` input pixels.
+
+        Shrinking returns every free arena chunk to the OS, so the next run faults
+        its pages in again (slower). Doing it after each run cost 15–70 % on
+        photos of one size; never doing it let RSS ratchet up to the largest
+        photo ever seen (+54 MB over the 2,000-file soak). Only an input larger
+        than SHRINK_FACTOR × the median of the recent ones triggers it, so a
+        folder of same-size photos never pays and an outlier does not stay
+        resident.
+        """
+        recent = sorted(self._recent)
+        self._recent.append(pixels)
+        if not recent:
+            return False
+        return pixels > SHRINK_FACTOR * recent[len(recent) // 2]
+
+    def run_array(self, x: Float32Array) -> Float32Array:
+        """(N, 3, H, W) float32 C-contiguous in [-1, 1] → same shape, float32, in [-1, 1]."""
+        options = self._shrink if self._shrink_after(int(x.size)) else None
+        (y,) = self.session.run(["output"], {"input": x}, options)
+        out: Float32Array = y
+        return out
+
+    def run_fixed_array(self, x: Float32Array, stats: Float32Array) -> Float32Array:
+        """One tile with frozen statistics.
+
+        Args:
+            x: (N, 3, h, w) float32 in [-1, 1].
+            stats: (L, 2) float32, every norm's whole-image (mean, var) in module order.
+
+        Returns:
+            (N, 3, h, w) float32 in [-1, 1].
+        """
+        if self._fixed_graph is None:
+            raise ValueError("this session has no fixed-statistics graph (check can_tile)")
+        if self._fixed_session is None:
+            self._fixed_session = self._open(self._fixed_graph())
+        (y,) = self._fixed_session.run(["output"], {"input": x, "stats": stats})
+        out: Float32Array = y
+        return out
+
+    def release_tile_memory(self) -> None:
+        """Give the tiling graph's arena back to the OS (call after the last tile of an image).
+
+        Tiled images are the largest a run sees; without this their tiles' activations
+        stayed resident through the image's encoding and the rest of the run.
+        """
+        if self._fixed_session is None:
+            return
+        inputs = self._fixed_session.get_inputs()
+        rows = int(next(i for i in inputs if i.name == "stats").shape[0])
+        feed = {"input": np.zeros((1, 3, 4, 4), np.float32), "stats": np.ones((rows, 2), np.float32)}
+        self._fixed_session.run(["output"], feed, self._shrink)
