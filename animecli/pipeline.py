@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from animecli.atomic import remove_stale_temps
 from animecli.config import Backend, ConvertOptions, EngineKind, Existing
@@ -21,6 +22,10 @@ from animecli.loader import Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, peak_rss_mb, rss_mb
 from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
+
+if TYPE_CHECKING:
+    from animecli.engine import Engine
+    from animecli.weights import LoadedModel
 
 RecordFn = Callable[[FileRecord], None]
 
@@ -178,6 +183,17 @@ def run_convert(
         return _convert(_Run(opts, on_record), opts, on_start, stop, t0)
 
 
+def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
+    """The model loaded in PyTorch and its engine (imports torch)."""
+    from animecli.engine import Engine
+    from animecli.weights import load_generator
+
+    loaded = load_generator(opts.model)
+    engine = Engine(loaded.model, loaded.input_multiple, opts.engine, loaded.spec.arch.value,
+                    weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    return loaded, engine
+
+
 def _convert(
     run: _Run,
     opts: ConvertOptions,
@@ -186,25 +202,31 @@ def _convert(
     t0: float,
 ) -> Summary:
     """The non-dry run, with the output folder locked."""
-    # Imported here so that `animecli --help` and --dry-run never pay for torch.
-    from animecli.engine import Engine
-    from animecli.weights import load_generator
+    # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
+    # torch is imported only if the run needs it (see animecli.lean).
+    from animecli.lean import BatchRunner, OrtEngine, plan_lean
     from animecli.writer import Saved, WriterPool
 
-    loaded_model = load_generator(opts.model)
-    spec = loaded_model.spec
-    engine = Engine(loaded_model.model, loaded_model.input_multiple, opts.engine, spec.arch.value,
-                    weights_sha256=loaded_model.sha256, arch_key=spec.key)
+    plan = plan_lean(opts.model, opts.engine)
+    engine: BatchRunner
+    if plan is not None:
+        engine = lean = OrtEngine(plan, opts.engine, lambda: _torch_engine(opts)[1])
+        name, digest, spec = plan.weights.name, plan.weights.sha256, plan.spec
+        device, precision, backend = lean.device, lean.precision_name, lean.backend
+    else:
+        loaded_model, torch_engine = _torch_engine(opts)
+        engine = torch_engine
+        name, digest, spec = loaded_model.name, loaded_model.sha256, loaded_model.spec
+        device, precision, backend = str(torch_engine.device), torch_engine.precision_name, torch_engine.backend
     s = run.summary
-    s.model, s.device, s.backend = loaded_model.name, str(engine.device), engine.backend.value
-    s.precision = str(engine.dtype).removeprefix("torch.")
+    s.model, s.device, s.backend, s.precision = name, device, backend.value, precision
     if on_start:
         on_start(RunInfo(s.model, s.device, s.precision, s.backend))
     w = opts.write
     run.settings = Settings(
-        loaded_model.sha256, spec.key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
+        digest, spec.key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
         # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
-        backend="int8" if engine.backend is Backend.INT8 else "",
+        backend="int8" if backend is Backend.INT8 else "",
     )
     run.state.compact()
 

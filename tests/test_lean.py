@@ -1,0 +1,141 @@
+"""The torch-free CPU engine (animecli.lean): same pixels as the PyTorch engine's onnx backend, no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animecli.config import Backend, EngineOptions, ModelChoice, Precision
+from animecli.lean import LEAN_ENV, OrtEngine, plan_lean, torch_has_gpu_build
+from animecli.tensors import pad_batch
+from animecli.transforms import pad_array
+from tests.conftest import make_photo
+
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torch_engine(opts: EngineOptions):  # type: ignore[no-untyped-def]
+    from animecli.engine import Engine
+    from animecli.weights import load_generator
+
+    loaded = load_generator(ModelChoice())
+    return Engine(loaded.model, loaded.input_multiple, opts, loaded.spec.arch.value,
+                  weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+
+
+def _cpu(**kw: object) -> EngineOptions:
+    return EngineOptions(**{"device": "cpu", "threads": 1, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (13, 22), (40, 30), (64, 64)])
+def test_pad_array_matches_pad_batch(size: tuple[int, int]) -> None:
+    h, w = size
+    rgb = np.random.default_rng(h * 100 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ours = pad_array(rgb, 4)
+    theirs = pad_batch(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), 4)[0].permute(1, 2, 0)
+    assert ours.shape == tuple(theirs.shape)
+    assert np.array_equal(ours, theirs.to(torch.uint8).numpy())
+
+
+def test_torch_build_read_without_importing_torch() -> None:
+    gpu = torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+    assert torch_has_gpu_build() is gpu
+
+
+def test_plan_needs_the_cached_graph_and_a_plain_cpu_run(
+    tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert plan_lean(ModelChoice(), _cpu()) is None  # nothing exported yet: the first run uses torch
+    _torch_engine(_cpu(backend=Backend.ONNX))  # exports and caches the graph
+    plan = plan_lean(ModelChoice(), _cpu())
+    assert plan is not None and plan.graph.is_file() and plan.spec.arch.value == "lite"
+    assert plan_lean(ModelChoice(), EngineOptions(device="auto")) is not None or torch_has_gpu_build()
+    for opts in (_cpu(backend=Backend.EAGER), _cpu(backend=Backend.INT8), _cpu(precision=Precision.BF16),
+                 _cpu(compile=True), EngineOptions(device="cuda")):
+        assert plan_lean(ModelChoice(), opts) is None, opts
+    assert plan_lean(ModelChoice(weights=tiny_weights_dir / "tiny.pt", arch="lite"), _cpu()) is None
+    monkeypatch.setenv(LEAN_ENV, "0")
+    assert plan_lean(ModelChoice(), _cpu()) is None
+
+
+def test_same_pixels_as_the_torch_onnx_engine(tiny_weights_dir: Path) -> None:
+    torch_engine = _torch_engine(_cpu(backend=Backend.ONNX))
+    plan = plan_lean(ModelChoice(), _cpu())
+    assert plan is not None
+    called = []
+    lean = OrtEngine(plan, _cpu(), lambda: called.append(1) or torch_engine)  # type: ignore[func-returns-value]
+    rng = np.random.default_rng(0)
+    for shape in [(37, 50), (64, 48), (5, 9)]:  # padded by reflection, by reflection, by repetition
+        batch = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for _ in range(2)]
+        got, want = lean.run_batch(batch), torch_engine.run_batch(batch)
+        assert got.errors == [None, None]
+        for a, b in zip(got.images, want.images, strict=True):
+            assert a is not None and b is not None and a.shape == (*shape, 3) and a.dtype == np.uint8
+            assert np.array_equal(a, b)
+    assert not called  # nothing here needed tiling
+
+
+def test_images_to_tile_go_to_the_torch_engine(tiny_weights_dir: Path) -> None:
+    opts = _cpu(tile=32)
+    torch_engine = _torch_engine(opts)
+    plan = plan_lean(ModelChoice(), opts)
+    assert plan is not None
+    built = []
+
+    def fallback():  # type: ignore[no-untyped-def]
+        built.append(1)
+        return torch_engine
+
+    lean = OrtEngine(plan, opts, fallback)
+    small = [np.full((24, 32, 3), 90, np.uint8)]
+    assert lean.run_batch(small).errors == [None] and not built
+    big = [np.random.default_rng(1).integers(0, 256, (48, 72, 3), dtype=np.uint8)]
+    got = lean.run_batch(big)
+    assert built == [1]
+    want = torch_engine.run_batch(big)
+    assert got.images[0] is not None and want.images[0] is not None
+    assert np.array_equal(got.images[0], want.images[0])
+
+
+def test_convert_runs_without_importing_torch(tmp_path: Path, tiny_weights_dir: Path) -> None:
+    """A second CPU run of the default backend never imports torch, and writes the same files."""
+    src = tmp_path / "in"
+    for i in range(3):
+        make_photo(src / f"p{i}.jpg", (70 + 9 * i, 41), seed=i)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = (
+        "import json, sys\n"
+        "from animecli.cli import app\n"
+        "code = app(sys.argv[1:], standalone_mode=False)\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
+    )
+
+    def run(out: Path, lean: str) -> dict[str, object]:
+        cmd = [sys.executable, "-c", script, "convert", str(src), str(out), "--device", "cpu", "--threads", "1",
+               "--report", str(out.with_suffix(".json"))]
+        done = subprocess.run(cmd, env={**env, LEAN_ENV: lean}, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    first = run(tmp_path / "first", "1")  # exports the graph: this one needs torch
+    assert first == {"code": 0, "torch": True}
+    lean = run(tmp_path / "lean", "1")
+    assert lean == {"code": 0, "torch": False}
+    plain = run(tmp_path / "plain", "0")
+    assert plain == {"code": 0, "torch": True}
+    report = json.loads((tmp_path / "lean.json").read_text())
+    assert report["summary"]["backend"] == "onnx" and report["summary"]["precision"] == "float32"
+    for i in range(3):
+        with Image.open(tmp_path / "lean" / f"p{i}.jpg") as a, Image.open(tmp_path / "plain" / f"p{i}.jpg") as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
