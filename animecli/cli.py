@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -36,10 +35,6 @@ from animecli.config import (
     auto_jobs,
 )
 from animecli.errors import AnimecliError
-
-# torch warns at import when NumPy is absent; animecli never hands tensors to NumPy,
-# so on a plain `pip install animecli` that line would only alarm users.
-warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 if TYPE_CHECKING:
     from animecli.pipeline import RunInfo

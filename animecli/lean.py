@@ -104,7 +104,11 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
     if found.spec is None:
         return None
     graph = compiled_paths(found.sha256, cache_key(found.spec.key)).fp32
-    return LeanPlan(found, found.spec, graph) if graph.is_file() else None
+    try:
+        cached = graph.stat().st_size > 0  # an empty file (a full disk, say) is re-exported by torch
+    except OSError:
+        cached = False
+    return LeanPlan(found, found.spec, graph) if cached else None
 
 
 class OrtEngine:
@@ -176,7 +180,10 @@ class OrtEngine:
             images, errors = list(self._run(batch)), [None] * len(batch)
         except Exception as exc:  # onnxruntime raises its own types; one batch's failure is reported, not fatal
             if len(batch) == 1:
-                images, errors = [None], [failure_reason(exc)]
+                oom = isinstance(exc, MemoryError) or "allocat" in str(exc).lower()
+                images, errors = [None], [
+                    f"out of memory at {w}×{h}; lower --max-size or --max-memory (tiles), or free memory"
+                    if oom else failure_reason(exc)]
             else:  # out of memory, say: each image alone may still fit, and only those that fail fail
                 images, errors = [], []
                 for one in batch:

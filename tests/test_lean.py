@@ -139,3 +139,35 @@ def test_convert_runs_without_importing_torch(tmp_path: Path, tiny_weights_dir: 
     for i in range(3):
         with Image.open(tmp_path / "lean" / f"p{i}.jpg") as a, Image.open(tmp_path / "plain" / f"p{i}.jpg") as b:
             assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_empty_cached_graph_is_not_used(tiny_weights_dir: Path) -> None:
+    _torch_engine(_cpu(backend=Backend.ONNX))
+    plan = plan_lean(ModelChoice(), _cpu())
+    assert plan is not None
+    plan.graph.write_bytes(b"")  # e.g. a disk that filled while the graph was written
+    assert plan_lean(ModelChoice(), _cpu()) is None
+    _torch_engine(_cpu(backend=Backend.ONNX))  # the PyTorch path writes it again
+    assert plan.graph.stat().st_size > 0 and plan_lean(ModelChoice(), _cpu()) is not None
+
+
+def test_out_of_memory_is_reported_per_image(tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _torch_engine(_cpu(backend=Backend.ONNX))
+    plan = plan_lean(ModelChoice(), _cpu())
+    assert plan is not None
+    lean = OrtEngine(plan, _cpu(), lambda: pytest.fail("no tiling expected"))  # type: ignore[arg-type,return-value]
+    real = lean.session.run_array
+
+    def run_array(x: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+        if x.shape[0] > 1:
+            raise MemoryError  # the batch of two does not fit; each image alone does
+        return real(x)
+
+    monkeypatch.setattr(lean.session, "run_array", run_array)
+    batch = [np.full((20, 24, 3), 40 * i, np.uint8) for i in range(2)]
+    got = lean.run_batch(batch)
+    assert got.errors == [None, None] and all(a is not None for a in got.images)
+    monkeypatch.setattr(lean.session, "run_array", lambda x: (_ for _ in ()).throw(MemoryError()))
+    got = lean.run_batch(batch)
+    assert got.images == [None, None]
+    assert all(e is not None and e.startswith("out of memory at 24×20") for e in got.errors)
