@@ -52,6 +52,7 @@ from animecli.ort import (
     OrtSession,
     cache_key,
     compiled_paths,
+    nonempty_file,
     onnxruntime_available,
     require_onnxruntime,
 )
@@ -538,20 +539,13 @@ _MEMO: dict[str, bytes] = {}
 _MEMO_SIZE = 4
 
 
-def _nonempty_file(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
-
-
 def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     """Read ``path``, or make the bytes and store them there (best effort: an unwritable
     cache only costs redoing the work next time).
 
     Bytes remembered from earlier in this process are written to ``path`` if it is missing
-    (the cache folder may have changed, been cleaned, or hold an empty file): the torch-free engine of a later
-    run finds its graph only on disk (animecli.lean).
+    (the cache folder may have changed, been cleaned, or hold an empty file): the torch-free
+    engine of a later run finds its graph only on disk (animecli.lean).
     """
     data = _MEMO.get(path.name, b"")
     if not data:
@@ -560,7 +554,7 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     made = not data
     if made:
         data = make()
-    if made or not _nonempty_file(path):
+    if made or not nonempty_file(path):
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, data)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from animecli.archs import CPU_BUDGET_MB, needs_tiling
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.config import Backend, ClearCache, EngineOptions, Precision
@@ -141,10 +142,7 @@ class Engine:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * 0.8)
-        # Activations only: the interpreter with torch and onnxruntime (~300 MB) and a large
-        # photo's uint8 buffers (input and output, 144 MB each at 48 MP) come on top. 768 MB
-        # keeps an 8000×6000 photo under 1.5 GB in all (docs/models.md).
-        return 768 * 2**20
+        return CPU_BUDGET_MB * 2**20
 
     def _bpp(self) -> tuple[int, int, int]:
         """Bytes per pixel of (a whole image, a tile, the statistics pass) with this runner."""
@@ -155,17 +153,12 @@ class Engine:
 
     def tile_plan_for(self, height: int, width: int) -> tuple[int, int] | None:
         """(tile, overlap) if an image of this size should be tiled, else ``None``."""
-        if self.opts.tile == 0 or not supports_tiling(self.model):
-            return None
         whole, tile_bpp, stats_bpp = self._bpp()
-        if self.opts.tile > 0:
-            if max(height, width) <= self.opts.tile:
-                return None
-            plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp)
-            return self.opts.tile // self.multiple * self.multiple or self.multiple, plan.overlap
-        if height * width * whole <= self.budget:
+        if not supports_tiling(self.model) or not needs_tiling(height, width, self.opts.tile, self.budget, whole):
             return None
         plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp)
+        if self.opts.tile > 0:
+            return self.opts.tile // self.multiple * self.multiple or self.multiple, plan.overlap
         return plan.tile, plan.overlap
 
     def _fixed_forward(self) -> FixedForward | None:

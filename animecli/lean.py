@@ -25,17 +25,15 @@ from typing import Protocol
 
 import numpy as np
 
-from animecli.archs import ArchSpec, activation_bytes_per_pixel
+from animecli.archs import CPU_BUDGET_MB, ArchSpec, activation_bytes_per_pixel, needs_tiling
 from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.config import Backend, EngineOptions, ModelChoice, Precision
-from animecli.ort import OrtSession, cache_key, compiled_paths
+from animecli.ort import OrtSession, cache_key, compiled_paths, nonempty_file
 from animecli.transforms import UInt8Array, pad_array
 from animecli.weights import Manifest, WeightsFile, resolve_file
 
 # Set to 0 to always use the PyTorch engine (for side-by-side measurements and as an escape hatch).
 LEAN_ENV = "ANIMECLI_LEAN"
-# The CPU activation budget of the PyTorch engine when --max-memory is not given (engine.py).
-CPU_BUDGET_MB = 768
 
 
 class BatchRunner(Protocol):
@@ -104,11 +102,8 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
     if found.spec is None:
         return None
     graph = compiled_paths(found.sha256, cache_key(found.spec.key)).fp32
-    try:
-        cached = graph.stat().st_size > 0  # an empty file (a full disk, say) is re-exported by torch
-    except OSError:
-        cached = False
-    return LeanPlan(found, found.spec, graph) if cached else None
+    # An empty file (a disk that filled, say) is not a graph: the PyTorch path exports it again.
+    return LeanPlan(found, found.spec, graph) if nonempty_file(graph) else None
 
 
 class OrtEngine:
@@ -138,11 +133,8 @@ class OrtEngine:
 
     def needs_tiling(self, height: int, width: int) -> bool:
         """Whether the PyTorch engine would tile an image of this size (the same rule)."""
-        if self.opts.tile == 0:
-            return False
-        if self.opts.tile > 0:
-            return max(height, width) > self.opts.tile
-        return height * width * activation_bytes_per_pixel(self.plan.spec.arch.value, graph="onnx") > self.budget
+        bpp = activation_bytes_per_pixel(self.plan.spec.arch.value, graph="onnx")
+        return needs_tiling(height, width, self.opts.tile, self.budget, bpp)
 
     def _torch_engine(self) -> BatchRunner:
         if self._fallback is None:

@@ -86,6 +86,14 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
                          folder / f"{stem}-fixedstats.onnx")
 
 
+def nonempty_file(path: Path) -> bool:
+    """True if ``path`` is a file with something in it (a cached graph worth reading)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 SHRINK_WINDOW = 16
 SHRINK_FACTOR = 1.25
 

@@ -362,9 +362,8 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
     """
     from animecli.models import detect_arch
 
-    found_file = resolve_file(choice, manifest)
-    name, path, spec, multiple, digest = (found_file.name, found_file.path, found_file.spec,
-                                          found_file.input_multiple, found_file.sha256)
+    file = resolve_file(choice, manifest)
+    path, spec = file.path, file.spec
     sd = read_state_dict(path)
     if spec is None:
         found = detect_arch(sd)
@@ -381,4 +380,4 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
             spec = ArchSpec(spec.arch, found[1], spec.align_corners)
     spec = ArchSpec(spec.arch, spec.width, spec.align_corners, fast_norm)
     model = build_and_load(spec, sd, str(path))
-    return LoadedModel(model, name, spec, multiple, digest, path)
+    return LoadedModel(model, file.name, spec, file.input_multiple, file.sha256, path)
