@@ -50,6 +50,31 @@ def _size(wh: tuple[int, int]) -> str:
     return f"{wh[0]}×{wh[1]}" if wh[0] else ""
 
 
+def load_failure_record(got: Loaded) -> FileRecord:
+    """The record of an image that could not be decoded (``got.error`` is set)."""
+    return FileRecord(str(got.job.src), str(got.job.dst), Status.FAILED, got.error or "unreadable",
+                      load_ms=got.load_ms, notes="; ".join(got.notes))
+
+
+def inference_record(it: Loaded, infer_ms: float, gpu_peak_mb: float, batch_note: str) -> FileRecord:
+    """The record of an image the engine has run, before its output is written.
+
+    Its status is FAILED until the writer reports the output saved.
+
+    Args:
+        it: the loaded image.
+        infer_ms: its share of the batch's inference time.
+        gpu_peak_mb: the batch's GPU memory peak (0 on the CPU).
+        batch_note: how the batch ran (tiled, retried alone …), or "".
+    """
+    return FileRecord(
+        str(it.job.src), str(it.job.dst), Status.FAILED,
+        input_size=_size(it.original_size), processed_size=_size(it.processed_size),
+        load_ms=it.load_ms, infer_ms=infer_ms, gpu_peak_mb=gpu_peak_mb,
+        notes="; ".join(([it.job.note] if it.job.note else []) + it.notes + ([batch_note] if batch_note else [])),
+    )
+
+
 _SKIP_REASON = {
     Verdict.UP_TO_DATE: "up to date: made from this input with these settings (use --overwrite to redo)",
     Verdict.UNRECORDED: "output exists (use --overwrite to redo)",
@@ -110,6 +135,19 @@ class _Run:
             if keep_stamps and stamp is not None:
                 self.stamps[item.dst] = stamp
             yield item
+
+    def use_settings(self, model_sha256: str, arch_key: str, precision: str, backend: Backend) -> None:
+        """Fix what every output's resume fingerprint holds, once the model and engine are known.
+
+        Both engines key their outputs alike, so that either skips what the other made.
+        """
+        w = self.opts.write
+        self.settings = Settings(
+            model_sha256, arch_key, self.opts.load.max_size, w.format.value, w.quality, w.suffix, precision,
+            # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
+            backend="int8" if backend is Backend.INT8 else "",
+        )
+        self.state.compact()
 
     def saved(self, job: Job) -> None:
         """Record a freshly saved output in the resume state."""
@@ -223,12 +261,7 @@ def _convert(
     if on_start:
         on_start(RunInfo(s.model, s.device, s.precision, s.backend))
     w = opts.write
-    run.settings = Settings(
-        digest, spec.key, opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision,
-        # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
-        backend="int8" if backend is Backend.INT8 else "",
-    )
-    run.state.compact()
+    run.use_settings(digest, spec.key, s.precision, backend)
 
     batch_size = max(1, opts.engine.batch_size)
     pending: dict[tuple[int, int], list[Loaded]] = {}
@@ -262,13 +295,7 @@ def _convert(
         result = engine.run_batch([it.rgb for it in items if it.rgb is not None])
         share = result.infer_ms / len(items)
         for it, out, err in zip(items, result.images, result.errors, strict=False):
-            rec = FileRecord(
-                str(it.job.src), str(it.job.dst), Status.FAILED,
-                input_size=_size(it.original_size), processed_size=_size(it.processed_size),
-                load_ms=it.load_ms, infer_ms=share, gpu_peak_mb=result.gpu_peak_mb,
-                notes="; ".join(([it.job.note] if it.job.note else []) + it.notes
-                                + ([result.note] if result.note else [])),
-            )
+            rec = inference_record(it, share, result.gpu_peak_mb, result.note)
             if out is None:
                 rec.reason = err or "inference failed"
                 rec.rss_mb = rss_mb()
@@ -292,10 +319,7 @@ def _convert(
                     continue
                 if got.error is not None:
                     run.stamps.pop(got.job.dst, None)
-                    writer.passthrough((None, FileRecord(
-                        str(got.job.src), str(got.job.dst), Status.FAILED, got.error, load_ms=got.load_ms,
-                        notes="; ".join(got.notes),
-                    )))
+                    writer.passthrough((None, load_failure_record(got)))
                     report_saved()
                     continue
                 key = got.processed_size

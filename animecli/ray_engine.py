@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any
 from animecli.config import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.discovery import Job
 from animecli.errors import FileError, OutputError, SetupError, UsageError
-from animecli.pipeline import RunInfo, _Run
+from animecli.pipeline import RunInfo, _Run, inference_record, load_failure_record
 from animecli.report import FileRecord, Status, Summary, rss_mb
-from animecli.state import Settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -169,10 +168,6 @@ def _record_from_text(text: str) -> tuple[int, FileRecord | None, str, str]:
     return int(d["i"]), rec, str(d["fatal"]), str(d.get("backend", ""))
 
 
-def _size(wh: tuple[int, int]) -> str:
-    return f"{wh[0]}×{wh[1]}" if wh[0] else ""
-
-
 def convert_jobs(
     engine: Engine, jobs: Sequence[Job], load: LoadOptions, write: WriteOptions, batch_size: int
 ) -> list[tuple[FileRecord | None, str]]:
@@ -200,9 +195,7 @@ def convert_jobs(
         got = load_one(job, load)
         loaded.append(got)
         if got.error is not None:
-            results[k] = (FileRecord(
-                str(job.src), str(job.dst), Status.FAILED, got.error, load_ms=got.load_ms, notes="; ".join(got.notes),
-            ), "")
+            results[k] = (load_failure_record(got), "")
         else:
             groups.setdefault(got.processed_size, []).append(k)
     fatal = ""
@@ -220,14 +213,7 @@ def convert_jobs(
                 if fatal:
                     results[k] = (None, fatal)
                     continue
-                batch_note = str(getattr(result, "note", "") or "")  # how the batch ran (engines that say)
-                rec = FileRecord(
-                    str(it.job.src), str(it.job.dst), Status.FAILED,
-                    input_size=_size(it.original_size), processed_size=_size(it.processed_size),
-                    load_ms=it.load_ms, infer_ms=share, gpu_peak_mb=result.gpu_peak_mb,
-                    notes="; ".join(([it.job.note] if it.job.note else []) + it.notes
-                                    + ([batch_note] if batch_note else [])),
-                )
+                rec = inference_record(it, share, result.gpu_peak_mb, result.note)
                 if out is None:
                     rec.reason = err or "inference failed"
                 else:
@@ -379,20 +365,14 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     from animecli.engine import resolve_precision
 
     opts, s = run.opts, run.summary
-    spec, w = loaded.spec, opts.write
+    spec = loaded.spec
     # Sized before planning: the precision (fp16 on GPU workers) is part of every output's fingerprint.
     pool = plan_pool(ray.cluster_resources(), opts.engine, opts.ray, jobs=1 << 30)
     dtype = resolve_precision(opts.engine.precision, torch.device(pool.device))
     s.model, s.precision = loaded.name, str(dtype).removeprefix("torch.")
     s.backend = (Backend.EAGER if opts.engine.backend is Backend.AUTO else opts.engine.backend).value
-    # As the local engine keys its outputs, so that either engine skips what the other made. A backend
-    # that changes the pixels (int8, where the engine has it) is part of the key; float backends are not.
-    changes_pixels: dict[str, Any] = {"backend": "int8"} if opts.engine.backend.value == "int8" else {}
-    run.settings = Settings(
-        loaded.sha256, spec.key,
-        opts.load.max_size, w.format.value, w.quality, w.suffix, s.precision, **changes_pixels,
-    )
-    run.state.compact()
+    # `auto` never resolves to int8, so the backend asked for keys the outputs as the local engine does.
+    run.use_settings(loaded.sha256, spec.key, s.precision, opts.engine.backend)
     plan = list(run.plan(keep_stamps=True))  # discovery and resume decisions, here on the driver
     jobs = [item for item in plan if isinstance(item, Job)]
     pool = replace(pool, workers=max(1, min(pool.workers, len(jobs))))
