@@ -44,6 +44,12 @@ class ArchSpec:
         return f"{self.arch.value}/{self.width}/{'align' if self.align_corners else 'noalign'}"
 
 
+def has_local_decoder(arch: Arch) -> bool:
+    """Whether the architecture's decoder has no whole-image norms (``lite3``): its ONNX
+    export comes in two parts and the decoder runs on bands of rows (:mod:`animecli.ort`)."""
+    return arch is Arch.LITE3
+
+
 # Peak activation memory per input pixel, float32, one image, measured on CPU as the rise
 # in peak RSS over a model already loaded (docs/models.md, "Memory per pixel"), rounded
 # up: eager PyTorch; the onnxruntime graph; onnxruntime's fixed-statistics (tiling) graph.

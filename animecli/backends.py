@@ -50,6 +50,7 @@ from animecli.ort import (
     OPSET,
     CompiledPaths,
     OrtSession,
+    SplitGraph,
     cache_key,
     compiled_paths,
     nonempty_file,
@@ -395,13 +396,72 @@ def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = Fal
         names = ["input", "stats"]
     else:
         net = exportable(model)
+    return _export(net, args, names, {"input": dyn, "output": dyn})
+
+
+class _Encoder(nn.Module):
+    def __init__(self, net: GeneratorLite) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, net: GeneratorLite) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(feats, x)
+
+
+def can_split(model: nn.Module) -> bool:
+    """Whether :func:`export_onnx_split` applies: a generator whose decoder has no whole-image
+    norms (for a built model, what :func:`animecli.archs.has_local_decoder` says of its arch)."""
+    return isinstance(model, GeneratorLite) and model.local_decoder
+
+
+def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, bytes]:
+    """Export the encoder and the decoder of a ``lite3`` generator as two graphs.
+
+    The decoder has no whole-image norms, so :class:`~animecli.ort.OrtSession` can run it
+    on bands of rows (same result; far less memory on large photos).
+
+    Args:
+        model: a generator for which :func:`can_split` is true.
+        sample_size: side of the dummy input used for tracing (a multiple of 4).
+
+    Returns:
+        The encoder (input ``input`` (N, 3, H, W) float32 in [-1, 1], output ``features``
+        (N, C, H/4, W/4)) and the decoder (inputs ``features`` and ``input``, output
+        ``output`` (N, 3, H, W) float32 in [-1, 1]).
+    """
+    if not can_split(model):
+        raise ValueError("only a generator with a norm-free decoder (lite3) can be split")
+    net = exportable(model)
+    assert isinstance(net, GeneratorLite)
+    x = torch.zeros(1, 3, sample_size, sample_size)
+    with torch.no_grad():
+        feats = net.encode(x)
+    dyn = {0: "n", 2: "h", 3: "w"}
+    fdyn = {0: "n", 2: "fh", 3: "fw"}
+    encoder = _export(_Encoder(net), (x,), ["input"], {"input": dyn, "features": fdyn}, output="features")
+    decoder = _export(_Decoder(net), (feats, x), ["features", "input"],
+                      {"features": fdyn, "input": dyn, "output": dyn})
+    return encoder, decoder
+
+
+def _export(net: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
+            dynamic_axes: dict[str, dict[int, str]], output: str = "output") -> bytes:
     with tempfile.TemporaryDirectory(prefix="animecli-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shapes (handled) and deprecations
         path = Path(tmp) / "model.onnx"
         # The TorchScript-based exporter: the dynamo one needs onnxscript and gives no faster graph here.
         torch.onnx.export(
             net, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
-            output_names=["output"], dynamic_axes={"input": dyn, "output": dyn}, do_constant_folding=True,
+            output_names=[output], dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
         return path.read_bytes()
 
@@ -625,7 +685,18 @@ def make_runner(
         def fixed_graph() -> bytes:
             return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
-        return OrtRunner(fp32, backend, threads, fixed_graph)
+        graph: bytes | SplitGraph = fp32
+        if can_split(model):
+            # Exported once for both parts (the first run caches them; the torch-free engine needs both).
+            parts: list[bytes] = []
+
+            def part(i: int) -> bytes:
+                if not parts:
+                    parts.extend(export_onnx_split(model))
+                return parts[i]
+
+            graph = SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
+        return OrtRunner(graph, backend, threads, fixed_graph)
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, _calibration_key(images))
 

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import numpy as np
 
-from animecli.archs import CPU_BUDGET_MB, ArchSpec, activation_bytes_per_pixel, needs_tiling
+from animecli.archs import CPU_BUDGET_MB, ArchSpec, activation_bytes_per_pixel, has_local_decoder, needs_tiling
 from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.config import Backend, EngineOptions, ModelChoice, Precision
-from animecli.ort import OrtSession, cache_key, compiled_paths, nonempty_file
+from animecli.ort import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.transforms import UInt8Array, pad_array
 from animecli.weights import Manifest, WeightsFile, resolve_file
 
@@ -52,11 +52,14 @@ class LeanPlan:
         weights: the model's file, found and checksummed.
         spec: its architecture.
         graph: the cached float32 ONNX graph of exactly these weights.
+        split: for an architecture with a norm-free decoder, its cached encoder and
+            decoder graphs (what runs instead of ``graph``); else ``None``.
     """
 
     weights: WeightsFile
     spec: ArchSpec
     graph: Path
+    split: tuple[Path, Path] | None = None
 
 
 def torch_has_gpu_build() -> bool | None:
@@ -101,9 +104,13 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
     found = resolve_file(model, manifest)
     if found.spec is None:
         return None
-    graph = compiled_paths(found.sha256, cache_key(found.spec.key)).fp32
-    # An empty file (a disk that filled, say) is not a graph: the PyTorch path exports it again.
-    return LeanPlan(found, found.spec, graph) if nonempty_file(graph) else None
+    paths = compiled_paths(found.sha256, cache_key(found.spec.key))
+    if has_local_decoder(found.spec.arch):
+        # An empty file (a disk that filled, say) is not a graph: the PyTorch path exports it again.
+        if not (nonempty_file(paths.encoder) and nonempty_file(paths.decoder)):
+            return None
+        return LeanPlan(found, found.spec, paths.fp32, (paths.encoder, paths.decoder))
+    return LeanPlan(found, found.spec, paths.fp32) if nonempty_file(paths.fp32) else None
 
 
 class OrtEngine:
@@ -125,7 +132,9 @@ class OrtEngine:
         self.plan = plan
         self.opts = opts
         self.multiple = plan.weights.input_multiple
-        self.session = OrtSession(plan.graph.read_bytes(), Backend.ONNX, opts.threads)
+        graph: bytes | SplitGraph = plan.graph.read_bytes() if plan.split is None else SplitGraph(
+            plan.split[0].read_bytes(), plan.split[1].read_bytes())
+        self.session = OrtSession(graph, Backend.ONNX, opts.threads)
         self._fallback_factory = fallback
         self._fallback: BatchRunner | None = None
         mb = opts.max_memory_mb if opts.max_memory_mb > 0 else CPU_BUDGET_MB

@@ -66,11 +66,15 @@ class CompiledPaths:
         int8: the quantised model (its name also carries the calibration set's digest).
         fixed: the float32 tiling graph (norm statistics as an input; see
             :func:`animecli.backends.export_onnx`).
+        encoder, decoder: the float32 model in two parts, for a model whose decoder
+            has no whole-image norms (see :class:`SplitGraph`).
     """
 
     fp32: Path
     int8: Path
     fixed: Path
+    encoder: Path
+    decoder: Path
 
 
 def cache_key(arch_key: str) -> str:
@@ -83,7 +87,8 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
     folder = cache_dir() / "compiled"
     stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
     return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
-                         folder / f"{stem}-fixedstats.onnx")
+                         folder / f"{stem}-fixedstats.onnx", folder / f"{stem}-encoder.onnx",
+                         folder / f"{stem}-decoder.onnx")
 
 
 def nonempty_file(path: Path) -> bool:
@@ -96,6 +101,56 @@ def nonempty_file(path: Path) -> bool:
 
 SHRINK_WINDOW = 16
 SHRINK_FACTOR = 1.25
+
+# The decoder of a split graph runs on bands of about this many pixels (rows × width).
+BAND_PIXELS = 256 * 1024
+MIN_BAND_ROWS = 32
+# Rows of context each band carries above and below (full resolution, a multiple of 4). The
+# lite3 decoder's receptive field, counted back from an output row: up2's 7×7 and 3×3 convs
+# (4 rows), the ×2 bilinear resize (≤ 3), reduce's 3×3 and up1's two 3×3 at half resolution
+# (6), the first ×2 resize at quarter resolution (4): 17. The tests check that bands give
+# exactly the whole image's output, and that too small a margin does not.
+BAND_HALO = 20
+
+
+@dataclass(frozen=True)
+class SplitGraph:
+    """A generator exported in two parts (:func:`animecli.backends.export_onnx_split`).
+
+    Attributes:
+        encoder: input ``input`` (N, 3, H, W) float32 in [-1, 1] → ``features``
+            (N, C, H/4, W/4).
+        decoder: inputs ``features`` and ``input`` → ``output`` (N, 3, H, W) in [-1, 1].
+            It has no whole-image norms, so it can run on bands of rows.
+    """
+
+    encoder: bytes
+    decoder: bytes
+
+
+def band_rows(height: int, width: int) -> int:
+    """Rows per decoder band for an image of this size (≥ ``height``: no bands)."""
+    return max(MIN_BAND_ROWS, BAND_PIXELS // max(1, width) // 4 * 4)
+
+
+_shared_arena: list[bool] = []  # registered once per process (onnxruntime refuses a second one)
+
+
+def _register_shared_arena(ort: ModuleType) -> bool:
+    """Register one arena for the split sessions to share; whether it is available.
+
+    The encoder's maps are freed before the decoder runs, so one arena lets the decoder
+    reuse them; with an arena per session both would stay resident. Grown by what is
+    asked (not in powers of two): at 1024×1024 the default strategy kept ~100 MB more.
+    """
+    if not _shared_arena:
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+            _shared_arena.append(True)
+        except Exception:  # an older onnxruntime, or one registered by someone else: separate arenas
+            _shared_arena.append(False)
+    return _shared_arena[0]
 
 
 class OrtSession:
@@ -110,13 +165,21 @@ class OrtSession:
     """
 
     def __init__(
-        self, model_bytes: bytes, backend: Backend, threads: int = 0,
+        self, model: bytes | SplitGraph, backend: Backend, threads: int = 0,
         fixed_graph: Callable[[], bytes] | None = None,
     ) -> None:
         self._ort = require_onnxruntime(backend)
         self._options = self._session_options(threads)
         self.backend = backend
-        self.session = self._open(model_bytes)
+        self.split = isinstance(model, SplitGraph)
+        if isinstance(model, SplitGraph):
+            shared = self._session_options(threads)
+            if _register_shared_arena(self._ort):
+                shared.add_session_config_entry("session.use_env_allocators", "1")
+            self.session = self._ort.InferenceSession(model.encoder, shared, providers=["CPUExecutionProvider"])
+            self._decoder = self._ort.InferenceSession(model.decoder, shared, providers=["CPUExecutionProvider"])
+        else:
+            self.session = self._open(model)
         self._fixed_graph = fixed_graph
         self._fixed_session: Any = None
         # The arena keeps what the largest input so far needed; after an input much larger
@@ -170,8 +233,35 @@ class OrtSession:
     def run_array(self, x: Float32Array) -> Float32Array:
         """(N, 3, H, W) float32 C-contiguous in [-1, 1] → same shape, float32, in [-1, 1]."""
         options = self._shrink if self._shrink_after(int(x.size)) else None
+        if self.split:
+            return self._run_split(x, options)
         (y,) = self.session.run(["output"], {"input": x}, options)
         out: Float32Array = y
+        return out
+
+    def _run_split(self, x: Float32Array, options: Any) -> Float32Array:
+        """The encoder on the whole image, then the decoder band by band.
+
+        Only one band's full-resolution maps exist at a time; each band carries
+        ``BAND_HALO`` rows of context that are computed and dropped, so the result is the
+        whole image's (the tests compare them).
+        """
+        (feats,) = self.session.run(["features"], {"input": x}, options)
+        h, w = int(x.shape[2]), int(x.shape[3])
+        rows = band_rows(h, w)
+        if rows >= h or h % 4:
+            (y,) = self._decoder.run(["output"], {"features": feats, "input": x})
+            whole: Float32Array = y
+            return whole
+        out: Float32Array = np.empty_like(x)
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            a, b = max(0, top - BAND_HALO), min(h, bottom + BAND_HALO)  # multiples of 4
+            feed = {"features": np.ascontiguousarray(feats[:, :, a // 4 : b // 4]),
+                    "input": np.ascontiguousarray(x[:, :, a:b])}
+            (band,) = self._decoder.run(["output"], feed)
+            out[:, :, top:bottom] = band[:, :, top - a : bottom - a]
+            del band, feed
         return out
 
     def run_fixed_array(self, x: Float32Array, stats: Float32Array) -> Float32Array:

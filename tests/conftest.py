@@ -25,10 +25,15 @@ def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Te
 @pytest.fixture
 def tiny_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A weights folder with tiny ``lite`` (default) and ``v2`` models, used via ANIMECLI_WEIGHTS_DIR."""
+    return make_weights_dir(tmp_path, monkeypatch, (("tiny", Arch.LITE), ("tiny_v2", Arch.V2)))
+
+
+def make_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: tuple[tuple[str, Arch], ...]) -> Path:
+    """A weights folder with tiny seeded models (the first one the default), used via ANIMECLI_WEIGHTS_DIR."""
     folder = tmp_path / "weights"
     folder.mkdir()
     entries = {}
-    for name, arch in (("tiny", Arch.LITE), ("tiny_v2", Arch.V2)):
+    for name, arch in models:
         sd = tiny_state_dict(arch)
         path = folder / f"{name}.pt"
         torch.save(sd, path)
@@ -37,7 +42,7 @@ def tiny_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             size=path.stat().st_size, parameters=sum(v.numel() for v in sd.values()),
             style="test", licence="test", source="random init, seed 0",
         )
-    save_manifest(Manifest(default="tiny", models=entries), folder)
+    save_manifest(Manifest(default=models[0][0], models=entries), folder)
     monkeypatch.setenv("ANIMECLI_WEIGHTS_DIR", str(folder))
     monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))
     return folder

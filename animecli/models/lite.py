@@ -9,6 +9,8 @@ multiply-adds with about 1/5 of its parameters (see ``docs/models.md``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +68,10 @@ class GeneratorLite(nn.Module):
         c32, c64, c128 = (_ch(c, width) for c in (32, 64, 128))
         f = fast_norm
         n = not lean_norms  # whether the first conv and the decoder (up1, reduce, up2) have norms
+        # Without whole-image norms in the decoder (lite3), each output row depends only on nearby
+        # rows of encode()'s output and of the input: the decoder can then run on bands of rows
+        # (animecli.ort), holding only a band's full-resolution maps in memory.
+        self.local_decoder = lean_norms and slim_head
         self.stem = nn.Sequential(
             ConvNormLReLU(3, c32, kernel_size=3, padding=1, fast_norm=f, reflect=False, norm=n),
             SepConvNormLReLU(c32, c64, stride=2, fast_norm=f),
@@ -117,8 +123,26 @@ class GeneratorLite(nn.Module):
             (N, 3, H, W) RGB in [-1, 1].
         """
         s = self.stem(x)
-        out = self.body(self.down(s))
-        out = F.interpolate(out, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        return self.decode(self.body(self.down(s)), x, s.shape[-2:])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder: (N, 3, H, W) in [-1, 1], H and W multiples of 4 → (N, C, H/4, W/4) features."""
+        return self.body(self.down(self.stem(x)))  # type: ignore[no-any-return]
+
+    def decode(self, feats: torch.Tensor, x: torch.Tensor, mid_size: Sequence[int] | None = None) -> torch.Tensor:
+        """The decoder: :meth:`encode`'s features and the input (for its size and the colour skip).
+
+        Args:
+            feats: (N, C, H/4, W/4) features.
+            x: (N, 3, H, W) the encoder's input, in [-1, 1].
+            mid_size: the half-resolution size (default: twice the features' size).
+
+        Returns:
+            (N, 3, H, W) RGB in [-1, 1].
+        """
+        # Shapes stay symbolic when traced (an ONNX export keeps the sizes dynamic).
+        size = mid_size if mid_size is not None else (2 * feats.shape[-2], 2 * feats.shape[-1])
+        out = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)
         out = self.up1(out)
         if self.reduce is not None:
             out = self.reduce(out)

@@ -1,0 +1,156 @@
+"""lite3 in two graphs: the encoder on the whole image, the norm-free decoder band by band.
+
+The bands must give exactly the whole image's output (each carries rows of context
+that are computed and dropped), the torch-free engine must use the two graphs once the
+first run has cached them, and its pixels must equal the PyTorch engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animecli import ort
+from animecli.archs import has_local_decoder
+from animecli.backends import can_split, export_onnx, export_onnx_split
+from animecli.config import Backend, EngineOptions, ModelChoice
+from animecli.lean import LEAN_ENV, OrtEngine, plan_lean
+from animecli.models import Arch, ArchSpec, build_generator
+from animecli.ort import OrtSession, SplitGraph
+from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
+
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def lite3_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_weights_dir(tmp_path, monkeypatch, (("tiny3", Arch.LITE3), ("tiny", Arch.LITE)))
+
+
+def _tiny_lite3() -> torch.nn.Module:
+    model = build_generator(ArchSpec(Arch.LITE3, width=0.125))
+    model.load_state_dict(tiny_state_dict(Arch.LITE3, seed=3))
+    return model.eval()
+
+
+def _cpu(**kw: object) -> EngineOptions:
+    return EngineOptions(**{"device": "cpu", "threads": 1, **kw})  # type: ignore[arg-type]
+
+
+def _small_bands(monkeypatch: pytest.MonkeyPatch, rows: int, width: int) -> None:
+    monkeypatch.setattr(ort, "MIN_BAND_ROWS", 4)
+    monkeypatch.setattr(ort, "BAND_PIXELS", rows * width)
+
+
+def test_only_lite3_splits() -> None:
+    for arch in Arch:
+        model = build_generator(ArchSpec(arch, width=0.125))
+        assert can_split(model) is has_local_decoder(arch) is (arch is Arch.LITE3)
+    with pytest.raises(ValueError, match="norm-free decoder"):
+        export_onnx_split(build_generator(ArchSpec(Arch.LITE2, width=0.125)))
+
+
+def test_decode_of_encode_is_forward() -> None:
+    model = _tiny_lite3()
+    x = torch.rand(2, 3, 36, 52, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(x), model.decode(model.encode(x), x))
+
+
+@pytest.mark.parametrize(("height", "width", "rows"), [(36, 52, 8), (100, 44, 12), (64, 64, 32), (20, 28, 64)])
+def test_bands_give_the_whole_image(monkeypatch: pytest.MonkeyPatch, height: int, width: int, rows: int) -> None:
+    model = _tiny_lite3()
+    whole = OrtSession(export_onnx(model), Backend.ONNX, threads=1)
+    split = OrtSession(SplitGraph(*export_onnx_split(model)), Backend.ONNX, threads=1)
+    x = (np.random.default_rng(height).random((2, 3, height, width), dtype=np.float32) * 2 - 1)
+    want = whole.run_array(x)
+    _small_bands(monkeypatch, rows, width)
+    assert ort.band_rows(height, width) == rows
+    got = split.run_array(x)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, eager, rtol=0, atol=1e-5)
+
+
+def test_too_little_context_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The margin matters: with 8 rows of context instead of BAND_HALO, band edges differ
+    from the whole image by more than the tolerance above (here ~6e-6; 16 rows and more
+    give exactly the whole image's values with these weights)."""
+    model = _tiny_lite3()
+    whole = OrtSession(export_onnx(model), Backend.ONNX, threads=1)
+    split = OrtSession(SplitGraph(*export_onnx_split(model)), Backend.ONNX, threads=1)
+    x = (np.random.default_rng(7).random((1, 3, 96, 48), dtype=np.float32) * 2 - 1)
+    want = whole.run_array(x)
+    _small_bands(monkeypatch, 16, 48)
+    np.testing.assert_allclose(split.run_array(x), want, rtol=0, atol=1e-6)
+    monkeypatch.setattr(ort, "BAND_HALO", 8)
+    assert float(np.abs(split.run_array(x) - want).max()) > 1e-6
+
+
+def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from animecli.engine import Engine
+    from animecli.weights import load_generator
+
+    assert plan_lean(ModelChoice(), _cpu()) is None  # nothing cached yet
+    loaded = load_generator(ModelChoice())
+    engine = Engine(loaded.model, loaded.input_multiple, _cpu(backend=Backend.ONNX), loaded.spec.arch.value,
+                    weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    plan = plan_lean(ModelChoice(), _cpu())
+    assert plan is not None and plan.split is not None and all(p.stat().st_size > 0 for p in plan.split)
+    lean = OrtEngine(plan, _cpu(), lambda: pytest.fail("no tiling expected"))  # type: ignore[arg-type,return-value]
+    assert lean.session.split and engine.runner.split  # type: ignore[attr-defined]
+    _small_bands(monkeypatch, 8, 60)
+    rng = np.random.default_rng(0)
+    for shape in [(37, 58), (64, 60), (5, 9)]:
+        batch = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for _ in range(2)]
+        got, want = lean.run_batch(batch), engine.run_batch(batch)
+        for a, b in zip(got.images, want.images, strict=True):
+            assert a is not None and b is not None and a.shape == (*shape, 3)
+            assert np.array_equal(a, b)
+    plan.split[1].write_bytes(b"")  # a decoder graph cut short (a full disk): not used, made again
+    assert plan_lean(ModelChoice(), _cpu()) is None
+    Engine(loaded.model, loaded.input_multiple, _cpu(backend=Backend.ONNX), loaded.spec.arch.value,
+           weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    assert plan.split[1].stat().st_size > 0 and plan_lean(ModelChoice(), _cpu()) is not None
+
+
+def test_lite3_convert_without_torch(tmp_path: Path, lite3_dir: Path) -> None:
+    """The default model's path: a second run converts without torch, in bands, same JPEGs."""
+    src = tmp_path / "in"
+    make_photo(src / "tall.jpg", (44, 150), seed=1)
+    make_photo(src / "small.png", (30, 20), seed=2)
+    script = (
+        "import json, sys\n"
+        "from animecli import ort\n"
+        "ort.BAND_PIXELS, ort.MIN_BAND_ROWS = 16 * 44, 4  # bands of 16 rows\n"
+        "from animecli.cli import app\n"
+        "code = app(sys.argv[1:], standalone_mode=False)\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
+    )
+
+    def run(out: Path, lean: str) -> dict[str, object]:
+        cmd = [sys.executable, "-c", script, "convert", str(src), str(out), "--device", "cpu", "--threads", "1"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", LEAN_ENV: lean}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    assert run(tmp_path / "first", "1") == {"code": 0, "torch": True}  # exports both graphs
+    assert run(tmp_path / "lean", "1") == {"code": 0, "torch": False}
+    assert run(tmp_path / "plain", "0") == {"code": 0, "torch": True}
+    for name in ("tall.jpg", "small.png"):
+        with Image.open(tmp_path / "lean" / name) as a, Image.open(tmp_path / "plain" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
