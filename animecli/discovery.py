@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from animecli.config import OutputFormat
+from animecli.errors import UsageError
 
 SUPPORTED = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 _FORMAT_EXT = {OutputFormat.PNG: ".png", OutputFormat.JPG: ".jpg", OutputFormat.WEBP: ".webp"}
@@ -65,6 +66,29 @@ def _has_magic(pattern: str) -> bool:
     return glob.has_magic(pattern)
 
 
+def _within(path: str, folder: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_inputs(inputs: tuple[str, ...], output: Path) -> None:
+    """Refuse inputs that cannot be meant, before anything is loaded.
+
+    Raises:
+        UsageError: an input folder is the output folder or inside it (its files are
+            outputs: converting them again would stylise them twice, or replace them);
+            or no input exists at all (a typo, a glob that matched nothing).
+    """
+    out_real = os.path.realpath(output)
+    for item in inputs:
+        if os.path.isdir(item) and _within(os.path.realpath(item), out_real):
+            raise UsageError(f"INPUT {item} is the OUTPUT folder or inside it, so its files are outputs; "
+                             "give a different OUTPUT folder")
+    if inputs and not any(os.path.lexists(i) or (_has_magic(i) and glob.glob(i, recursive=True)) for i in inputs):
+        shown = ", ".join(inputs[:3]) + (" …" if len(inputs) > 3 else "")
+        raise UsageError(f"no such file or folder: {shown}; check the INPUT paths (globs must match something)")
+
+
 class Discovery:
     """Walks the inputs and plans outputs.
 
@@ -85,10 +109,16 @@ class Discovery:
         self.fmt = fmt
         self.suffix = suffix
         self._out_real = os.path.realpath(output)
+        # Output paths already given to a job in this run (lower-case: case-insensitive file
+        # systems): a later input that maps to one of them is renamed, never written over it.
+        self._claimed: set[str] = set()
 
     def __iter__(self) -> Iterator[Found]:
-        roots = self._roots()
-        for path, dst_dir in roots:
+        for item in self._plan():
+            yield self._unique(item) if isinstance(item, Job) else item
+
+    def _plan(self) -> Iterator[Found]:
+        for path, dst_dir in self._roots():
             if path.is_dir():
                 yield from self._walk(path, dst_dir, set())
             elif path.is_file() or path.is_symlink():
@@ -96,14 +126,33 @@ class Discovery:
             else:
                 yield Problem(path, "no such file or directory; check the path")
 
+    def _unique(self, job: Job) -> Job | Problem:
+        """``job``, renamed if an earlier input of this run already maps to its output path;
+        a :class:`Problem` if its output would be the input file itself."""
+        if os.path.realpath(job.dst) == os.path.realpath(job.src):
+            return Problem(job.src, "its output would replace the input file itself; give a different OUTPUT "
+                                    "folder or a --suffix")
+        dst, n = job.dst, 2
+        while str(dst).lower() in self._claimed:
+            dst = job.dst.with_name(f"{job.dst.stem}_{n}{job.dst.suffix}")
+            n += 1
+        self._claimed.add(str(dst).lower())
+        if dst == job.dst:
+            return job
+        note = f"name collision with an earlier input: written as {dst.name}"
+        return Job(job.src, dst, f"{job.note}; {note}" if job.note else note)
+
     def _roots(self) -> list[tuple[Path, Path]]:
         """(input path, output dir) pairs. One input dir maps to the output root;
         several map to sub-folders named after them (made unique)."""
         paths: list[Path] = []
         for item in self.inputs:
             if not os.path.exists(item) and _has_magic(item):
-                matches = sorted(glob.glob(item, recursive=True))
-                if not matches:
+                found = sorted(glob.glob(item, recursive=True))
+                # A glob over a folder also matches the output folder inside it (`photos/*` with
+                # OUTPUT photos/anime): those files are our outputs, never inputs.
+                matches = [m for m in found if not _within(os.path.realpath(m), self._out_real)]
+                if not found:
                     paths.append(Path(item))  # reported as missing
                 paths.extend(Path(m) for m in matches)
             else:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from animecli.atomic import remove_stale_temps
 from animecli.config import Backend, ConvertOptions, EngineKind, Existing
-from animecli.discovery import Discovery, Found, Ignored, Job, Problem
+from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
 from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
 from animecli.lock import OutputLock
@@ -200,10 +200,12 @@ def run_convert(
         The summary; ``summary.fatal`` is set if the output became unwritable.
 
     Raises:
+        UsageError: an input folder is the output folder (or inside it), or no input exists.
         LockedError: another run is writing to the same output folder.
         AnimecliError: setup problems (weights, device, options) before any file is touched.
     """
     t0 = time.perf_counter()
+    check_inputs(opts.inputs, opts.output)
     if opts.dry_run:
         run = _Run(opts, on_record)
         for item in run.plan(keep_stamps=False):

@@ -598,8 +598,8 @@ def test_missing_input_is_reported_failed(tmp_path: Path) -> None:
     assert rows["a.png"]["status"] == "converted"
     assert files_under(out) == {"a.png"}
 
-    r = convert(missing, out)
-    assert r.exit_code != 0
+    r = convert(missing, out)  # nothing at all to convert: a usage error
+    assert r.exit_code == 2
     assert str(missing) in r.stderr
 
 

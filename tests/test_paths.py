@@ -1,0 +1,106 @@
+"""Inputs and outputs that overlap: nothing already written may be stylised twice, overwritten
+by another input's output, or replace the photo it was made from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import cli_convert, make_photo
+
+convert = cli_convert
+
+
+@pytest.fixture(autouse=True)
+def _weights(tiny_weights_dir: Path) -> Path:
+    return tiny_weights_dir
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def summary(report: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(report.read_text())["summary"]
+    return result
+
+
+def test_a_glob_over_the_input_leaves_the_output_inside_it_alone(tmp_path: Path) -> None:
+    photos = tmp_path / "p"
+    make_photo(photos / "m0.png", seed=1)
+    out = photos / "anime"
+    r = convert(str(photos / "*"), out, "--report", tmp_path / "r1.json")
+    assert r.exit_code == 0, r.output
+    first = digest(out / "m0.png")
+    for run in (2, 3):  # the glob now also matches p/anime: its files are outputs, not inputs
+        r = convert(str(photos / "*"), out, "--report", tmp_path / f"r{run}.json")
+        assert r.exit_code == 0, r.output
+        s = summary(tmp_path / f"r{run}.json")
+        assert (s["converted"], s["skipped"], s["failed"]) == (0, 1, 0)
+    assert digest(out / "m0.png") == first
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["m0.png"]
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_input_folder_that_is_the_output_is_refused(tmp_path: Path, inside: bool) -> None:
+    photos = tmp_path / "s"
+    src = make_photo(photos / "sub" / "m0.png")
+    before = digest(src)
+    r = convert(photos / "sub" if inside else photos, photos, "--overwrite")
+    assert r.exit_code == 2, r.output
+    assert "is the OUTPUT folder or inside it" in r.stderr and "different OUTPUT" in r.stderr
+    assert digest(src) == before
+
+
+def test_an_output_that_would_replace_its_input_fails_that_file(tmp_path: Path) -> None:
+    photos = tmp_path / "s"
+    src = make_photo(photos / "m0.png")
+    other = make_photo(tmp_path / "elsewhere" / "m1.png", seed=2)
+    before = digest(src)
+    r = convert(src, other, photos, "--overwrite", "--report", tmp_path / "r.json")
+    assert r.exit_code == 1, r.output
+    assert "replace the input file itself" in r.stderr and "--suffix" in r.stderr
+    assert digest(src) == before
+    assert (photos / "m1.png").is_file()  # the other input was converted
+    r = convert(src, photos, "--overwrite", "--suffix", "_anime")
+    assert r.exit_code == 0, r.output
+    assert digest(src) == before and (photos / "m0_anime.png").is_file()
+
+
+def test_same_names_from_two_folders_are_both_kept(tmp_path: Path) -> None:
+    a = make_photo(tmp_path / "x" / "a.png", seed=1)
+    b = make_photo(tmp_path / "y" / "a.png", seed=2)
+    out = tmp_path / "both"
+    r = convert(a, b, out, "--report", tmp_path / "r1.json")
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"a.png", "a_2.png"}
+    assert digest(out / "a.png") != digest(out / "a_2.png")
+    rows = {row["dst"]: row for row in json.loads((tmp_path / "r1.json").read_text())["files"]}
+    assert "name collision with an earlier input: written as a_2.png" in rows[str(out / "a_2.png")]["notes"]
+    kept = {name: digest(out / name) for name in ("a.png", "a_2.png")}
+    r = convert(a, b, out, "--report", tmp_path / "r2.json")  # a rerun maps them the same way
+    assert r.exit_code == 0, r.output
+    s = summary(tmp_path / "r2.json")
+    assert (s["converted"], s["skipped"]) == (0, 2)
+    assert {name: digest(out / name) for name in kept} == kept
+
+
+def test_same_name_from_a_folder_and_a_file(tmp_path: Path) -> None:
+    make_photo(tmp_path / "photos" / "a.png", seed=1)
+    extra = make_photo(tmp_path / "extra" / "a.png", seed=2)
+    out = tmp_path / "out"
+    r = convert(tmp_path / "photos", extra, out)
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"a.png", "a_2.png"}
+
+
+@pytest.mark.parametrize("missing", ["nope", "nomatch*.jpg"])
+def test_inputs_that_do_not_exist_at_all_exit_2(tmp_path: Path, missing: str) -> None:
+    r = convert(tmp_path / missing, tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert "no such file or folder" in r.stderr and "check the INPUT paths" in r.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was made
