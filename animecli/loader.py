@@ -94,6 +94,15 @@ def _describe(exc: BaseException, path: Path) -> str:
     return f"could not be decoded ({type(exc).__name__}: {exc}); re-export it as JPEG/PNG"
 
 
+# TIFF tags that describe how the pixels are stored (not the photo): never copied to an output.
+_LAYOUT_TAGS = (
+    0x0100, 0x0101, 0x0102, 0x0103, 0x0106, 0x0107, 0x0108, 0x0109, 0x010A, 0x0111, 0x0115, 0x0116,
+    0x0117, 0x0118, 0x0119, 0x011C, 0x0122, 0x0123, 0x0124, 0x0125, 0x0129, 0x012D, 0x013D, 0x0140,
+    0x0141, 0x0142, 0x0143, 0x0144, 0x0145, 0x014A, 0x0150, 0x0152, 0x0153, 0x0154, 0x0155, 0x0156,
+    0x015B, 0x0200, 0x0201, 0x0202, 0x0211, 0x0212, 0x0214, 0x8773,
+)
+
+
 def load_one(job: Job, opts: LoadOptions) -> Loaded:
     """Read, orient, convert and resize one image. Never raises for a bad file."""
     t0 = time.perf_counter()
@@ -118,7 +127,17 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
             exif = img.getexif()
             if exif:
                 exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
+                # A TIFF's "EXIF" is its first directory: size, layout and sample format of the
+                # input. Written into an RGB output they described it wrongly (unreadable files).
+                for tag in _LAYOUT_TAGS:
+                    exif.pop(tag, None)
                 out.exif = exif.tobytes() if len(exif) else None
+            if out.icc and out.icc[16:20] != b"RGB ":
+                # The output is RGB: a CMYK or grey profile would make colour-managed viewers
+                # misread it (or ignore it).
+                kind = out.icc[16:20].decode("latin-1").strip() or "non-RGB"
+                out.notes.append(f"{kind} ICC profile not kept (the output is RGB)")
+                out.icc = None
     except Exception as exc:
         out.error = _describe(exc, job.src)
         return out

@@ -28,6 +28,7 @@ _PIL_FORMATS = {
     ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
 }
 _ALPHA_OK = {"PNG", "WEBP", "TIFF"}
+_MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}  # the formats' own limits (libwebp; libjpeg)
 # Errors that will hit every later file too: stop the run rather than fail each file.
 _FATAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
@@ -85,9 +86,15 @@ def save_image(
     def write(fh: BinaryIO) -> None:
         img.save(fh, format=fmt, **params)
 
+    limit = _MAX_SIDE.get(fmt)
+    if limit and max(img.size) > limit:
+        raise FileError(str(dest), f"{img.width}×{img.height} is over {fmt}'s limit of {limit} pixels a side; "
+                                   "use --format png, or --max-size")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dest, write)
+    except ValueError as exc:  # Pillow's encoders refuse some images this way (the temp file is removed)
+        raise FileError(str(dest), f"could not be encoded as {fmt} ({exc}); try another --format") from None
     except OSError as exc:
         if exc.errno in _FATAL_ERRNOS or (exc.errno in (errno.EACCES, errno.EPERM) and not _writable(dest.parent)):
             raise OutputError(

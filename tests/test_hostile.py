@@ -208,3 +208,69 @@ def test_output_turning_read_only_mid_run_stops_cleanly(tmp_path: Path, monkeypa
     assert summary["converted"] == 1 and summary["fatal"]
     assert sorted(p.name for p in out.glob("*.png")) == ["p0.png"]
     assert not list(out.glob(f"*{TEMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "I", "F", "RGB", "I;16"])
+def test_tiff_inputs_of_any_mode_give_readable_rgb_tiffs(tmp_path: Path, mode: str) -> None:
+    """A TIFF's first directory (size, samples, sample format) must not be copied as EXIF."""
+    src = make_photo(tmp_path / "in" / "p.png", (64, 48))
+    with Image.open(src) as img:
+        grey = img.convert("L")
+        pic = {"L": grey, "CMYK": img.convert("CMYK"), "RGB": img.convert("RGB"),
+               "I": grey.convert("I"), "F": grey.convert("F"), "I;16": grey.convert("I").convert("I;16")}[mode]
+    pic.save(tmp_path / "in" / "t.tif", compression="tiff_lzw" if mode == "RGB" else None)
+    src.unlink()
+    r = convert(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "out" / "t.tif") as out:
+        out.load()
+        assert out.mode == "RGB" and out.size == (64, 48)
+        assert int(out.tag_v2.get(262, 2)) == 2  # PhotometricInterpretation: RGB
+
+
+def test_tiff_orientation_is_applied_like_any_other_format(tmp_path: Path) -> None:
+    src = make_photo(tmp_path / "p.png", (60, 40), seed=3)
+    (tmp_path / "rot").mkdir()
+    (tmp_path / "up").mkdir()
+    with Image.open(src) as img:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90° clockwise to view
+        img.convert("RGB").save(tmp_path / "rot" / "r.tif", exif=exif)
+        upright = img.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+    upright.save(tmp_path / "up" / "r.tif")
+    for name in ("rot", "up"):
+        r = convert(tmp_path / name, tmp_path / f"{name}_out")
+        assert r.exit_code == 0, r.output
+    assert np.array_equal(pixels(tmp_path / "rot_out" / "r.tif"), pixels(tmp_path / "up_out" / "r.tif"))
+    with Image.open(tmp_path / "rot_out" / "r.tif") as out:
+        assert out.size == (40, 60) and out.getexif().get(0x0112, 1) == 1
+
+
+def test_a_cmyk_icc_profile_is_not_put_on_an_rgb_output(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    src = make_photo(tmp_path / "p.png", (40, 30))
+    fake_cmyk = bytes(16) + b"CMYK" + bytes(108)  # only the header field that names the colour space
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (tmp_path / "in").mkdir()
+    with Image.open(src) as img:
+        img.convert("CMYK").save(tmp_path / "in" / "c.jpg", icc_profile=fake_cmyk)
+        img.convert("RGB").save(tmp_path / "in" / "s.jpg", icc_profile=srgb)
+    r = convert(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "out" / "c.jpg") as c, Image.open(tmp_path / "out" / "s.jpg") as s:
+        assert "icc_profile" not in c.info and s.info.get("icc_profile") == srgb
+    assert "CMYK ICC profile not kept" in report_rows(tmp_path / "r.json")["c.jpg"]["notes"]
+
+
+def test_an_image_over_the_formats_size_limit_fails_alone(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (17000, 8), (90, 120, 30)).save(tmp_path / "in" / "pano.png")
+    make_photo(tmp_path / "in" / "ok.png")
+    r = convert(tmp_path / "in", tmp_path / "out", "--max-size", "0", "--format", "webp",
+                "--report", tmp_path / "r.json")
+    assert r.exit_code == 1, r.output
+    rows = report_rows(tmp_path / "r.json")
+    assert rows["pano.png"]["status"] == "failed" and "limit of 16383 pixels" in rows["pano.png"]["reason"]
+    assert rows["ok.png"]["status"] == "converted"
+    assert not list((tmp_path / "out").glob("*pano*")) and not list((tmp_path / "out").glob(".animecli-*.part"))
