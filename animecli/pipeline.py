@@ -20,7 +20,7 @@ from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_in
 from animecli.errors import FileError, OutputError
 from animecli.loader import Loaded, StreamingLoader
 from animecli.lock import OutputLock
-from animecli.report import FileRecord, ReportWriter, Status, Summary, peak_rss_mb, rss_mb
+from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
 from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
 
 if TYPE_CHECKING:
@@ -176,8 +176,13 @@ class _Run:
         self.summary.elapsed_s = time.perf_counter() - t0
         self.summary.peak_rss_mb = peak_rss_mb()
         if self.report:
-            self.report.finish(self.summary)
-            self.report.close()
+            try:
+                self.report.finish(self.summary)
+            except OSError as exc:  # checked writable at the start; a disk can still fill up
+                self.summary.fatal = self.summary.fatal or (
+                    f"could not write the report {self.report.path} ({exc.strerror or exc}); the outputs are written")
+            finally:
+                self.report.close()
         return self.summary
 
 
@@ -200,12 +205,15 @@ def run_convert(
         The summary; ``summary.fatal`` is set if the output became unwritable.
 
     Raises:
-        UsageError: an input folder is the output folder (or inside it), or no input exists.
+        UsageError: an input folder is the output folder (or inside it), no input exists, or
+            the report cannot be written.
         LockedError: another run is writing to the same output folder.
         AnimecliError: setup problems (weights, device, options) before any file is touched.
     """
     t0 = time.perf_counter()
     check_inputs(opts.inputs, opts.output)
+    if opts.report:
+        check_report_path(opts.report)
     if opts.dry_run:
         run = _Run(opts, on_record)
         for item in run.plan(keep_stamps=False):

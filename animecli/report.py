@@ -20,6 +20,7 @@ from typing import BinaryIO
 import psutil
 
 from animecli.atomic import atomic_write
+from animecli.errors import UsageError
 
 
 class Status(str, Enum):
@@ -137,10 +138,32 @@ def peak_rss_mb() -> float:
     return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+_REPORT_FORMATS = {".json": "json", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def report_format(path: Path) -> str:
     """``json``, ``csv`` or ``jsonl`` from the file extension (default json)."""
-    ext = path.suffix.lower()
-    return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(ext, "json")
+    return _REPORT_FORMATS.get(path.suffix.lower(), "json")
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse a ``--report`` path that could not be written, before the run converts anything.
+
+    Raises:
+        UsageError: a folder, an extension that names no report format, or a folder that
+            cannot be created or written to.
+    """
+    if path.is_dir():
+        raise UsageError(f"--report {path} is a folder; give a file name ending in .json, .csv or .jsonl")
+    if path.suffix.lower() not in _REPORT_FORMATS:
+        raise UsageError(f"--report {path}: the extension picks the format; end the name in .json, .csv or .jsonl")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass  # a real write: permissions alone miss read-only mounts (and root ignores them)
+    except OSError as exc:
+        raise UsageError(f"--report {path}: cannot write in {path.parent} ({exc.strerror or exc}); "
+                         "choose a writable place for the report") from None
 
 
 class ReportWriter:

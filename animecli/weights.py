@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import sys
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +220,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: no such weights file; check the path, or run `animecli models list`")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    except Exception as exc:  # any file that is not a state dict (a text file: KeyError, struct.error …)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if len(first) > 120:
+            first = first[:120].rsplit(" ", 1)[0] + " …"  # cut between words
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         raise WeightsError(
             f"{path}: not a readable PyTorch state dict ({reason}); the file is truncated or corrupt, "
             "download or copy it again"

@@ -104,3 +104,14 @@ def test_inputs_that_do_not_exist_at_all_exit_2(tmp_path: Path, missing: str) ->
     assert r.exit_code == 2, r.output
     assert "no such file or folder" in r.stderr and "check the INPUT paths" in r.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_converting(tmp_path: Path) -> None:
+    src = make_photo(tmp_path / "in" / "a.png")
+    (tmp_path / "file").write_text("x")
+    for report, says in ((tmp_path, "is a folder"), (tmp_path / "r.txt", "end the name in .json, .csv or .jsonl"),
+                         (tmp_path / "file" / "r.json", "cannot write in")):
+        r = convert(src, tmp_path / "out", "--report", report)
+        assert r.exit_code == 2, r.output
+        assert says in r.stderr
+        assert not (tmp_path / "out").exists()

@@ -70,6 +70,11 @@ def test_truncated_and_missing_and_garbage(tmp_path: Path) -> None:
         load_generator(ModelChoice(weights=cut))
     with pytest.raises(WeightsError, match="no such weights file"):
         load_generator(ModelChoice(weights=tmp_path / "nope.pt"))
+    for name, data in (("text.pt", b"hello\n"), ("four.pt", b"jjjj"), ("photo.pt", b"\xff\xd8\xff\xe0" + bytes(60))):
+        (tmp_path / name).write_bytes(data)  # a text file or a photo given as --weights: exit 2, not a traceback
+        with pytest.raises(WeightsError, match="not a readable PyTorch state dict") as info:
+            load_generator(ModelChoice(weights=tmp_path / name))
+        assert info.value.exit_code == 2
     other = tmp_path / "other.pt"
     torch.save({"foo.weight": torch.zeros(3)}, other)
     with pytest.raises(WeightsError, match="--arch"):
