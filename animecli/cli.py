@@ -50,16 +50,19 @@ app = typer.Typer(
 models_app = typer.Typer(help="List, inspect and download generator weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a message is one line however long (logs and scripts read lines; a terminal folds it).
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _printable(text: str) -> str:
-    """``text`` safe to print: undecodable file-name bytes (lone surrogates) shown as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``text`` safe to print on one line: undecodable file-name bytes (lone surrogates) shown as
+    ``\\xNN``, control characters (a newline in a file name) as ``\\n``, ``\\x1b`` …"""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _fail(exc: AnimecliError) -> typer.Exit:
@@ -165,7 +168,7 @@ def convert(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file, also on a terminal.")] = False,
-    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local (this process) or ray (a pool of Ray actors; pip install 'animecli[ray]'). See docs/ray.md.")] = EngineKind.LOCAL,
+    engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local (this process) or ray (a pool of Ray actors; pip install 'animecli\\[ray]'). See docs/ray.md.")] = EngineKind.LOCAL,
     address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (e.g. auto, or HOST:6379); default: RAY_ADDRESS, else a local Ray instance.")] = None,
     num_gpus_per_worker: Annotated[float | None, typer.Option(min=0.0, help="--engine ray: GPUs per model actor (0 = CPU actors; 0.5 = two per GPU); default: 1 if the cluster has GPUs, else 0.")] = None,
     workers: Annotated[int, typer.Option(min=0, help="--engine ray: model actors; 0 = as many as the cluster's GPUs (or CPUs) allow.")] = 0,
@@ -305,16 +308,25 @@ def models_list() -> None:
         manifest = load_manifest()
     except AnimecliError as exc:
         raise _fail(exc) from None
-    table = Table(title="animecli models")
-    for col in ("name", "arch", "params", "size", "style", "licence", "installed"):
-        table.add_column(col)
+    columns = ("name", "arch", "params", "size", "style", "licence", "installed")
+    rows = []
     for name in sorted(manifest.models):
         e = manifest.models[name]
         star = " (default)" if name == manifest.default else ""
         params = f"{e.parameters / 1e6:.2f} M" if e.parameters else "?"
         size = f"{e.size / 1e6:.1f} MB" if e.size else "?"
         installed = "yes" if e.path().is_file() else f"no: animecli models pull {name}"
-        table.add_row(name + star, e.arch.value, params, size, e.style, e.licence, installed)
+        rows.append((name + star, e.arch.value, params, size, e.style, e.licence, installed))
+    if not out.is_terminal:  # a pipe or a file: whole values, one model per line, tab-separated
+        for row in (columns, *rows):
+            typer.echo("\t".join(row))  # not rich: it would expand the tabs
+        return
+    table = Table(title="animecli models")
+    for col in columns:
+        # Names and pull commands are never cut short (`face_paint_512_v1` vs `_v2`); the style folds.
+        table.add_column(col, overflow="fold", no_wrap=col in ("name", "installed"))
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -112,13 +112,14 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
             w, h = img.size
             if opts.max_pixels and w * h > opts.max_pixels:
                 out.error = (
-                    f"{w}×{h} = {w * h / 1e6:.0f} megapixels is over the {opts.max_pixels / 1e6:.0f} MP limit "
+                    f"{w}×{h} = {w * h:,} pixels is over the --max-pixels limit of {opts.max_pixels:,} "
                     "(possible decompression bomb); raise --max-pixels if the file is trusted"
                 )
                 return out
             frames = int(getattr(img, "n_frames", 1))
             if frames > 1:
-                out.notes.append(f"animated ({frames} frames): first frame converted")
+                kind, unit = ("multi-page", "page") if img.format == "TIFF" else ("animated", "frame")
+                out.notes.append(f"{kind} ({frames} {unit}s): first {unit} converted")
                 img.seek(0)
             img.load()
             out.icc = img.info.get("icc_profile")

@@ -7,6 +7,8 @@ from which the CLI derives the exit code.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -274,14 +276,26 @@ def _convert(
     run.use_settings(digest, spec.key, s.precision, backend)
 
     batch_size = max(1, opts.engine.batch_size)
-    pending: dict[tuple[int, int], list[Loaded]] = {}
+    pending: dict[tuple[int, int], list[tuple[int, Loaded]]] = {}
     # Every record goes through the writer's queue, so the report lists files in the order they
     # were found even though outputs are written in the background.
-    writer: WriterPool[tuple[Loaded | None, FileRecord]] = WriterPool(w.workers, depth=max(2 * w.workers, batch_size))
+    writer: WriterPool[tuple[int, Loaded | None, FileRecord]] = WriterPool(
+        w.workers, depth=max(2 * w.workers, batch_size))
+    # Records are numbered as files arrive and emitted in that order: with --batch-size N, images
+    # of one size run together, so results can finish out of order (at most the batch-mates wait).
+    arrived = itertools.count()
+    finished: list[tuple[int, FileRecord]] = []  # a heap of final records not yet emitted
+    next_seq = [0]
+
+    def emit_in_order(everything: bool = False) -> None:
+        while finished and (everything or finished[0][0] == next_seq[0]):
+            seq, rec = heapq.heappop(finished)
+            next_seq[0] = seq + 1
+            run.emit(rec)
 
     def report_saved(wait: bool = False) -> None:
-        """Emit the records of results the writer has finished with (in the order they were run)."""
-        for (it, rec), outcome in writer.finished(wait):
+        """Emit the records of results the writer has finished with (in the order the files arrived)."""
+        for (seq, it, rec), outcome in writer.finished(wait):
             if outcome is None or it is None:
                 pass  # nothing was written for it: the record is final as it is
             elif isinstance(outcome, Saved):
@@ -298,20 +312,21 @@ def _convert(
                     s.fatal = s.fatal or str(outcome)
             if it is not None:
                 rec.rss_mb = rss_mb()  # after the write: what converting this file left resident
-            run.emit(rec)
+            heapq.heappush(finished, (seq, rec))
+        emit_in_order()
 
     def flush(key: tuple[int, int]) -> None:
         items = pending.pop(key)
-        result = engine.run_batch([it.rgb for it in items if it.rgb is not None])
+        result = engine.run_batch([it.rgb for _, it in items if it.rgb is not None])
         share = result.infer_ms / len(items)
-        for it, out, err in zip(items, result.images, result.errors, strict=False):
+        for (seq, it), out, err in zip(items, result.images, result.errors, strict=False):
             rec = inference_record(it, share, result.gpu_peak_mb, result.note)
             if out is None:
                 rec.reason = err or "inference failed"
                 rec.rss_mb = rss_mb()
-                writer.passthrough((None, rec))
+                writer.passthrough((seq, None, rec))
             else:
-                writer.submit((it, rec), out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
+                writer.submit((seq, it, rec), out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
                 it.rgb = None  # the input's pixels are no longer needed while the output waits
         del items, result  # drop the batch's tensors before the next one is formed
         report_saved()
@@ -324,16 +339,16 @@ def _convert(
                 if not isinstance(got, Loaded):
                     rec = run.passthrough_record(got)
                     if rec is not None:
-                        writer.passthrough((None, rec))
+                        writer.passthrough((next(arrived), None, rec))
                         report_saved()
                     continue
                 if got.error is not None:
                     run.stamps.pop(got.job.dst, None)
-                    writer.passthrough((None, load_failure_record(got)))
+                    writer.passthrough((next(arrived), None, load_failure_record(got)))
                     report_saved()
                     continue
                 key = got.processed_size
-                pending.setdefault(key, []).append(got)
+                pending.setdefault(key, []).append((next(arrived), got))
                 if len(pending[key]) >= batch_size:
                     flush(key)
                 elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
@@ -349,4 +364,5 @@ def _convert(
     finally:
         report_saved(wait=True)  # outputs already computed are written, even when interrupted
         writer.close()
+        emit_in_order(everything=True)  # after a stop, images that were never run leave gaps
     return run.finish(t0)

@@ -86,7 +86,7 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None, tupl
         # A fully opaque alpha carries no information; dropping it keeps JPEG-able output.
         if alpha.getextrema() == (255, 255):
             return rgba.convert("RGB"), None, ()
-        return rgba.convert("RGB"), alpha, ("alpha kept",)
+        return rgba.convert("RGB"), alpha, ()  # the writer notes whether the output format keeps it
     if mode.startswith("I") or mode == "F":
         notes.append(f"{mode} scaled to 8-bit")
         return _sixteen_to_eight(img).convert("RGB"), None, tuple(notes)

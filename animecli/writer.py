@@ -71,6 +71,7 @@ def save_image(
     if alpha is not None:
         if fmt in _ALPHA_OK:
             img.putalpha(alpha)
+            notes.append("alpha kept")
         else:
             notes.append(f"alpha dropped ({fmt} has no transparency; use --format png to keep it)")
     params: dict[str, Any] = {}
@@ -97,9 +98,10 @@ def save_image(
         raise FileError(str(dest), f"could not be encoded as {fmt} ({exc}); try another --format") from None
     except OSError as exc:
         if exc.errno in _FATAL_ERRNOS or (exc.errno in (errno.EACCES, errno.EPERM) and not _writable(dest.parent)):
-            raise OutputError(
-                f"cannot write to {dest.parent} ({exc.strerror}); free some space or choose a writable OUTPUT"
-            ) from None
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            fix = "check the folder's permissions" if denied else "free some space"
+            fix += " or choose a writable OUTPUT"
+            raise OutputError(f"cannot write to {dest.parent} ({exc.strerror}); {fix}") from None
         raise FileError(str(dest), f"could not be written ({exc.strerror or exc}); check the output folder") from None
     return Saved(dest.stat().st_size, (time.perf_counter() - t0) * 1000.0, tuple(notes))
 

@@ -729,3 +729,18 @@ def test_glob_converts_only_matching_files(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert files_under(out) == {"a_anime.png", "b_anime.png"}
     assert size_of(out / "a_anime.png") == (40, 30)
+
+
+def test_batches_of_mixed_sizes_report_in_input_order(tmp_path: Path, tiny_weights_dir: Path) -> None:
+    """Images of one size run together, so they finish out of order; the log and report do not."""
+    src = tmp_path / "in"
+    sizes = [(40, 30), (40, 30), (24, 36), (40, 30), (24, 36), (40, 30), (33, 20)]
+    for i, size in enumerate(sizes):
+        make_photo(src / f"m{i}.png", size, seed=i)
+    (src / "m4b.png").write_bytes(b"broken")  # a failure between them keeps its place too
+    r = convert(src, tmp_path / "out", "--batch-size", "3", "--verbose", "--report", tmp_path / "r.json")
+    assert r.exit_code == 1, r.output
+    names = ["m0", "m1", "m2", "m3", "m4", "m4b", "m5", "m6"]
+    assert [Path(row["src"]).stem for row in read_report(tmp_path / "r.json")["files"]] == names
+    logged = [Path(line.split()[1]).stem for line in r.stdout.splitlines() if line.startswith("converted")]
+    assert logged == [n for n in names if n != "m4b"]

@@ -75,7 +75,7 @@ def test_decompression_bomb_is_refused_in_one_line(tmp_path: Path) -> None:
     assert not (out / "bomb.png").exists()
     # the limit is the option's: a small one refuses an ordinary photo, 0 lifts it
     r = convert(src / "ok.png", tmp_path / "out2", "--max-pixels", "1000")
-    assert r.exit_code == 1 and "over the 0 MP limit" in r.stderr
+    assert r.exit_code == 1 and "40×30 = 1,200 pixels is over the --max-pixels limit of 1,000" in r.stderr
 
 
 def _frames(size: tuple[int, int] = (32, 24)) -> list[Image.Image]:
@@ -274,3 +274,21 @@ def test_an_image_over_the_formats_size_limit_fails_alone(tmp_path: Path) -> Non
     assert rows["pano.png"]["status"] == "failed" and "limit of 16383 pixels" in rows["pano.png"]["reason"]
     assert rows["ok.png"]["status"] == "converted"
     assert not list((tmp_path / "out").glob("*pano*")) and not list((tmp_path / "out").glob(".animecli-*.part"))
+
+
+def test_a_multi_page_tiff_is_not_called_animated(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    frames = _frames()
+    frames[0].save(tmp_path / "in" / "pages.tif", save_all=True, append_images=frames[1:])
+    r = convert(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert "multi-page (3 pages): first page converted" in report_rows(tmp_path / "r.json")["pages.tif"]["notes"]
+
+
+def test_a_newline_in_a_file_name_stays_on_one_log_line(tmp_path: Path) -> None:
+    make_photo(tmp_path / "in" / "two\nlines.png")
+    (tmp_path / "in" / "bad\nname.png").write_bytes(b"not a png")
+    r = convert(tmp_path / "in", tmp_path / "out", "--verbose")
+    assert r.exit_code == 1
+    assert any(line.startswith("FAILED ") and "bad\\nname.png" in line for line in r.stderr.splitlines())
+    assert any(line.startswith("converted ") and "two\\nlines.png" in line for line in r.stdout.splitlines())

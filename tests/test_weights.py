@@ -215,3 +215,11 @@ def test_lite_file_without_colour_skip_loads_as_zero_skip(tmp_path: Path) -> Non
         expected = torch.tanh(new.head(feats[0]))
         assert torch.allclose(loaded(x), expected, atol=1e-6)
         assert not torch.allclose(new(x), expected, atol=1e-3)  # the identity skip does change outputs
+
+
+def test_models_list_in_a_pipe_is_one_whole_line_per_model(tiny_weights_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["models", "list"])  # not a terminal: tab-separated, nothing cut short
+    assert res.exit_code == 0
+    lines = [line.split("\t") for line in res.output.splitlines()]
+    assert lines[0] == ["name", "arch", "params", "size", "style", "licence", "installed"]
+    assert [row[0] for row in lines[1:]] == ["tiny (default)", "tiny_v2"] and all(len(r) == 7 for r in lines)
