@@ -71,19 +71,26 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _glob_base(pattern: str) -> str:
+    """The leading part of a glob pattern without wildcards (``photos/2024`` of ``photos/2024/*.jpg``)."""
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next((i for i, p in enumerate(parts) if _has_magic(p)), len(parts))]]
+    return str(Path(*fixed)) if fixed else "."
+
+
 def check_inputs(inputs: tuple[str, ...], output: Path) -> None:
     """Refuse inputs that cannot be meant, before anything is loaded.
 
     Raises:
-        UsageError: an input folder is the output folder or inside it (its files are
-            outputs: converting them again would stylise them twice, or replace them);
-            or no input exists at all (a typo, a glob that matched nothing).
+        UsageError: an input folder is the output folder (its outputs would replace its
+            photos or be converted again on every run); or no input exists at all (a typo,
+            a glob that matched nothing).
     """
     out_real = os.path.realpath(output)
     for item in inputs:
-        if os.path.isdir(item) and _within(os.path.realpath(item), out_real):
-            raise UsageError(f"INPUT {item} is the OUTPUT folder or inside it, so its files are outputs; "
-                             "give a different OUTPUT folder")
+        if os.path.isdir(item) and os.path.realpath(item) == out_real:
+            raise UsageError(f"INPUT {item} is also the OUTPUT folder, so outputs would replace or join its "
+                             "photos; give a different OUTPUT folder")
     if inputs and not any(os.path.lexists(i) or (_has_magic(i) and glob.glob(i, recursive=True)) for i in inputs):
         shown = ", ".join(inputs[:3]) + (" …" if len(inputs) > 3 else "")
         raise UsageError(f"no such file or folder: {shown}; check the INPUT paths (globs must match something)")
@@ -112,24 +119,57 @@ class Discovery:
         # Output paths already given to a job in this run (lower-case: case-insensitive file
         # systems): a later input that maps to one of them is renamed, never written over it.
         self._claimed: set[str] = set()
+        self._sources: set[tuple[int, int]] = set()  # inputs already planned (a file given twice)
+        self._real_dirs: dict[Path, str] = {}
 
     def __iter__(self) -> Iterator[Found]:
         for item in self._plan():
-            yield self._unique(item) if isinstance(item, Job) else item
+            planned = self._unique(item) if isinstance(item, Job) else item
+            if planned is not None:
+                yield planned
 
     def _plan(self) -> Iterator[Found]:
-        for path, dst_dir in self._roots():
+        roots = self._roots()
+        # Files named on the command line (or matched by a glob) all go to the output root: they
+        # are planned together, so same-named files from different folders get names from their
+        # folders whatever the order they were given in (the resume state stays valid).
+        files = [path for path, _ in roots if not path.is_dir() and (path.is_file() or path.is_symlink())]
+        firsts: dict[str, Path] = {}
+        for f in files:
+            firsts.setdefault(os.path.realpath(f), f)  # a file given twice (or by two globs) counts once
+        files = list(firsts.values())
+        for path, dst_dir in roots:
             if path.is_dir():
                 yield from self._walk(path, dst_dir, set())
             elif path.is_file() or path.is_symlink():
-                yield from self._plan_dir([path], dst_dir)
+                if files:
+                    yield from self._plan_dir(files, self.output)
+                    files = []
             else:
                 yield Problem(path, "no such file or directory; check the path")
 
-    def _unique(self, job: Job) -> Job | Problem:
+    def _real_dir(self, folder: Path) -> str:
+        """``realpath`` of a folder, once per folder (it costs a system call per path component)."""
+        real = self._real_dirs.get(folder)
+        if real is None:
+            if len(self._real_dirs) > 4096:
+                self._real_dirs.clear()
+            real = self._real_dirs[folder] = os.path.realpath(folder)
+        return real
+
+    def _unique(self, job: Job) -> Job | Problem | None:
         """``job``, renamed if an earlier input of this run already maps to its output path;
-        a :class:`Problem` if its output would be the input file itself."""
-        if os.path.realpath(job.dst) == os.path.realpath(job.src):
+        ``None`` if the same file was already planned (given twice, or by two overlapping
+        globs); a :class:`Problem` if its output would be the input file itself."""
+        try:
+            st = os.stat(job.src)
+            if (st.st_dev, st.st_ino) in self._sources:
+                return None
+            self._sources.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # a broken link: the loader reports it
+        same_dir = self._real_dir(job.dst.parent) == self._real_dir(job.src.parent)
+        if same_dir and (job.dst.name == job.src.name or (job.dst.exists() and os.path.samefile(job.dst, job.src))):
             return Problem(job.src, "its output would replace the input file itself; give a different OUTPUT "
                                     "folder or a --suffix")
         dst, n = job.dst, 2
@@ -150,8 +190,10 @@ class Discovery:
             if not os.path.exists(item) and _has_magic(item):
                 found = sorted(glob.glob(item, recursive=True))
                 # A glob over a folder also matches the output folder inside it (`photos/*` with
-                # OUTPUT photos/anime): those files are our outputs, never inputs.
-                matches = [m for m in found if not _within(os.path.realpath(m), self._out_real)]
+                # OUTPUT photos/anime): those files are our outputs, never inputs; unless the glob
+                # itself points into the output folder (`out/raw/*` with OUTPUT out).
+                deliberate = _within(os.path.realpath(_glob_base(item)), self._out_real)
+                matches = [m for m in found if deliberate or not _within(os.path.realpath(m), self._out_real)]
                 if not found:
                     paths.append(Path(item))  # reported as missing
                 paths.extend(Path(m) for m in matches)
@@ -207,8 +249,10 @@ class Discovery:
 
         When several inputs map to the same output name (``a.jpg`` and
         ``a.png`` both to ``a.png``), every one of them gets its source
-        extension in the name (``a_jpg.png``, ``a_png.png``): the result does
-        not depend on which file is seen first, and nothing is overwritten.
+        extension in the name (``a_jpg.png``, ``a_png.png``), or, when they share
+        it (files from different folders), its folder's name (``a_x.png``,
+        ``a_y.png``): the result does not depend on which file is seen first,
+        and nothing is overwritten.
         """
         images = [f for f in files if f.suffix.lower() in SUPPORTED]
         for f in files:
@@ -225,7 +269,9 @@ class Discovery:
             if len(group) == 1:
                 yield Job(f, dst_dir / plain, gif)
                 continue
-            stem = f"{f.stem}_{f.suffix.lstrip('.').lower()}{self.suffix}"
+            exts = [g.suffix.lower() for g in group]
+            tag = f.suffix.lstrip(".").lower() if len(set(exts)) == len(exts) else (f.parent.name or "root")
+            stem = f"{f.stem}_{tag}{self.suffix}"
             name = output_name(f.with_name(stem + f.suffix), self.fmt, "")
             n = 2
             while name.lower() in taken:
