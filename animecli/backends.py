@@ -678,15 +678,16 @@ def make_runner(
     key = cache_key(arch_key or type(model).__name__)
     digest = digest or model_digest(model)
     paths = compiled_paths(digest, key)
-    fp32 = _cached(paths.fp32, lambda: export_onnx(model))
     if backend is Backend.ONNX:
         fixed_paths = paths
 
         def fixed_graph() -> bytes:
             return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
-        graph: bytes | SplitGraph = fp32
-        if can_split(model):
+        graph: bytes | SplitGraph
+        if not can_split(model):
+            graph = _cached(paths.fp32, lambda: export_onnx(model))
+        else:  # the whole graph is not needed (int8 exports it when asked for)
             # Exported once for both parts (the first run caches them; the torch-free engine needs both).
             parts: list[bytes] = []
 
@@ -697,6 +698,7 @@ def make_runner(
 
             graph = SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
         return OrtRunner(graph, backend, threads, fixed_graph)
+    fp32 = _cached(paths.fp32, lambda: export_onnx(model))
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, _calibration_key(images))
 

@@ -51,7 +51,8 @@ class LeanPlan:
     Attributes:
         weights: the model's file, found and checksummed.
         spec: its architecture.
-        graph: the cached float32 ONNX graph of exactly these weights.
+        graph: the cached float32 ONNX graph of exactly these weights (with ``split``: not
+            used, and not necessarily cached).
         split: for an architecture with a norm-free decoder, its cached encoder and
             decoder graphs (what runs instead of ``graph``); else ``None``.
     """

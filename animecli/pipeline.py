@@ -348,11 +348,19 @@ def _convert(
                     report_saved()
                     continue
                 key = got.processed_size
-                pending.setdefault(key, []).append((next(arrived), got))
+                seq = next(arrived)
+                pending.setdefault(key, []).append((seq, got))
                 if len(pending[key]) >= batch_size:
                     flush(key)
                 elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
                     flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
+                if pending:
+                    # An image of a size no other shares would wait for a partner to the end of the
+                    # run, holding back every later record (emitted in arrival order): after 2×N
+                    # arrivals it runs in a smaller batch.
+                    oldest = min(pending, key=lambda k: pending[k][0][0])
+                    if seq - pending[oldest][0][0] >= 2 * batch_size:
+                        flush(oldest)
                 if stop is not None and stop.is_set():
                     s.interrupted = True
                     break

@@ -29,6 +29,7 @@ _PIL_FORMATS = {
 }
 _ALPHA_OK = {"PNG", "WEBP", "TIFF"}
 _MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}  # the formats' own limits (libwebp; libjpeg)
+_JPEG_EXIF_MAX = 65533  # one APP1 segment, less its "Exif\0\0" header
 # Errors that will hit every later file too: stop the run rather than fail each file.
 _FATAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
@@ -77,7 +78,9 @@ def save_image(
     params: dict[str, Any] = {}
     if icc:
         params["icc_profile"] = icc
-    if exif and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
+    if exif and fmt == "JPEG" and len(exif) > _JPEG_EXIF_MAX:
+        notes.append(f"EXIF not kept ({len(exif):,} bytes; a JPEG holds {_JPEG_EXIF_MAX:,})")
+    elif exif and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
         params["exif"] = exif
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = opts.quality

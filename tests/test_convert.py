@@ -744,3 +744,30 @@ def test_batches_of_mixed_sizes_report_in_input_order(tmp_path: Path, tiny_weigh
     assert [Path(row["src"]).stem for row in read_report(tmp_path / "r.json")["files"]] == names
     logged = [Path(line.split()[1]).stem for line in r.stdout.splitlines() if line.startswith("converted")]
     assert logged == [n for n in names if n != "m4b"]
+
+
+def test_a_lone_odd_size_does_not_hold_back_the_records(tmp_path: Path, tiny_weights_dir: Path) -> None:
+    """With --batch-size 4, one image of a size nobody shares runs after at most 2×4 arrivals,
+    so the records after it are not held back to the end of the run."""
+    from animecli.config import ConvertOptions, EngineOptions, LoadOptions, ModelChoice, WriteOptions
+    from animecli.pipeline import run_convert
+
+    src = tmp_path / "in"
+    make_photo(src / "a00_odd.png", (40, 28))
+    for i in range(1, 17):
+        make_photo(src / f"a{i:02d}.png", (32, 32), seed=i)
+    seen: list[str] = []
+    converted_when_odd_emitted: list[int] = []
+
+    def on_record(rec: FileRecord) -> None:
+        seen.append(Path(rec.src).stem)
+        if Path(rec.src).stem == "a00_odd":
+            converted_when_odd_emitted.append(len(list((tmp_path / "out").glob("a*.png"))))
+
+    opts = ConvertOptions(inputs=(str(src),), output=tmp_path / "out", recursive=True, model=ModelChoice(),
+                          load=LoadOptions(), engine=EngineOptions(device="cpu", batch_size=4, threads=1),
+                          write=WriteOptions(workers=0), report=None)
+    summary = run_convert(opts, on_record)
+    assert summary.converted == 17
+    assert seen == sorted(seen)  # input order
+    assert converted_when_odd_emitted and converted_when_odd_emitted[0] <= 1 + 2 * 4 + 4

@@ -292,3 +292,29 @@ def test_a_newline_in_a_file_name_stays_on_one_log_line(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert any(line.startswith("FAILED ") and "bad\\nname.png" in line for line in r.stderr.splitlines())
     assert any(line.startswith("converted ") and "two\\nlines.png" in line for line in r.stdout.splitlines())
+
+
+def test_a_tiff_with_large_metadata_still_becomes_a_jpeg(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    src = make_photo(tmp_path / "p.png", (40, 30))
+    with Image.open(src) as img:
+        # 70 KB of XMP in the TIFF's directory (a JPEG's EXIF block holds 64 KB)
+        img.convert("RGB").save(tmp_path / "in" / "big.tif", tiffinfo={700: b"<x>" + b" " * 70_000 + b"</x>"})
+    r = convert(tmp_path / "in", tmp_path / "out", "--format", "jpg")
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "out" / "big.jpg") as out:
+        out.load()
+
+
+def test_exif_too_large_for_a_jpeg_is_left_out_with_a_note() -> None:
+    from animecli.config import OutputFormat, WriteOptions
+    from animecli.writer import save_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exif = Image.Exif()
+        exif[0x010E] = "x" * 70_000  # ImageDescription: 70 KB
+        saved = save_image(np.zeros((8, 8, 3), np.uint8), Path(tmp) / "o.jpg", WriteOptions(OutputFormat.JPG),
+                           exif=exif.tobytes())
+        assert any(n.startswith("EXIF not kept") for n in saved.notes)
+        with Image.open(Path(tmp) / "o.jpg") as out:
+            out.load()
