@@ -308,15 +308,15 @@ def models_list() -> None:
         manifest = load_manifest()
     except AnimecliError as exc:
         raise _fail(exc) from None
-    columns = ("name", "arch", "params", "size", "style", "licence", "installed")
+    columns = ("name", "default", "arch", "params", "size", "style", "licence", "installed")
     rows = []
     for name in sorted(manifest.models):
         e = manifest.models[name]
-        star = " (default)" if name == manifest.default else ""
+        default = "yes" if name == manifest.default else ""
         params = f"{e.parameters / 1e6:.2f} M" if e.parameters else "?"
         size = f"{e.size / 1e6:.1f} MB" if e.size else "?"
         installed = "yes" if e.path().is_file() else f"no: animecli models pull {name}"
-        rows.append((name + star, e.arch.value, params, size, e.style, e.licence, installed))
+        rows.append((name, default, e.arch.value, params, size, e.style, e.licence, installed))
     if not out.is_terminal:  # a pipe or a file: whole values, one model per line, tab-separated
         for row in (columns, *rows):
             typer.echo("\t".join(row))  # not rich: it would expand the tabs

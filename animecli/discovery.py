@@ -120,6 +120,7 @@ class Discovery:
         # systems): a later input that maps to one of them is renamed, never written over it.
         self._claimed: set[str] = set()
         self._sources: set[tuple[int, int]] = set()  # inputs already planned (a file given twice)
+        self._input_files: set[str] = set()  # real paths of the files named as inputs
         self._real_dirs: dict[Path, str] = {}
 
     def __iter__(self) -> Iterator[Found]:
@@ -130,23 +131,22 @@ class Discovery:
 
     def _plan(self) -> Iterator[Found]:
         roots = self._roots()
-        # Files named on the command line (or matched by a glob) all go to the output root: they
-        # are planned together, so same-named files from different folders get names from their
-        # folders whatever the order they were given in (the resume state stays valid).
+        # Files named on the command line (or matched by a glob) all go to the output root. They
+        # are planned together, after the folders, so that which output name each one gets does
+        # not depend on the order they were given in (the resume state stays valid): same-named
+        # files get their folders' names, and a file whose name a folder's file already took
+        # is the one renamed.
         files = [path for path, _ in roots if not path.is_dir() and (path.is_file() or path.is_symlink())]
         firsts: dict[str, Path] = {}
         for f in files:
             firsts.setdefault(os.path.realpath(f), f)  # a file given twice (or by two globs) counts once
-        files = list(firsts.values())
+        self._input_files = set(firsts)
         for path, dst_dir in roots:
             if path.is_dir():
                 yield from self._walk(path, dst_dir, set())
-            elif path.is_file() or path.is_symlink():
-                if files:
-                    yield from self._plan_dir(files, self.output)
-                    files = []
-            else:
+            elif not (path.is_file() or path.is_symlink()):
                 yield Problem(path, "no such file or directory; check the path")
+        yield from self._plan_dir(list(firsts.values()), self.output)
 
     def _real_dir(self, folder: Path) -> str:
         """``realpath`` of a folder, once per folder (it costs a system call per path component)."""
@@ -172,14 +172,21 @@ class Discovery:
         if same_dir and (job.dst.name == job.src.name or (job.dst.exists() and os.path.samefile(job.dst, job.src))):
             return Problem(job.src, "its output would replace the input file itself; give a different OUTPUT "
                                     "folder or a --suffix")
-        dst, n = job.dst, 2
-        while str(dst).lower() in self._claimed:
-            dst = job.dst.with_name(f"{job.dst.stem}_{n}{job.dst.suffix}")
+        # Taken: an earlier job's output, or a photo named as an input of this run (with
+        # --overwrite it would be replaced before, or instead of, being read).
+        def taken(path: Path) -> bool:
+            return str(path).lower() in self._claimed or (
+                bool(self._input_files) and os.path.realpath(path) in self._input_files - {os.path.realpath(job.src)})
+
+        dst, n = job.dst, 1
+        while taken(dst):
+            tag = job.src.parent.name or "root" if n == 1 else f"{job.src.parent.name or 'root'}_{n}"
+            dst = job.dst.with_name(f"{job.dst.stem}_{tag}{job.dst.suffix}")
             n += 1
         self._claimed.add(str(dst).lower())
         if dst == job.dst:
             return job
-        note = f"name collision with an earlier input: written as {dst.name}"
+        note = f"name collision with another input: written as {dst.name}"
         return Job(job.src, dst, f"{job.note}; {note}" if job.note else note)
 
     def _roots(self) -> list[tuple[Path, Path]]:
@@ -200,11 +207,16 @@ class Discovery:
             else:
                 paths.append(Path(item))
         dirs = [p for p in paths if p.is_dir()]
+        bases = [p.resolve().name or "root" for p in dirs]
+        # Same-named folders (d1/x, d2/x) are named after their parents (x_d1, x_d2), whatever
+        # their order; numbers only if the parents share names too.
+        names = {p: (b if bases.count(b) == 1 else f"{b}_{p.resolve().parent.name or 'root'}")
+                 for p, b in zip(dirs, bases, strict=True)}
         used: dict[str, int] = {}
         roots = []
         for p in paths:
             if p.is_dir() and len(dirs) > 1:
-                base = p.resolve().name or "root"
+                base = names[p]
                 n = used.get(base, 0)
                 used[base] = n + 1
                 roots.append((p, self.output / (base if n == 0 else f"{base}_{n + 1}")))

@@ -155,8 +155,14 @@ def check_report_path(path: Path) -> None:
     """
     if path.is_dir():
         raise UsageError(f"--report {path} is a folder; give a file name ending in .json, .csv or .jsonl")
+    if path.name.startswith(".animecli"):
+        raise UsageError(f"--report {path}: names starting with .animecli are animecli's own files "
+                         "(resume state, lock); choose another name")
     if path.suffix.lower() not in _REPORT_FORMATS:
         raise UsageError(f"--report {path}: the extension picks the format; end the name in .json, .csv or .jsonl")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"--report {path}: {blocker} is a file, not a folder; choose a place for the report")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):

@@ -225,9 +225,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if len(first) > 120:
             first = first[:120].rsplit(" ", 1)[0] + " …"  # cut between words
         reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        if "weights only load failed" in first.lower():
+            # torch's advice here is to load without weights_only, i.e. to run code from the file
+            reason = "not a plain tensor file: it would need unsafe loading, which animecli never does"
         raise WeightsError(
-            f"{path}: not a readable PyTorch state dict ({reason}); the file is truncated or corrupt, "
-            "download or copy it again"
+            f"{path}: not a readable PyTorch state dict ({reason}); give a generator's .pt file "
+            "(if it is one, it is truncated or corrupt: download or copy it again)"
         ) from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
@@ -339,6 +342,8 @@ def resolve_file(choice: ModelChoice, manifest: Manifest | None = None) -> Weigh
         WeightsError: missing file, checksum mismatch, unknown name or architecture.
     """
     name, path, spec, multiple, expected = resolve(choice, manifest)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; give the generator's .pt file")
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; check the path, or reinstall animecli")
     digest = sha256_of(path)
@@ -371,7 +376,7 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
         if found is None:
             raise WeightsError(
                 f"{path}: cannot tell the architecture from its keys (first key {next(iter(sd), '?')!r}); "
-                "pass --arch v2 or --arch lite"
+                "it is not an animecli generator, or pass --arch v2, lite, lite2 or lite3"
             )
         align = choice.align_corners if choice.align_corners is not None else True
         spec = ArchSpec(found[0], found[1], align)

@@ -125,8 +125,12 @@ def test_several_input_folders_get_their_own_subfolders(tmp_path: Path) -> None:
     make_photo(two / "a.png", (20, 16), seed=2)
     r = convert(one, two, out)
     assert r.exit_code == 0, r.output
-    assert files_under(out) == {"photos/a.png", "photos_2/a.png"}
-    assert np.abs(pixels(out / "photos" / "a.png") - pixels(out / "photos_2" / "a.png")).max() > 0
+    # same-named folders are told apart by their parents, whatever the order they are given in
+    assert files_under(out) == {"photos_x/a.png", "photos_y/a.png"}
+    assert np.abs(pixels(out / "photos_x" / "a.png") - pixels(out / "photos_y" / "a.png")).max() > 0
+    r = convert(two, one, out, "--report", tmp_path / "again.json")
+    assert r.exit_code == 0, r.output
+    assert read_report(tmp_path / "again.json")["summary"]["skipped"] == 2
 
 
 # 2. output folder inside the input folder

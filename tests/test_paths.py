@@ -105,9 +105,24 @@ def test_same_name_from_a_folder_and_a_file(tmp_path: Path) -> None:
     make_photo(tmp_path / "photos" / "a.png", seed=1)
     extra = make_photo(tmp_path / "extra" / "a.png", seed=2)
     out = tmp_path / "out"
-    r = convert(tmp_path / "photos", extra, out)
+    r = convert(extra, tmp_path / "photos", out, "--report", tmp_path / "r1.json")
     assert r.exit_code == 0, r.output
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"a.png", "a_2.png"}
+    # the folder's file keeps the name; the file named on its own is renamed after its folder
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"a.png", "a_extra.png"}
+    r = convert(tmp_path / "photos", extra, out, "--report", tmp_path / "r2.json")  # either order
+    assert r.exit_code == 0, r.output
+    assert summary(tmp_path / "r2.json")["skipped"] == 2
+
+
+def test_an_output_never_lands_on_a_photo_named_as_an_input(tmp_path: Path) -> None:
+    v4 = tmp_path / "v4"
+    make_photo(v4 / "sub" / "s.png", seed=1)
+    mine = make_photo(v4 / "s.png", seed=2)
+    before = digest(mine)
+    r = convert(v4 / "sub", mine, v4, "--overwrite", "--report", tmp_path / "r.json")
+    assert digest(mine) == before  # sub/s.png's output went elsewhere
+    assert (v4 / "s_sub.png").is_file()
+    assert r.exit_code == 1 and "replace the input file itself" in r.stderr  # v4/s.png -> v4/s.png
 
 
 @pytest.mark.parametrize("missing", ["nope", "nomatch*.jpg"])
@@ -122,7 +137,8 @@ def test_a_report_that_cannot_be_written_is_refused_before_converting(tmp_path: 
     src = make_photo(tmp_path / "in" / "a.png")
     (tmp_path / "file").write_text("x")
     for report, says in ((tmp_path, "is a folder"), (tmp_path / "r.txt", "end the name in .json, .csv or .jsonl"),
-                         (tmp_path / "file" / "r.json", "cannot write in")):
+                         (tmp_path / "file" / "r.json", "is a file, not a folder"),
+                         (tmp_path / "out" / ".animecli.state.jsonl", "animecli's own files")):
         r = convert(src, tmp_path / "out", "--report", report)
         assert r.exit_code == 2, r.output
         assert says in r.stderr

@@ -70,6 +70,9 @@ def test_truncated_and_missing_and_garbage(tmp_path: Path) -> None:
         load_generator(ModelChoice(weights=cut))
     with pytest.raises(WeightsError, match="no such weights file"):
         load_generator(ModelChoice(weights=tmp_path / "nope.pt"))
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(WeightsError, match=r"is a folder; give the generator's \.pt file"):
+        load_generator(ModelChoice(weights=tmp_path / "folder.pt"))
     for name, data in (("text.pt", b"hello\n"), ("four.pt", b"jjjj"), ("photo.pt", b"\xff\xd8\xff\xe0" + bytes(60))):
         (tmp_path / name).write_bytes(data)  # a text file or a photo given as --weights: exit 2, not a traceback
         with pytest.raises(WeightsError, match="not a readable PyTorch state dict") as info:
@@ -89,7 +92,7 @@ def test_unknown_model_name(tiny_weights_dir: Path) -> None:
 def test_models_list_and_info(tiny_weights_dir: Path) -> None:
     res = runner.invoke(app, ["models", "list"])
     assert res.exit_code == 0, res.output
-    assert "tiny (default)" in res.output and "tiny_v2" in res.output
+    assert "tiny" in res.output and "yes" in res.output and "tiny_v2" in res.output
     res = runner.invoke(app, ["models", "info", "tiny_v2"])
     assert res.exit_code == 0
     info = json.loads(res.output)
@@ -221,5 +224,5 @@ def test_models_list_in_a_pipe_is_one_whole_line_per_model(tiny_weights_dir: Pat
     res = CliRunner().invoke(app, ["models", "list"])  # not a terminal: tab-separated, nothing cut short
     assert res.exit_code == 0
     lines = [line.split("\t") for line in res.output.splitlines()]
-    assert lines[0] == ["name", "arch", "params", "size", "style", "licence", "installed"]
-    assert [row[0] for row in lines[1:]] == ["tiny (default)", "tiny_v2"] and all(len(r) == 7 for r in lines)
+    assert lines[0] == ["name", "default", "arch", "params", "size", "style", "licence", "installed"]
+    assert [row[:2] for row in lines[1:]] == [["tiny", "yes"], ["tiny_v2", ""]] and all(len(r) == 8 for r in lines)
