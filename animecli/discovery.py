@@ -172,15 +172,22 @@ class Discovery:
         if same_dir and (job.dst.name == job.src.name or (job.dst.exists() and os.path.samefile(job.dst, job.src))):
             return Problem(job.src, "its output would replace the input file itself; give a different OUTPUT "
                                     "folder or a --suffix")
-        # Taken: an earlier job's output, or a photo named as an input of this run (with
-        # --overwrite it would be replaced before, or instead of, being read).
-        def taken(path: Path) -> bool:
-            return str(path).lower() in self._claimed or (
-                bool(self._input_files) and os.path.realpath(path) in self._input_files - {os.path.realpath(job.src)})
+        src_real = os.path.realpath(job.src) if self._input_files else ""
 
+        def taken(path: Path) -> bool:
+            """An earlier job's output, or a photo named as an input of this run (with
+            --overwrite it would be replaced before, or instead of, being read)."""
+            if str(path).lower() in self._claimed:
+                return True
+            if not self._input_files:
+                return False
+            real = os.path.realpath(path)
+            return real in self._input_files and real != src_real
+
+        folder = job.src.parent.name or "root"
         dst, n = job.dst, 1
         while taken(dst):
-            tag = job.src.parent.name or "root" if n == 1 else f"{job.src.parent.name or 'root'}_{n}"
+            tag = folder if n == 1 else f"{folder}_{n}"
             dst = job.dst.with_name(f"{job.dst.stem}_{tag}{job.dst.suffix}")
             n += 1
         self._claimed.add(str(dst).lower())
