@@ -255,7 +255,7 @@ def _convert(
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
     # torch is imported only if the run needs it (see animecli.lean).
     from animecli.lean import BatchRunner, OrtEngine, plan_lean
-    from animecli.writer import Saved, WriterPool
+    from animecli.writer import Saved, WriterPool, size_problem
 
     plan = plan_lean(opts.model, opts.engine)
     engine: BatchRunner
@@ -342,6 +342,9 @@ def _convert(
                         writer.passthrough((next(arrived), None, rec))
                         report_saved()
                     continue
+                if got.error is None:
+                    # Known before the model runs: an output too large for its format.
+                    got.error = size_problem(got.job.dst, *got.processed_size)
                 if got.error is not None:
                     run.stamps.pop(got.job.dst, None)
                     writer.passthrough((next(arrived), None, load_failure_record(got)))

@@ -90,10 +90,9 @@ def save_image(
     def write(fh: BinaryIO) -> None:
         img.save(fh, format=fmt, **params)
 
-    limit = _MAX_SIDE.get(fmt)
-    if limit and max(img.size) > limit:
-        raise FileError(str(dest), f"{img.width}×{img.height} is over {fmt}'s limit of {limit} pixels a side; "
-                                   "use --format png, or --max-size")
+    problem = size_problem(dest, img.width, img.height)
+    if problem:
+        raise FileError(str(dest), problem)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dest, write)
@@ -107,6 +106,15 @@ def save_image(
             raise OutputError(f"cannot write to {dest.parent} ({exc.strerror}); {fix}") from None
         raise FileError(str(dest), f"could not be written ({exc.strerror or exc}); check the output folder") from None
     return Saved(dest.stat().st_size, (time.perf_counter() - t0) * 1000.0, tuple(notes))
+
+
+def size_problem(dest: Path, width: int, height: int) -> str | None:
+    """Why an image of this size cannot be written in ``dest``'s format (None if it can)."""
+    fmt = _PIL_FORMATS.get(dest.suffix.lower(), "PNG")
+    limit = _MAX_SIDE.get(fmt)
+    if limit and max(width, height) > limit:
+        return f"{width}×{height} is over {fmt}'s limit of {limit} pixels a side; use --format png, or --max-size"
+    return None
 
 
 def _writable(folder: Path) -> bool:

@@ -272,6 +272,7 @@ def test_an_image_over_the_formats_size_limit_fails_alone(tmp_path: Path) -> Non
     assert r.exit_code == 1, r.output
     rows = report_rows(tmp_path / "r.json")
     assert rows["pano.png"]["status"] == "failed" and "limit of 16383 pixels" in rows["pano.png"]["reason"]
+    assert rows["pano.png"]["infer_ms"] == 0  # refused before the model ran
     assert rows["ok.png"]["status"] == "converted"
     assert not list((tmp_path / "out").glob("*pano*")) and not list((tmp_path / "out").glob(".animecli-*.part"))
 
