@@ -207,7 +207,7 @@ def run_convert(
         The summary; ``summary.fatal`` is set if the output became unwritable.
 
     Raises:
-        UsageError: an input folder is the output folder (or inside it), no input exists, or
+        UsageError: an input folder is the output folder, no input exists, or
             the report cannot be written.
         LockedError: another run is writing to the same output folder.
         AnimecliError: setup problems (weights, device, options) before any file is touched.
