@@ -1,5 +1,22 @@
-"""``python -m animecli`` = the ``animecli`` command."""
+"""``python -m animecli`` and the ``animecli`` command.
 
-from animecli.cli import run
+A shim in front of :mod:`animecli.cli`: importing the CLI (Typer, rich) takes about
+0.1 s, and a Ctrl-C in that time would otherwise end in a traceback instead of
+the usual "aborted" and exit code 130.
+"""
 
-run()
+import sys
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        from animecli.cli import run
+    except KeyboardInterrupt:
+        sys.stderr.write("aborted\n")
+        raise SystemExit(130) from None
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -81,3 +81,23 @@ def test_signal_stops_cleanly_and_rerun_resumes(
     rows = json.loads((tmp_path / "plan.json").read_text())["files"]
     assert sorted(Path(row["dst"]).name for row in rows if row["status"] == "skipped") == [p.name for p in done]
     assert sum(row["status"] == "planned" for row in rows) == N_IMAGES - len(done)
+
+
+def test_ctrl_c_while_the_cli_imports_is_exit_130_without_a_traceback() -> None:
+    # A Ctrl-C that lands while the command is still importing Typer and rich (its first ~0.1 s):
+    # simulated by an import hook that raises KeyboardInterrupt when the CLI module is imported.
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def hook(name, *args, **kwargs):\n"
+        "    if name == 'animecli.cli':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = hook\n"
+        "sys.argv = ['animecli', '--help']\n"
+        "from animecli.__main__ import main\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr == "aborted\n"
