@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from animecli.config import LoadOptions
 from animecli.discovery import Job
-from animecli.transforms import UInt8Array, prepare
+from animecli.transforms import ORIENTATION_TAG, ROTATED_NOTE, UInt8Array, prepare
 
 # Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.
 Image.MAX_IMAGE_PIXELS = None
@@ -69,6 +69,10 @@ class Loaded:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
+# Also what --dry-run says of an empty file, which it finds without opening it.
+EMPTY_FILE = "empty file (0 bytes); re-export or remove it"
+
+
 def _describe(exc: BaseException, path: Path) -> str:
     """A one-line reason with the fix, for a file that failed to load."""
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
@@ -84,7 +88,7 @@ def _describe(exc: BaseException, path: Path) -> str:
     if isinstance(exc, UnidentifiedImageError):
         with contextlib.suppress(OSError):
             if path.stat().st_size == 0:
-                return "empty file (0 bytes); re-export or remove it"
+                return EMPTY_FILE
         return "not a recognised image (wrong extension or corrupt); re-export it as JPEG/PNG or remove it"
     if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -124,13 +128,16 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
                 kind, unit = ("multi-page", "page") if img.format == "TIFF" else ("animated", "frame")
                 out.notes.append(f"{kind} ({frames} {unit}s): first {unit} converted")
                 img.seek(0)
+            # Pillow turns a TIFF upright itself while loading its pixels, and drops the tag:
+            # read the orientation first so that the report still says the image was rotated.
+            turned_by_pillow = img.format == "TIFF" and img.getexif().get(ORIENTATION_TAG, 1) not in (None, 1)
             img.load()
             out.icc = img.info.get("icc_profile")
             # prepare() first: it reads the orientation from img.getexif(), the object popped below.
             prepared = prepare(img, opts.max_size)
             exif = img.getexif()
             if exif:
-                exif.pop(0x0112, None)  # the pixels are rotated upright, so orientation becomes normal
+                exif.pop(ORIENTATION_TAG, None)  # the pixels are rotated upright, so orientation becomes normal
                 # A TIFF's "EXIF" is its first directory: size, layout and sample format of the
                 # input. Written into an RGB output they described it wrongly (unreadable files).
                 for tag in _LAYOUT_TAGS:
@@ -148,6 +155,8 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
     out.rgb = prepared.rgb
     out.alpha = prepared.alpha
     out.original_size = prepared.original_size
+    if turned_by_pillow and ROTATED_NOTE not in prepared.notes:
+        out.notes.append(ROTATED_NOTE)
     out.notes.extend(prepared.notes)
     if prepared.original_size != out.processed_size:
         (ow, oh), (pw, ph) = prepared.original_size, out.processed_size

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 UInt8Array = npt.NDArray[np.uint8]
 
 ORIENTATION_TAG = 0x0112
+ROTATED_NOTE = "EXIF rotated"
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def prepare(img: Image.Image, max_size: int) -> Prepared:
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
         if alpha is not None:
             alpha = alpha.resize(size, Image.Resampling.LANCZOS)
-    all_notes = (("EXIF rotated",) if rotated else ()) + notes
+    all_notes = ((ROTATED_NOTE,) if rotated else ()) + notes
     return Prepared(image_to_array(rgb), alpha, original, all_notes)
 
 
