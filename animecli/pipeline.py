@@ -20,7 +20,7 @@ from animecli.atomic import remove_stale_temps
 from animecli.config import Backend, ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
 from animecli.errors import FileError, OutputError
-from animecli.loader import Loaded, StreamingLoader
+from animecli.loader import EMPTY_FILE, Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
 from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
@@ -50,6 +50,13 @@ class _Skip:
 
 def _size(wh: tuple[int, int]) -> str:
     return f"{wh[0]}×{wh[1]}" if wh[0] else ""
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:  # gone or unreadable: the real run says which
+        return False
 
 
 def load_failure_record(got: Loaded) -> FileRecord:
@@ -219,7 +226,10 @@ def run_convert(
     if opts.dry_run:
         run = _Run(opts, on_record)
         for item in run.plan(keep_stamps=False):
-            if isinstance(item, Job):
+            if isinstance(item, Job) and _is_empty(item.src):
+                # A stat, not a decode: --dry-run opens no image, but a zero-byte file cannot convert.
+                run.emit(FileRecord(str(item.src), str(item.dst), Status.FAILED, EMPTY_FILE))
+            elif isinstance(item, Job):
                 run.emit(FileRecord(str(item.src), str(item.dst), Status.PLANNED, notes=item.note))
             else:
                 run.passthrough(item)

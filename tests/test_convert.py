@@ -677,6 +677,21 @@ def test_dry_run_writes_nothing_and_lists_plan(tmp_path: Path) -> None:
     assert report["summary"]["converted"] == 0
 
 
+def test_dry_run_reports_an_empty_file_as_the_real_run_would(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    make_photo(src / "a.png")
+    (src / "empty.jpg").write_bytes(b"")
+    dry = convert(src, out, "--dry-run", "--report", rep)
+    planned = {Path(row["src"]).name: row for row in read_report(rep)["files"]}
+    real = convert(src, out)
+    assert dry.exit_code == real.exit_code == 1, (dry.output, real.output)
+    assert planned["a.png"]["status"] == "planned"
+    assert planned["empty.jpg"]["status"] == "failed"
+    assert "empty file (0 bytes)" in planned["empty.jpg"]["reason"]
+    assert f"{src / 'empty.jpg'}: empty file (0 bytes)" in dry.stderr
+    assert dry.stderr.splitlines()[0] == real.stderr.splitlines()[0]
+
+
 def test_dry_run_with_nothing_to_do_exits_2(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     r = convert(tmp_path / "in", tmp_path / "out", "--dry-run")
