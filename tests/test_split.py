@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,29 +85,31 @@ def test_bands_give_the_whole_image(monkeypatch: pytest.MonkeyPatch, height: int
     np.testing.assert_allclose(got, eager, rtol=0, atol=1e-5)
 
 
-def test_a_batch_is_decoded_within_one_band(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--batch-size N must not hold N bands: a batch larger than a band is decoded one image
-    (and one band of it) at a time, with the same result."""
+def test_a_batch_larger_than_a_band_runs_image_by_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--batch-size N must not hold N images' maps on a CPU: a batch larger than a band runs
+    one image (and one band of it) at a time, with the same result."""
     model = _tiny_lite3()
     split = OrtSession(SplitGraph(*export_onnx_split(model)), Backend.ONNX, threads=1)
     x = (np.random.default_rng(5).random((3, 3, 32, 40), dtype=np.float32) * 2 - 1)
-    want = split.run_array(x)  # the default band is far larger: one decoder call for the batch
-    seen: list[tuple[int, ...]] = []
-    real_run = split._decoder.run
+    want = split.run_array(x)  # the default band is far larger: one call for the batch
+    seen: dict[str, list[tuple[int, ...]]] = {"encoder": [], "decoder": []}
+    for part, session in (("encoder", split.session), ("decoder", split._decoder)):
+        def spy(names: list[str], feed: dict[str, np.ndarray], *args: object,
+                _real: Any = session.run, _part: str = part) -> Any:
+            seen[_part].append(feed["input"].shape)
+            return _real(names, feed, *args)
 
-    def spy(names: list[str], feed: dict[str, np.ndarray], *args: object) -> list[np.ndarray]:
-        seen.append(feed["input"].shape)
-        return real_run(names, feed, *args)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(split._decoder, "run", spy)
+        monkeypatch.setattr(session, "run", spy)
     monkeypatch.setattr(ort, "MIN_BAND_ROWS", 4)
-    for band_pixels, calls in ((32 * 40, 3), (16 * 40, 6)):  # one image a band; two bands an image
+    for band_pixels, decoder_calls in ((3 * 32 * 40, 1), (32 * 40, 3), (16 * 40, 6)):
         monkeypatch.setattr(ort, "BAND_PIXELS", band_pixels)
-        seen.clear()
-        got = split.run_array(x)
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-        assert len(seen) == calls and all(shape[0] == 1 for shape in seen), seen
-        assert max(shape[2] for shape in seen) <= band_pixels // 40 + 2 * ort.BAND_HALO
+        seen["encoder"].clear()
+        seen["decoder"].clear()
+        np.testing.assert_allclose(split.run_array(x), want, rtol=0, atol=1e-6)
+        assert len(seen["decoder"]) == decoder_calls, seen
+        if decoder_calls > 1:  # the batch did not fit: one image at a time, through both graphs
+            assert [s[0] for s in seen["encoder"]] == [1, 1, 1], seen
+            assert all(s[0] == 1 and s[2] <= band_pixels // 40 + 2 * ort.BAND_HALO for s in seen["decoder"])
 
 
 def test_too_little_context_shows(monkeypatch: pytest.MonkeyPatch) -> None:
