@@ -56,9 +56,14 @@ def has_local_decoder(arch: Arch) -> bool:
 # The last is the steady state over many tiles: onnxruntime's arena kept growing for the
 # first tiles of a photo even at one tile shape, to about 1.9× a single run's peak (lite2,
 # 30 tiles of 1512²); for lite and v2 it is that factor times a single run's figure.
+# "onnx-split": lite3's encoder graph on the whole image, its decoder in bands: 254 B/px
+# measured (peak RSS of whole converts, 1024×768 → 1600×1200 → 2048×1536: 312 → 598 → 907 MB),
+# so a 3:2 photo at --max-size 2048 runs whole (untiled 1600×1200 took 8 s and 598 MB; tiled
+# in the PyTorch engine, 21 s and 863 MB).
 _BYTES_PER_PIXEL = {
     "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640},
     "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640},
+    "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272},
     "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640},
 }
 
@@ -69,8 +74,8 @@ def activation_bytes_per_pixel(arch: str, half: bool = False, graph: str = "eage
     Args:
         arch: ``v2``, ``lite``, ``lite2`` or ``lite3`` (anything else counts as ``v2``).
         half: computing in float16/bfloat16 (halves it).
-        graph: what runs: ``eager`` (PyTorch), ``onnx`` or ``onnx-fixed`` (onnxruntime's
-            normal or fixed-statistics graph).
+        graph: what runs: ``eager`` (PyTorch), ``onnx``, ``onnx-split`` or ``onnx-fixed``
+            (onnxruntime's whole, two-part (:func:`has_local_decoder`) or fixed-statistics graph).
     """
     table = _BYTES_PER_PIXEL.get(graph, _BYTES_PER_PIXEL["eager"])
     bpp = table.get(arch, table["v2"])

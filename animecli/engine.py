@@ -146,7 +146,9 @@ class Engine:
 
     def _bpp(self) -> tuple[int, int, int]:
         """Bytes per pixel of (a whole image, a tile, the statistics pass) with this runner."""
-        whole = "onnx" if isinstance(self.runner, OrtRunner) else "eager"
+        whole = "eager"
+        if isinstance(self.runner, OrtRunner):
+            whole = "onnx-split" if self.runner.split else "onnx"
         tile = "onnx-fixed" if self._fixed_forward() is not None else "eager"
         return (bytes_per_pixel(self.arch, self.dtype, whole), bytes_per_pixel(self.arch, self.dtype, tile),
                 bytes_per_pixel(self.arch, self.dtype, "eager"))

@@ -143,7 +143,8 @@ class OrtEngine:
 
     def needs_tiling(self, height: int, width: int) -> bool:
         """Whether the PyTorch engine would tile an image of this size (the same rule)."""
-        bpp = activation_bytes_per_pixel(self.plan.spec.arch.value, graph="onnx")
+        graph = "onnx-split" if self.session.split else "onnx"
+        bpp = activation_bytes_per_pixel(self.plan.spec.arch.value, graph=graph)
         return needs_tiling(height, width, self.opts.tile, self.budget, bpp)
 
     def _torch_engine(self) -> BatchRunner:

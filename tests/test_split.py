@@ -154,6 +154,29 @@ def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.Monk
     assert plan.split[1].stat().st_size > 0 and plan_lean(ModelChoice(), _cpu()) is not None
 
 
+def test_both_engines_tile_lite3_by_its_banded_memory(lite3_dir: Path) -> None:
+    """The banded lite3 graph needs ~254 B/px, not the whole graph's 640: with the same budget
+    it runs larger images whole, and both engines draw the line at the same size."""
+    from animecli.archs import activation_bytes_per_pixel
+    from animecli.engine import Engine
+    from animecli.weights import load_generator
+
+    opts = _cpu(backend=Backend.ONNX, max_memory_mb=1)
+    loaded = load_generator(ModelChoice())
+    engine = Engine(loaded.model, loaded.input_multiple, opts, loaded.spec.arch.value,
+                    weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    plan = plan_lean(ModelChoice(), opts)
+    assert plan is not None
+    lean = OrtEngine(plan, opts, lambda: pytest.fail("not run"))  # type: ignore[arg-type,return-value]
+    bpp = activation_bytes_per_pixel("lite3", graph="onnx-split")
+    assert bpp < activation_bytes_per_pixel("lite3", graph="onnx")
+    side = int((2**20 / bpp) ** 0.5) // 4 * 4  # the largest square under the 1 MB budget, to 4 px
+    assert side * side * activation_bytes_per_pixel("lite3", graph="onnx") > 2**20  # tiled before
+    for h, w, tiled in ((side, side, False), (side + 8, side + 8, True)):
+        assert lean.needs_tiling(h, w) is tiled
+        assert (engine.tile_plan_for(h, w) is not None) is tiled
+
+
 def test_lite3_convert_without_torch(tmp_path: Path, lite3_dir: Path) -> None:
     """The default model's path: a second run converts without torch, in bands, same JPEGs."""
     src = tmp_path / "in"
