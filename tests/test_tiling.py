@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -147,8 +148,8 @@ def test_cli_tile_option_matches_untiled(tiny_weights_dir: Path, tmp_path: Path)
     for tile, dest in (("0", "plain"), ("64", "tiled")):
         res = runner.invoke(app, ["convert", str(src), str(tmp_path / dest), "--device", "cpu", "--tile", tile])
         assert res.exit_code == 0, res.output
-    a = torch.tensor(list(Image.open(tmp_path / "plain" / "big.png").getdata()), dtype=torch.float32)
-    b = torch.tensor(list(Image.open(tmp_path / "tiled" / "big.png").getdata()), dtype=torch.float32)
+    a = torch.from_numpy(np.asarray(Image.open(tmp_path / "plain" / "big.png"), dtype=np.float32))
+    b = torch.from_numpy(np.asarray(Image.open(tmp_path / "tiled" / "big.png"), dtype=np.float32))
     assert a.shape == b.shape
     assert (a - b).abs().mean() <= 1.0
     res = runner.invoke(app, ["convert", str(src), str(tmp_path / "x"), "--tile", "7"])
