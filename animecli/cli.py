@@ -6,6 +6,7 @@ Heavy imports (torch, the pipeline) happen inside the commands, so that
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -85,6 +86,14 @@ def main(
     """Batch-convert folders of photos into anime-style images."""
 
 
+class _Abort(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop now, with the exit code of the signal that asked."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Signals:
     """First SIGINT/SIGTERM: finish the current batch, write the report, exit 130/143. Second: stop now."""
 
@@ -95,11 +104,12 @@ class _Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.stop.is_set():
-            raise KeyboardInterrupt
+            raise _Abort(signum)
         self.received = signum
         self.stop.set()
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
         err.print(f"\n{signal.Signals(signum).name}: finishing the current image, then stopping "
-                  "(press Ctrl-C again to abort now)")
+                  f"({again} to abort now)")
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
@@ -166,7 +176,8 @@ def convert(
     verify: Annotated[bool, typer.Option("--verify", help="When skipping, compare inputs by content (sha256) instead of size and modification time; reads every input twice.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write a report: .json, .csv or .jsonl.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be converted; convert nothing.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only failures, then the summary; nothing when all went well (cron).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every file, also on a terminal.")] = False,
     engine_kind: Annotated[EngineKind, typer.Option("--engine", help="local (this process) or ray (a pool of Ray actors; pip install 'animecli\\[ray]'). See docs/ray.md.")] = EngineKind.LOCAL,
     address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (e.g. auto, or HOST:6379); default: RAY_ADDRESS, else a local Ray instance.")] = None,
@@ -185,6 +196,17 @@ def convert(
         raise typer.Exit(EXIT_USAGE)
     *inputs, output = paths
     load_jobs, save_jobs = _jobs(jobs)
+    if any(sep and sep in suffix for sep in ("/", "\0", os.sep, os.altsep)):
+        # The suffix goes into a file name: a separator would put outputs outside OUTPUT.
+        err.print(f"error: --suffix {_printable(suffix)!r}: no path separators in a suffix; use e.g. --suffix _anime")
+        raise typer.Exit(EXIT_USAGE)
+    if engine_kind is not EngineKind.RAY:
+        ray_only = [name for name, given in (("--address", address is not None), ("--workers", workers != 0),
+                                              ("--num-gpus-per-worker", num_gpus_per_worker is not None)) if given]
+        if ray_only:
+            err.print(f"error: {', '.join(ray_only)}: for --engine ray only (add it, or leave them out; "
+                      "decode/encode threads are -j/--jobs)")
+            raise typer.Exit(EXIT_USAGE)
     opts = ConvertOptions(
         inputs=tuple(inputs),
         output=Path(output),
@@ -545,8 +567,17 @@ def bench(
 
 def run() -> None:
     """Console-script entry point."""
+    for stream in (sys.stdout, sys.stderr):
+        # A log whose encoding cannot hold "×" or a file name (PYTHONIOENCODING=ascii, an odd
+        # locale) gets escapes, not a UnicodeEncodeError that ends the run after the first file.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change any more
+                pass
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("aborted")
-        sys.exit(130)
+        sys.exit(EXIT_SIGNAL.get(signal.Signals(exc.signum), 130) if isinstance(exc, _Abort) else 130)

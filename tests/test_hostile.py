@@ -323,3 +323,41 @@ def test_exif_too_large_for_a_jpeg_is_left_out_with_a_note() -> None:
         assert any(n.startswith("EXIF not kept") for n in saved.notes)
         with Image.open(Path(tmp) / "o.jpg") as out:
             out.load()
+
+
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    make_photo(src / "a.png", seed=1)
+    make_photo(src / "b.png", seed=2)
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for suffix in ("/../../in/b", "/x", "_a/b"):
+        r = convert(src, tmp_path / "out", "--suffix", suffix, "--overwrite")
+        assert r.exit_code == 2, r.output
+        assert "--suffix" in r.stderr and "separator" in r.stderr
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "weights"]  # nothing written anywhere
+
+
+def test_ray_options_without_the_ray_engine_are_refused(tmp_path: Path) -> None:
+    make_photo(tmp_path / "in" / "a.png")
+    for option in (["--workers", "4"], ["--address", "auto"], ["--num-gpus-per-worker", "1"]):
+        r = convert(tmp_path / "in", tmp_path / "out", *option)
+        assert r.exit_code == 2, r.output
+        assert f"{option[0]}: for --engine ray only" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_log_that_cannot_hold_unicode_gets_escapes(tmp_path: Path) -> None:
+    """cron with PYTHONIOENCODING=ascii (or an odd locale): "40×30" in the log must not end the run."""
+    import subprocess
+
+    src = tmp_path / "in"
+    for i in range(3):
+        make_photo(src / f"p{i}.png", seed=i)
+    make_photo(src / "café.png", seed=5)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "animecli", "convert", str(src), str(tmp_path / "out"), "-v",
+                        "--device", "cpu", "--threads", "1"], capture_output=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert b"40\\xd730" in r.stdout and b"caf\\xe9.png" in r.stdout
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4

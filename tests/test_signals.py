@@ -101,3 +101,24 @@ def test_ctrl_c_while_the_cli_imports_is_exit_130_without_a_traceback() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 130, r.stderr
     assert r.stderr == "aborted\n"
+
+
+def test_a_second_sigterm_aborts_with_143(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first signal asks for a clean stop; a second aborts at once, with its own exit code
+    (a double SIGTERM from a supervisor is not a Ctrl-C: 143, not 130)."""
+    from animecli import cli
+
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        sig = cli._Signals()
+        sig._handle(signum, None)
+        assert sig.stop.is_set() and sig.received == signum
+        with pytest.raises(KeyboardInterrupt) as info:
+            sig._handle(signum, None)
+
+        def app(exc: BaseException = info.value) -> None:
+            raise exc
+
+        monkeypatch.setattr(cli, "app", app)
+        with pytest.raises(SystemExit) as done:
+            cli.run()
+        assert done.value.code == code
