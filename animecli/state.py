@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TextIO
 
 from animecli.atomic import atomic_write_bytes
-from animecli.errors import OutputError
+from animecli.errors import OutputError, UsageError
 
 STATE_NAME = ".animecli.state.jsonl"
 _LOSSY = {".jpg", ".jpeg", ".webp"}
@@ -143,6 +143,10 @@ class RunState:
     def __init__(self, output: Path, verify: bool = False) -> None:
         self.output = output
         self.path = output / STATE_NAME
+        if self.path.is_symlink():
+            # Appending through a link would write JSON lines into whatever file it points at.
+            raise UsageError(f"{self.path} is a symbolic link; animecli keeps its resume state in that file: "
+                             "remove the link and rerun")
         self.verify = verify
         self.existed = self.path.is_file()
         self._entries: dict[str, _Entry] = {}
@@ -221,7 +225,9 @@ class RunState:
         })  # ASCII only (ensure_ascii), so even undecodable file names round-trip
         try:
             if self._fh is None:
-                self._fh = self.path.open("a", encoding="ascii")
+                # O_NOFOLLOW: a link made after the check above is refused, not followed.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                self._fh = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="ascii")
             self._fh.write(line + "\n")
             self._fh.flush()
         except OSError as exc:

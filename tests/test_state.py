@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from animecli.errors import OutputError
 from animecli.state import STATE_NAME, RunState, Settings, Stamp, Verdict
 from tests.conftest import cli_convert, make_photo
 
@@ -169,3 +170,28 @@ def test_undecodable_names_round_trip(tmp_path: Path) -> None:
     state.record(dst, Stamp(1, 2), settings.fingerprint(dst))
     state.close()
     assert RunState(tmp_path).verdict(dst, Stamp(1, 2), settings.fingerprint(dst)) is Verdict.UP_TO_DATE
+
+
+def test_a_state_file_that_is_a_link_is_refused_not_followed(tmp_path: Path) -> None:
+    src, out, other = tmp_path / "in", tmp_path / "out", tmp_path / "photo.png"
+    make_photo(src / "a.png")
+    make_photo(other, seed=4)
+    before = other.read_bytes()
+    out.mkdir()
+    (out / STATE_NAME).symlink_to(other)
+    r = convert(src, out)
+    assert r.exit_code == 2, r.output
+    assert STATE_NAME in r.stderr and "symbolic link" in r.stderr and "remove the link" in r.stderr
+    assert other.read_bytes() == before
+    assert not (out / "a.png").exists()
+
+
+def test_a_link_made_after_the_check_is_not_followed(tmp_path: Path) -> None:
+    out, other = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    other.write_text("keep me\n")
+    state = RunState(out)
+    (out / STATE_NAME).symlink_to(other)
+    with pytest.raises(OutputError):
+        state.record(out / "a.png", Stamp(1, 2, None), "f" * 32)
+    assert other.read_text() == "keep me\n"
