@@ -5,6 +5,7 @@ Nothing here prints: the CLI renders records as they arrive.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -187,12 +188,21 @@ class ReportWriter:
         # File names that are not valid UTF-8 reach us as lone surrogates (PEP 383); they are written as
         # JSON escapes (\udcXX), which json.loads and os.fsencode turn back into the original bytes.
         self._spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="backslashreplace")
+        self._spool_error: OSError | None = None
 
     def add(self, rec: FileRecord) -> None:
-        """Append one row."""
-        self._spool.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+        """Append one row. A spool that cannot be written (a full TMPDIR, a file size limit) does
+        not stop the run: :meth:`finish` raises the error, after the outputs are written."""
+        if self._spool_error is not None:
+            return
+        try:
+            self._spool.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+        except OSError as exc:
+            self._spool_error = exc
 
     def _rows(self) -> Iterator[dict[str, object]]:
+        if self._spool_error is not None:
+            raise self._spool_error
         self._spool.flush()
         self._spool.seek(0)
         for line in self._spool:
@@ -200,7 +210,11 @@ class ReportWriter:
         self._spool.seek(0, io.SEEK_END)
 
     def finish(self, summary: Summary) -> None:
-        """Write the report file (may be called again later; the last call wins)."""
+        """Write the report file (may be called again later; the last call wins).
+
+        Raises:
+            OSError: the report or its spool could not be written.
+        """
 
         def write(fh: BinaryIO) -> None:
             text = io.TextIOWrapper(fh, encoding="utf-8", errors="backslashreplace", newline="")
@@ -227,4 +241,5 @@ class ReportWriter:
 
     def close(self) -> None:
         """Drop the spool."""
-        self._spool.close()
+        with contextlib.suppress(OSError):  # its buffer may not flush (the error finish reported)
+            self._spool.close()

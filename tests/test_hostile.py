@@ -361,3 +361,28 @@ def test_a_log_that_cannot_hold_unicode_gets_escapes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert b"40\\xd730" in r.stdout and b"caf\\xe9.png" in r.stdout
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def test_a_report_spool_that_cannot_be_written_is_one_line_and_the_outputs_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's rows are spooled to TMPDIR: a full TMPDIR (or a file size limit) must not
+    end the run with a traceback."""
+    import io
+
+    from animecli import report
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(report.tempfile, "TemporaryFile", lambda *a, **k: Full())
+    src, rep = tmp_path / "in", tmp_path / "r.json"
+    for i in range(3):
+        make_photo(src / f"p{i}.png", seed=i)
+    r = convert(src, tmp_path / "out", "--report", rep)
+    assert r.exit_code == 1, r.output
+    assert isinstance(r.exception, SystemExit)  # no traceback
+    assert f"could not write the report {rep}" in r.stderr and "the outputs are written" in r.stderr
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    assert not rep.exists()
