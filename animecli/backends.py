@@ -40,7 +40,7 @@ from torch import nn
 
 from animecli.atomic import atomic_write_bytes
 from animecli.config import Backend
-from animecli.errors import SetupError, UsageError
+from animecli.errors import GraphError, SetupError, UsageError
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm
 from animecli.models.v2 import GeneratorV2
@@ -684,27 +684,44 @@ def make_runner(
         def fixed_graph() -> bytes:
             return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
-        graph: bytes | SplitGraph
         if not can_split(model):
-            graph = _cached(paths.fp32, lambda: export_onnx(model))
-        else:  # the whole graph is not needed (int8 exports it when asked for)
-            # Exported once for both parts (the first run caches them; the torch-free engine needs both).
-            parts: list[bytes] = []
+            return _open_runner(lambda: _cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
+                                backend, threads, fixed_graph)
+        # The whole graph is not needed (int8 exports it when asked for). Exported once for
+        # both parts (the first run caches them; the torch-free engine needs both).
+        parts: list[bytes] = []
 
-            def part(i: int) -> bytes:
-                if not parts:
-                    parts.extend(export_onnx_split(model))
-                return parts[i]
+        def part(i: int) -> bytes:
+            if not parts:
+                parts.extend(export_onnx_split(model))
+            return parts[i]
 
-            graph = SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
-        return OrtRunner(graph, backend, threads, fixed_graph)
-    fp32 = _cached(paths.fp32, lambda: export_onnx(model))
+        def split() -> SplitGraph:
+            return SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
+
+        return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, fixed_graph)
+    fp32_path = paths.fp32
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, _calibration_key(images))
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory(prefix="animecli-int8-") as tmp:
-            return quantize_int8(fp32, images, Path(tmp))
+            return quantize_int8(_cached(fp32_path, lambda: export_onnx(model)), images, Path(tmp))
 
-    data = _cached(paths.int8, build)
-    return OrtRunner(data, backend, threads)
+    return _open_runner(lambda: _cached(paths.int8, build), [paths.int8, fp32_path], backend, threads)
+
+
+def _open_runner(
+    graph: Callable[[], bytes | SplitGraph], files: list[Path], backend: Backend, threads: int,
+    fixed_graph: Callable[[], bytes] | None = None,
+) -> OrtRunner:
+    """The session over ``graph()``; if onnxruntime refuses the cached ``files`` (damaged on
+    disk), they are deleted and made again, once."""
+    try:
+        return OrtRunner(graph(), backend, threads, fixed_graph)
+    except GraphError:
+        for path in files:
+            _MEMO.pop(path.name, None)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return OrtRunner(graph(), backend, threads, fixed_graph)

@@ -33,6 +33,10 @@ class DownloadError(SetupError):
     """A model download failed (exit 2)."""
 
 
+class GraphError(SetupError):
+    """onnxruntime could not load a compiled graph (a damaged cache file, say) (exit 2)."""
+
+
 class LockedError(AnimecliError):
     """Another animecli run holds the output folder's lock (exit 3)."""
 

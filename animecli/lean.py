@@ -14,6 +14,7 @@ large enough to be tiled (tiling freezes norm statistics from an eager pass).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -61,6 +62,13 @@ class LeanPlan:
     spec: ArchSpec
     graph: Path
     split: tuple[Path, Path] | None = None
+
+
+def discard(plan: LeanPlan) -> None:
+    """Delete the plan's cached graphs (onnxruntime refused them): the PyTorch engine makes them again."""
+    for path in (plan.graph, *(plan.split or ())):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def torch_has_gpu_build() -> bool | None:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from animecli.config import Backend
-from animecli.errors import SetupError
+from animecli.errors import GraphError, SetupError
 from animecli.hub import cache_dir
 
 OPSET = 17
@@ -176,10 +176,10 @@ class OrtSession:
             shared = self._session_options(threads)
             if _register_shared_arena(self._ort):
                 shared.add_session_config_entry("session.use_env_allocators", "1")
-            self.session = self._ort.InferenceSession(model.encoder, shared, providers=["CPUExecutionProvider"])
-            self._decoder = self._ort.InferenceSession(model.decoder, shared, providers=["CPUExecutionProvider"])
+            self.session = self._open(model.encoder, shared)
+            self._decoder = self._open(model.decoder, shared)
         else:
-            self.session = self._open(model)
+            self.session = self._open(model, self._options)
         self._fixed_graph = fixed_graph
         self._fixed_session: Any = None
         # The arena keeps what the largest input so far needed; after an input much larger
@@ -193,8 +193,19 @@ class OrtSession:
         """Whether :meth:`run_fixed_array` is available."""
         return self._fixed_graph is not None
 
-    def _open(self, model_bytes: bytes) -> Any:
-        return self._ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
+    def _open(self, model_bytes: bytes, options: Any) -> Any:
+        """An onnxruntime session.
+
+        Raises:
+            GraphError: onnxruntime refused the bytes (a damaged cache file; the callers
+                delete it and compile the model again).
+        """
+        try:
+            return self._ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, InvalidGraph, Fail …)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise GraphError(f"onnxruntime could not load a compiled graph ({first}); delete "
+                             f"{cache_dir() / 'compiled'} and rerun (it is compiled again)") from None
 
     def _session_options(self, threads: int) -> Any:
         ort = self._ort
@@ -283,7 +294,7 @@ class OrtSession:
         if self._fixed_graph is None:
             raise ValueError("this session has no fixed-statistics graph (check can_tile)")
         if self._fixed_session is None:
-            self._fixed_session = self._open(self._fixed_graph())
+            self._fixed_session = self._open(self._fixed_graph(), self._options)
         (y,) = self._fixed_session.run(["output"], {"input": x, "stats": stats})
         out: Float32Array = y
         return out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from animecli.atomic import remove_stale_temps
 from animecli.config import Backend, ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
-from animecli.errors import FileError, OutputError
+from animecli.errors import FileError, GraphError, OutputError
 from animecli.loader import EMPTY_FILE, Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
@@ -264,13 +264,19 @@ def _convert(
     """The non-dry run, with the output folder locked."""
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
     # torch is imported only if the run needs it (see animecli.lean).
-    from animecli.lean import BatchRunner, OrtEngine, plan_lean
+    from animecli.lean import BatchRunner, OrtEngine, discard, plan_lean
     from animecli.writer import Saved, WriterPool, size_problem
 
     plan = plan_lean(opts.model, opts.engine)
     engine: BatchRunner
+    lean: OrtEngine | None = None
     if plan is not None:
-        engine = lean = OrtEngine(plan, opts.engine, lambda: _torch_engine(opts)[1])
+        try:
+            lean = OrtEngine(plan, opts.engine, lambda: _torch_engine(opts)[1])
+        except GraphError:  # a damaged cache file: the PyTorch engine compiles the model again
+            discard(plan)
+    if plan is not None and lean is not None:
+        engine = lean
         name, digest, spec = plan.weights.name, plan.weights.sha256, plan.spec
         device, precision, backend = lean.device, lean.precision_name, lean.backend
     else:

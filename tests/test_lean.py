@@ -171,3 +171,30 @@ def test_out_of_memory_is_reported_per_image(tiny_weights_dir: Path, monkeypatch
     got = lean.run_batch(batch)
     assert got.images == [None, None]
     assert all(e is not None and e.startswith("out of memory at 24×20") for e in got.errors)
+
+
+@pytest.mark.parametrize("backend", ["auto", "onnx", "int8"])
+def test_a_damaged_cached_graph_is_compiled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """A cached graph that onnxruntime refuses (a disk error, a cut copy) is deleted and made
+    again, on both engines' paths: the run converts and the next one finds a good cache."""
+    from animecli import backends
+    from animecli.models import Arch
+    from tests.conftest import cli_convert, make_weights_dir
+
+    make_weights_dir(tmp_path, monkeypatch, (("tiny3", Arch.LITE3), ("tiny", Arch.LITE)))
+    src = tmp_path / "in"
+    make_photo(src / "a.png", (48, 40))
+    model = ["--model", "tiny3"] if backend == "auto" else ["--model", "tiny", "--backend", backend]
+    first = cli_convert(src, tmp_path / "first", *model, "--threads", "1")
+    assert first.exit_code == 0, first.output
+    graphs = sorted((tmp_path / "home").rglob("*.onnx"))
+    assert graphs
+    for g in graphs:
+        g.write_bytes(g.read_bytes()[:5000])
+    backends._MEMO.clear()  # what a new process starts with: the graphs come from the disk
+    again = cli_convert(src, tmp_path / "again", *model, "--threads", "1")
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "a.png").read_bytes() == (tmp_path / "first" / "a.png").read_bytes()
+    assert all(g.stat().st_size > 5000 for g in graphs if g.exists())
