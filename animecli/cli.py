@@ -372,15 +372,13 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
     """Download an upstream checkpoint into the cache (ANIMECLI_HOME or the platform cache folder)."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from animecli.hub import RemoteFile, download
-    from animecli.weights import cache_dir, load_manifest
+    from animecli.weights import load_manifest, pull
 
     try:
         entry = load_manifest().get(name)
         if not entry.remote or entry.url is None:
             out.print(f"{name} ships with animecli; nothing to download")
             return
-        remote = RemoteFile(name, entry.url, entry.size, entry.sha256)
         with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err,
                       disable=not err.is_terminal) as bar:
             task = bar.add_task(f"pulling {name}", total=entry.size)
@@ -388,7 +386,11 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
             def progress(done: int, total: int | None) -> None:
                 bar.update(task, completed=done, total=total)
 
-            path = download(remote, cache_dir(), progress)
+            def notice(message: str) -> None:
+                err.print(f"warning: {escape(_printable(message))}", soft_wrap=True)
+
+            # pull, not hub.download: it checks that a first download loads as the model.
+            path = pull(entry, progress, notice)
     except AnimecliError as exc:
         raise _fail(exc) from None
     out.print(f"{name}: {path}")

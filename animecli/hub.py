@@ -8,7 +8,10 @@
 * **Verified.** The size and SHA-256 are checked against what the registry
   expects. Where the registry has no digest, the one computed on the first
   download is recorded in ``NAME.pt.sha256`` (``sha256sum -c`` format) and every
-  later use is checked against it (trust on first use).
+  later use is checked against it (trust on first use). Before such a first
+  download is recorded, a caller-supplied ``check`` can confirm that the bytes
+  are the kind of file asked for (the weights layer loads them as a checkpoint),
+  so an HTML error page or a cut-short body is never pinned as the model.
 * **Resumable.** Interrupted transfers continue from the ``.part`` with an HTTP
   ``Range`` request, both within one call (a dropped connection is retried) and
   across runs (the ``.part`` is kept when the retries run out).
@@ -22,6 +25,7 @@ torch, so ``animecli models pull`` stays quick to start.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -39,10 +43,17 @@ from typing import IO
 
 from animecli.errors import DownloadError, WeightsError
 
-__all__ = ["ProgressFn", "RemoteFile", "cache_dir", "download", "sha256_file"]
+__all__ = ["CheckFn", "NoticeFn", "ProgressFn", "RemoteFile", "cache_dir", "download", "sha256_file"]
 
 ProgressFn = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, total_or_None)`` while a download runs."""
+
+CheckFn = Callable[[Path], str | None]
+"""Called as ``check(path)`` on a file nothing else vouches for; returns ``None`` if it is
+the kind of file asked for, else a short reason why not (e.g. ``"an HTML page"``)."""
+
+NoticeFn = Callable[[str], None]
+"""Called with a one-line message when :func:`download` does something the user should know."""
 
 # 1 MiB: big enough that hashing and copying are not call-bound, small enough for smooth progress.
 _CHUNK = 1 << 20
@@ -92,12 +103,14 @@ class RemoteFile:
         url: ``http://`` or ``https://`` address of the file.
         size: expected size in bytes, if known.
         sha256: expected hex digest, if known; ``None`` records it on first download.
+        kind: what the file is, for messages, e.g. ``"v2 checkpoint"``.
     """
 
     name: str
     url: str
     size: int | None = None
     sha256: str | None = None
+    kind: str = "checkpoint"
 
     def __post_init__(self) -> None:
         """Reject entries that would write outside the cache or can never verify.
@@ -148,6 +161,8 @@ def download(
     progress: ProgressFn | None = None,
     timeout: float = 30.0,
     retries: int = 3,
+    check: CheckFn | None = None,
+    notice: NoticeFn | None = None,
 ) -> Path:
     """Download ``remote`` to ``dest_dir/NAME.pt``, verified, resuming where possible.
 
@@ -155,6 +170,11 @@ def download(
     or the one recorded in ``NAME.pt.sha256``), it is returned without any network
     access. Otherwise the file is fetched into ``NAME.pt.part`` (continuing an
     earlier ``.part`` with a ``Range`` request), checked, and renamed atomically.
+
+    Without ``remote.sha256`` nothing vouches for the bytes but ``check``: it runs on a
+    new download before its digest is recorded, and on an existing file before it is
+    trusted. A recorded file that fails it (pinned by a version that did not check)
+    is deleted with its record and downloaded again, after a ``notice``.
 
     Args:
         remote: what to fetch and how to check it.
@@ -164,6 +184,10 @@ def download(
         timeout: seconds to wait for the connection and for each read.
         retries: how many times a transfer that drops mid-way (reset, timeout,
             short body, HTTP 5xx) is retried, continuing from the bytes received.
+        check: confirms a file is a ``remote.kind`` (see :data:`CheckFn`); used only
+            when ``remote.sha256`` is ``None``. A callable, so that what it needs
+            (torch, the architectures) is imported by the caller, not by this module.
+        notice: told when a recorded file that fails ``check`` is downloaded again.
 
     Returns:
         The path of the verified ``NAME.pt``.
@@ -173,14 +197,16 @@ def download(
             keeps dropping the transfer, or the file cannot be written. A kept
             ``.part`` lets the next call resume.
         WeightsError: the existing or downloaded bytes have the wrong size or
-            SHA-256; a bad ``.part`` is deleted first.
+            SHA-256, a new download fails ``check`` (it is deleted, nothing is
+            recorded), or an unrecorded existing file fails it (it is left alone).
+            A bad ``.part`` is deleted first.
     """
     final = dest_dir / f"{remote.name}.pt"
     part = dest_dir / f"{remote.name}.pt.part"
     sidecar = dest_dir / f"{remote.name}.pt.sha256"
 
-    if final.exists():
-        return _verify_existing(remote, final, sidecar)
+    if final.exists() and _verify_existing(remote, final, sidecar, check, notice):
+        return final
 
     _check_url(remote.url)
     try:
@@ -204,6 +230,17 @@ def download(
             time.sleep(_RETRY_BACKOFF_S * failures)
 
     digest = _verify_part(remote, part, server_total)
+    if check is not None and remote.sha256 is None:
+        # Nothing else vouches for these bytes, and once recorded they are trusted for
+        # good: an HTML error page or a body cut short (no Content-Length to notice it
+        # by) would become "the model", and a second pull would find it "verified".
+        problem = check(part)
+        if problem is not None:
+            _unlink(part)
+            raise WeightsError(
+                f"{remote.url} did not return a {remote.kind} ({_one_line(problem)}); nothing was saved; "
+                f"check the URL or try again later, {_MANUAL}"
+            )
     try:
         if remote.sha256 is None:
             # Recorded before the rename: a crash in between only costs a re-download,
@@ -355,8 +392,15 @@ def _verify_part(remote: RemoteFile, part: Path, server_total: int | None) -> st
     return digest
 
 
-def _verify_existing(remote: RemoteFile, final: Path, sidecar: Path) -> Path:
-    """Return ``final`` if it matches the expected or recorded digest, else raise WeightsError."""
+def _verify_existing(
+    remote: RemoteFile, final: Path, sidecar: Path, check: CheckFn | None, notice: NoticeFn | None
+) -> bool:
+    """Vet an existing ``final``: True to use it, False if it was deleted to be downloaded again.
+
+    Raises:
+        WeightsError: ``final`` does not match the expected or recorded digest, or has
+            no record and fails ``check`` (a file placed by hand is never deleted).
+    """
     fix = f"delete it and run `animecli models pull {remote.name}` again"
     expected = remote.sha256 if remote.sha256 is not None else _read_sidecar(sidecar, final, remote.name)
     try:
@@ -374,17 +418,43 @@ def _verify_existing(remote: RemoteFile, final: Path, sidecar: Path) -> Path:
                 f"{final} is {size} bytes, expected {remote.size}: the file is incomplete "
                 f"or not {remote.name}; {fix}"
             )
+        problem = check(final) if check is not None else None
+        if problem is not None:
+            # Not deleted: with no record, animecli cannot tell that it put the file there.
+            raise WeightsError(f"{final} is not a {remote.kind} ({_one_line(problem)}); {fix}")
         try:
             _write_sidecar(sidecar, actual, final.name)
         except OSError as exc:
             raise _write_error(sidecar, exc) from exc
-        return final
+        return True
     if actual != expected:
         raise WeightsError(
             f"{final} does not match its SHA-256 (expected {expected}, got {actual}): "
             f"the file is corrupt or was replaced; {fix}"
         )
-    return final
+    if remote.sha256 is None and check is not None:
+        # The record only proves these are the bytes a first download received: versions
+        # before ``check`` recorded whatever came, an HTML error page included.
+        problem = check(final)
+        if problem is not None:
+            if notice is not None:
+                notice(
+                    f"{final} was recorded by an earlier pull but is not a {remote.kind} "
+                    f"({_one_line(problem)}); deleting it and downloading it again"
+                )
+            try:
+                # The file before its record: a crash in between leaves no file, which is
+                # simply downloaded; the other order would leave an unrecorded bad file.
+                final.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+            except OSError as exc:
+                raise WeightsError(
+                    f"{final} is not a {remote.kind} ({_one_line(problem)}) and cannot be deleted "
+                    f"({_one_line(exc.strerror or exc)}); delete it and {sidecar.name} by hand, "
+                    f"then run `animecli models pull {remote.name}` again"
+                ) from exc
+            return False
+    return True
 
 
 def _read_sidecar(sidecar: Path, final: Path, name: str) -> str | None:
@@ -474,8 +544,38 @@ def _mismatch(remote: RemoteFile, what: str, expected: str, got: str) -> str:
     )
 
 
+# errno values by the advice they need; EDQUOT is missing on some platforms (Windows).
+_NO_SPACE = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+_NOT_A_FOLDER = frozenset({errno.EEXIST, errno.ENOTDIR})
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 def _write_error(path: Path, exc: OSError) -> DownloadError:
-    return DownloadError(
-        f"could not write {path} ({_one_line(exc.strerror or exc)}); free some disk space "
-        f"or set ANIMECLI_HOME to a writable folder, then run again"
-    )
+    """The error for failing to write ``path``, with the advice that fits ``exc.errno``."""
+    reason = _one_line(exc.strerror or exc)
+    where = f"could not write {path} ({reason})"
+    if exc.errno in _NO_SPACE:
+        return DownloadError(
+            f"{where}; free some disk space or set ANIMECLI_HOME to a folder on another disk, then run again"
+        )
+    if exc.errno in _NOT_A_FOLDER:
+        blocker = _file_in_the_way(path)
+        what = f"{blocker} is a file, not a folder" if blocker is not None else "part of that path is not a folder"
+        return DownloadError(
+            f"{where}: {what}, and the cache (ANIMECLI_HOME) must be a folder; move that file away "
+            f"or set ANIMECLI_HOME to a folder, then run again"
+        )
+    if exc.errno in _NOT_WRITABLE:
+        return DownloadError(
+            f"{where}: the folder is not writable; set ANIMECLI_HOME to a folder you can write to, then run again"
+        )
+    return DownloadError(f"{where}; check that folder or set ANIMECLI_HOME to another one, then run again")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor-or-self of ``path`` if it is not a folder, else None."""
+    for candidate in (path, *path.parents):
+        # lexists: a dangling symlink is in the way too, though exists() says it is absent.
+        if os.path.lexists(candidate):
+            return None if candidate.is_dir() else candidate
+    return None

@@ -3,7 +3,9 @@
 ``weights/manifest.json`` describes every named model: its file, architecture,
 SHA-256, size, parameter count, input multiple, upsampling mode, style,
 licence and provenance. Shipped models live beside the manifest; upstream
-checkpoints (``"url"`` set) are pulled into :func:`animecli.hub.cache_dir`.
+checkpoints (``"url"`` set) are pulled into :func:`animecli.hub.cache_dir` by
+:func:`pull`, which has the downloader check that the bytes load as the entry's
+architecture before their digest is recorded.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from animecli.archs import Arch, ArchSpec
 from animecli.config import ModelChoice
 from animecli.errors import WeightsError
+from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, sha256_file
 from animecli.hub import cache_dir as hub_cache_dir
-from animecli.hub import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -214,24 +216,43 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Accepts a plain state dict or one wrapped as ``{"state_dict": …}`` / ``{"model": …}``
     (our training checkpoints).
     """
-    import torch
-
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file; check the path, or run `animecli models list`")
+    obj, failure = _load_tensors(path)
+    if failure is not None:
+        raise WeightsError(
+            f"{path}: not a readable PyTorch state dict ({failure}); give a generator's .pt file "
+            "(if it is one, it is truncated or corrupt: download or copy it again)"
+        )
+    sd = _as_state_dict(obj)
+    if sd is None:
+        raise WeightsError(f"{path}: does not hold a state dict of tensors; pass a generator's state dict")
+    return sd
+
+
+_UNSAFE = "not a plain tensor file: it would need unsafe loading, which animecli never does"
+
+
+def _load_tensors(path: Path) -> tuple[object, str | None]:
+    """``(torch.load(path, weights_only=True), None)``, or ``(None, why it failed)`` in one line."""
+    import torch
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), None
     except Exception as exc:  # any file that is not a state dict (a text file: KeyError, struct.error …)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if len(first) > 120:
             first = first[:120].rsplit(" ", 1)[0] + " …"  # cut between words
-        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         if "weights only load failed" in first.lower():
             # torch's advice here is to load without weights_only, i.e. to run code from the file
-            reason = "not a plain tensor file: it would need unsafe loading, which animecli never does"
-        raise WeightsError(
-            f"{path}: not a readable PyTorch state dict ({reason}); give a generator's .pt file "
-            "(if it is one, it is truncated or corrupt: download or copy it again)"
-        ) from None
+            return None, _UNSAFE
+        return None, f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _as_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
+    """The state dict in a loaded object (plain, or under ``"state_dict"``/``"model"``), or None."""
+    import torch
+
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             inner = obj.get(key)
@@ -239,7 +260,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 obj = inner
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: does not hold a state dict of tensors; pass a generator's state dict")
+        return None
     return {str(k): v for k, v in obj.items()}
 
 
@@ -274,6 +295,92 @@ def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) 
         )
     model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+# How a torch.save file starts: a zip archive (torch >= 1.6) or a pickle (the legacy format).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_HTML_MARKS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+def checkpoint_problem(path: Path, spec: ArchSpec) -> str | None:
+    """Why ``path`` is not a state dict that loads strictly into ``spec``, or None if it is.
+
+    Meant for files that nothing else vouches for (a first download, before its digest
+    is recorded), so the reason names what the file looks like rather than the file.
+
+    Args:
+        path: the file to check.
+        spec: the architecture it must load into (``strict=True``).
+
+    Returns:
+        None if it loads; else a short reason such as ``"an HTML page"``,
+        ``"truncated or corrupt"`` or ``"a lite checkpoint"``.
+    """
+    from animecli.models import detect_arch
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not head:
+        return "an empty file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<") and any(mark in text for mark in _HTML_MARKS):
+        # What a captive portal, a login wall or a moved page answers with HTTP 200.
+        return "an HTML page"
+    obj, failure = _load_tensors(path)
+    if failure is not None and not head.startswith(_TORCH_MAGIC):
+        # Checked first: torch reads any other bytes as a legacy pickle and calls them unsafe.
+        return "not a PyTorch file"
+    if failure == _UNSAFE:
+        return "a pickle that would need unsafe loading"
+    if failure is not None:
+        # A torch file that does not load was cut short (a body without Content-Length
+        # ends silently) or damaged.
+        return "truncated or corrupt"
+    sd = _as_state_dict(obj)
+    if sd is None:
+        return "a PyTorch file that holds no state dict"
+    try:
+        build_and_load(spec, sd, str(path))
+    except WeightsError:
+        found = detect_arch(sd)
+        if found is not None and found[0] is not spec.arch:
+            return f"a {found[0].value} checkpoint"
+        return f"a state dict whose keys or shapes do not fit {spec.arch.value} at width {spec.width:g}"
+    return None
+
+
+def pull(entry: ModelEntry, progress: ProgressFn | None = None, notice: NoticeFn | None = None) -> Path:
+    """Download an upstream model into the cache, checked to be a checkpoint of its architecture.
+
+    A file already there that matches its digest is kept, without network access, if it
+    loads; one recorded by an earlier pull that does not load is downloaded again.
+
+    Args:
+        entry: a manifest entry with a ``url``.
+        progress: called as ``progress(bytes_done, total_or_None)`` while bytes arrive.
+        notice: told, in one line, when a bad earlier download is replaced.
+
+    Returns:
+        The downloaded (or already present) file.
+
+    Raises:
+        ValueError: ``entry`` has no ``url`` (it ships with animecli).
+        DownloadError: the server cannot be reached or the file cannot be written.
+        WeightsError: the bytes have the wrong size or digest, or do not load as
+            ``entry``'s architecture; nothing is saved then.
+    """
+    if entry.url is None:
+        raise ValueError(f"model {entry.name!r} ships with animecli; there is nothing to pull")
+    spec = ArchSpec(entry.arch, entry.width, entry.align_corners)
+    remote = RemoteFile(entry.name, entry.url, entry.size, entry.sha256, kind=f"{entry.arch.value} checkpoint")
+
+    def check(path: Path) -> str | None:
+        return checkpoint_problem(path, spec)
+
+    return download(remote, cache_dir(), progress, check=check, notice=notice)
 
 
 @dataclass(frozen=True)

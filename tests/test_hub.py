@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
+import os
 import random
 import re
 import socket
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from animecli.hub import RemoteFile, cache_dir, download, sha256_file
 PAYLOAD = random.Random(1234).randbytes(48 * 1024)  # seeded: same bytes every run
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 CUT = 10_000  # where a "dropping" server cuts the body off
+# What a captive portal or a moved page answers with, HTTP 200 and all.
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in</body></html>\n"
 
 
 @dataclass
@@ -29,7 +34,8 @@ class ServerState:
     """What the test server does, and what it saw. Shared with the handler threads."""
 
     payload: bytes = PAYLOAD
-    # ok | corrupt | no_range | eof | chunked | stall | 404 | 503
+    # ok | corrupt | no_range | eof | chunked | stall | 404 | 503 |
+    # html (HTTP 200 with HTML_PAGE) | short (HTTP 200, no Content-Length, body cut at CUT)
     mode: str = "ok"
     drops_left: int = 1  # how many responses a dropping mode still cuts off
     ranges: list[str | None] = field(default_factory=list)  # Range header of each request
@@ -58,6 +64,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if st.mode == "503":
             self.send_error(503)
+            return
+        if st.mode in {"html", "short"}:
+            # Range ignored and the connection closed after the body, as such servers do;
+            # without a Content-Length the client cannot tell a short body from a whole one.
+            page = HTML_PAGE if st.mode == "html" else st.payload[:CUT]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if st.mode == "html" else "application/octet-stream")
+            if st.mode == "html":
+                self.send_header("Content-Length", str(len(page)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(page)
+            self.close_connection = True
+            with st.lock:
+                st.bytes_sent += len(page)
             return
         body = st.payload
         if st.mode == "corrupt":
@@ -120,9 +141,10 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "_RETRY_BACKOFF_S", 0.0)
 
 
-@pytest.fixture
-def site() -> Iterator[Site]:
-    state = ServerState()
+@contextmanager
+def running_site(payload: bytes = PAYLOAD) -> Iterator[Site]:
+    """A test server on 127.0.0.1 serving ``payload`` at /model.pt until the block ends."""
+    state = ServerState(payload=payload)
     server = Server(("127.0.0.1", 0), Handler)
     server.state = state
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -134,6 +156,12 @@ def site() -> Iterator[Site]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with running_site() as running:
+        yield running
 
 
 def test_download_records_sha_and_second_call_is_offline(site: Site, tmp_path: Path) -> None:
@@ -324,3 +352,146 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
     assert cache_dir() == tmp_path / "local" / "animecli"
+
+
+# --- check: what nothing else vouches for must prove it is the file asked for ----------------------
+
+
+def _is_payload(path: Path) -> str | None:
+    """A stand-in for the weights layer's check: the real file, or a reason it is not."""
+    data = path.read_bytes()
+    if data.startswith(b"<!DOCTYPE"):
+        return "an HTML page"
+    return None if data == PAYLOAD else "truncated or corrupt"
+
+
+def _refused_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: any request would fail
+    return f"http://127.0.0.1:{port}/model.pt"
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("html", "an HTML page"), ("short", "truncated or corrupt")])
+def test_first_download_failing_check_is_not_saved(site: Site, tmp_path: Path, mode: str, reason: str) -> None:
+    site.state.mode = mode
+    with pytest.raises(WeightsError) as err:
+        download(site.remote(), tmp_path, check=_is_payload)
+    msg = str(err.value)
+    assert msg.startswith(f"{site.base}/model.pt did not return a checkpoint ({reason}); nothing was saved")
+    assert "try again later" in msg and "--weights" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []  # no .pt, no .part, no pinned digest
+
+    site.state.mode = "ok"  # the server recovers: the next pull gets and records the real file
+    path = download(site.remote(), tmp_path, check=_is_payload)
+    assert path.read_bytes() == PAYLOAD
+    assert (tmp_path / "tiny.pt.sha256").read_text().split() == [PAYLOAD_SHA, "tiny.pt"]
+
+
+def test_check_names_the_kind_of_file(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "html"
+    remote = RemoteFile("tiny", site.base + "/model.pt", kind="v2 checkpoint")
+    with pytest.raises(WeightsError, match=r"did not return a v2 checkpoint \(an HTML page\)"):
+        download(remote, tmp_path, check=_is_payload)
+
+
+def test_check_is_skipped_when_the_digest_is_known(site: Site, tmp_path: Path) -> None:
+    calls: list[Path] = []
+
+    def check(path: Path) -> str | None:
+        calls.append(path)
+        return "never asked"
+
+    path = download(site.remote(sha256=PAYLOAD_SHA), tmp_path, check=check)
+    assert download(site.remote(sha256=PAYLOAD_SHA), tmp_path, check=check) == path
+    assert calls == []  # the manifest's digest already proves the bytes
+
+
+def test_recorded_file_failing_check_is_downloaded_again(site: Site, tmp_path: Path) -> None:
+    # What an older version left: an HTML page saved as the model, its digest recorded.
+    final = tmp_path / "tiny.pt"
+    final.write_bytes(HTML_PAGE)
+    (tmp_path / "tiny.pt.sha256").write_text(f"{hashlib.sha256(HTML_PAGE).hexdigest()}  tiny.pt\n")
+    notices: list[str] = []
+
+    assert download(site.remote(), tmp_path, check=_is_payload, notice=notices.append) == final
+    assert final.read_bytes() == PAYLOAD
+    assert (tmp_path / "tiny.pt.sha256").read_text().split() == [PAYLOAD_SHA, "tiny.pt"]
+    assert site.state.ranges == [None]
+    assert len(notices) == 1
+    assert str(final) in notices[0] and "is not a checkpoint (an HTML page)" in notices[0]
+    assert "downloading it again" in notices[0] and "\n" not in notices[0]
+
+
+def test_recorded_file_failing_check_then_bad_download_leaves_nothing(site: Site, tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt").write_bytes(HTML_PAGE)
+    (tmp_path / "tiny.pt.sha256").write_text(f"{hashlib.sha256(HTML_PAGE).hexdigest()}  tiny.pt\n")
+    site.state.mode = "html"  # the server still answers with the page
+    with pytest.raises(WeightsError, match="nothing was saved"):
+        download(site.remote(), tmp_path, check=_is_payload)
+    # Not pinned again: the next pull downloads instead of finding the page "verified".
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recorded_file_passing_check_is_kept_offline(tmp_path: Path) -> None:
+    final = tmp_path / "tiny.pt"
+    final.write_bytes(PAYLOAD)
+    (tmp_path / "tiny.pt.sha256").write_text(f"{PAYLOAD_SHA}  tiny.pt\n")
+    before = final.stat().st_mtime_ns
+    notices: list[str] = []
+    # Returning at all shows no request was made: nothing listens at that port.
+    remote = RemoteFile("tiny", _refused_url())
+    assert download(remote, tmp_path, check=_is_payload, notice=notices.append) == final
+    assert final.read_bytes() == PAYLOAD and final.stat().st_mtime_ns == before
+    assert notices == []
+
+
+def test_unrecorded_file_failing_check_is_left_alone(tmp_path: Path) -> None:
+    # No record: the user may have put it there, so it is reported, not deleted or pinned.
+    final = tmp_path / "tiny.pt"
+    final.write_bytes(HTML_PAGE)
+    with pytest.raises(WeightsError) as err:
+        download(RemoteFile("tiny", _refused_url()), tmp_path, check=_is_payload)
+    msg = str(err.value)
+    assert f"{final} is not a checkpoint (an HTML page)" in msg and "delete it" in msg
+    assert "animecli models pull tiny" in msg and "\n" not in msg
+    assert final.read_bytes() == HTML_PAGE
+    assert not (tmp_path / "tiny.pt.sha256").exists()
+
+
+# --- could not write: the advice depends on why --------------------------------------------------
+
+
+def test_cache_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    for dest in (home, home / "sub"):  # EEXIST, then ENOTDIR (a parent is the file)
+        with pytest.raises(DownloadError) as err:
+            download(RemoteFile("tiny", _refused_url()), dest)
+        msg = str(err.value)
+        assert f"{home} is a file, not a folder" in msg and "must be a folder" in msg
+        assert "ANIMECLI_HOME" in msg and "disk space" not in msg and "\n" not in msg
+    assert home.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    ("code", "wanted"),
+    [
+        (errno.ENOSPC, "free some disk space"),
+        (errno.EDQUOT, "free some disk space"),
+        (errno.EACCES, "not writable; set ANIMECLI_HOME to a folder you can write to"),
+        (errno.EPERM, "not writable; set ANIMECLI_HOME to a folder you can write to"),
+        (errno.EROFS, "not writable; set ANIMECLI_HOME to a folder you can write to"),
+        (errno.EEXIST, "must be a folder"),
+        (errno.ENOTDIR, "must be a folder"),
+        (errno.EIO, "check that folder or set ANIMECLI_HOME to another one"),
+    ],
+)
+def test_write_error_advice_depends_on_errno(tmp_path: Path, code: int, wanted: str) -> None:
+    target = tmp_path / "cache" / "tiny.pt.part"
+    msg = str(hub._write_error(target, OSError(code, os.strerror(code))))
+    assert msg.startswith(f"could not write {target} ({os.strerror(code)})")
+    assert wanted in msg and "\n" not in msg
+    if code not in {errno.ENOSPC, errno.EDQUOT}:
+        assert "disk space" not in msg

@@ -1,0 +1,87 @@
+"""`animecli models pull` end to end: a download that is not the model is refused, and says how to fix it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from animecli.cli import app
+from animecli.models import Arch
+from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest
+from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
+from tests.test_hub import HTML_PAGE, Site, running_site
+
+NAME = "upstream_tiny"
+runner = CliRunner()
+
+
+@pytest.fixture
+def checkpoint() -> bytes:
+    buf = io.BytesIO()
+    torch.save(tiny_state_dict(Arch.V2), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint: bytes) -> Iterator[tuple[Site, Path]]:
+    """A v2 upstream entry without a SHA-256, served from 127.0.0.1; yields the server and the cache."""
+    with running_site(checkpoint) as site:
+        folder = make_weights_dir(tmp_path, monkeypatch, (("tiny", Arch.LITE),))
+        manifest = load_manifest(folder)
+        entry = ModelEntry(NAME, f"{NAME}.pt", Arch.V2, width=0.125, url=f"{site.base}/model.pt")
+        save_manifest(Manifest(manifest.default, {**manifest.models, NAME: entry}), folder)
+        yield site, tmp_path / "home"
+
+
+def _installed() -> bool:
+    res = runner.invoke(app, ["models", "info", NAME])
+    assert res.exit_code == 0, res.output
+    return bool(json.loads(res.output)["installed"])
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("html", "HTML page"), ("short", "truncated")])
+def test_pull_of_a_page_or_short_body_fails_and_saves_nothing(
+    home: tuple[Site, Path], checkpoint: bytes, mode: str, reason: str
+) -> None:
+    site, cache = home
+    site.state.mode = mode
+    res = runner.invoke(app, ["models", "pull", NAME])
+    assert res.exit_code == 2, res.output
+    assert "did not return a v2 checkpoint" in res.output and reason in res.output
+    assert "nothing was saved" in res.output
+    assert not (cache / f"{NAME}.pt").exists() and not (cache / f"{NAME}.pt.sha256").exists()
+    assert not _installed()
+
+    site.state.mode = "ok"  # a second pull, once the server answers, gets the model
+    res = runner.invoke(app, ["models", "pull", NAME])
+    assert res.exit_code == 0, res.output
+    assert (cache / f"{NAME}.pt").read_bytes() == checkpoint and _installed()
+
+
+def test_pull_replaces_a_pinned_page(home: tuple[Site, Path], checkpoint: bytes, tmp_path: Path) -> None:
+    _, cache = home
+    cache.mkdir()
+    (cache / f"{NAME}.pt").write_bytes(HTML_PAGE)
+    (cache / f"{NAME}.pt.sha256").write_text(f"{hashlib.sha256(HTML_PAGE).hexdigest()}  {NAME}.pt\n")
+    res = runner.invoke(app, ["models", "pull", NAME])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "not a v2 checkpoint (an HTML page)" in res.output
+    assert (cache / f"{NAME}.pt").read_bytes() == checkpoint
+    photo = make_photo(tmp_path / "in" / "a.png")
+    res = runner.invoke(app, ["convert", str(photo.parent), str(tmp_path / "out"), "--model", NAME, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+
+
+def test_pull_into_a_home_that_is_a_file(home: tuple[Site, Path]) -> None:
+    _, cache = home
+    cache.write_text("not a folder")
+    res = runner.invoke(app, ["models", "pull", NAME])
+    assert res.exit_code == 2, res.output
+    assert f"{cache} is a file, not a folder" in res.output and "disk space" not in res.output
