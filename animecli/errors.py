@@ -6,6 +6,8 @@ into, so scripts can tell a usage/setup problem (2) from a failed file (1).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AnimecliError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with when this escapes."""
@@ -57,6 +59,15 @@ class FileError(AnimecliError):
 
 
 class OutputError(AnimecliError):
-    """The output cannot be written at all (read-only or full disk): the run stops (exit 1)."""
+    """The output cannot be written at all (read-only or full disk): the run stops (exit 1).
+
+    Attributes:
+        denied_folder: set when permissions refused one folder (which may be a sub-folder
+            of OUTPUT only: then only the files that go there fail).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, denied_folder: Path | None = None) -> None:
+        super().__init__(message)
+        self.denied_folder = denied_folder

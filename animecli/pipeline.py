@@ -52,6 +52,18 @@ def _size(wh: tuple[int, int]) -> str:
     return f"{wh[0]}×{wh[1]}" if wh[0] else ""
 
 
+def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
+    """Permissions refused a sub-folder of OUTPUT, not OUTPUT itself: the files that go there
+    fail and the rest of the run carries on (OUTPUT itself was checked when it was locked)."""
+    folder = exc.denied_folder
+    if folder is None:
+        return False
+    try:
+        return folder.resolve() != output.resolve() and folder.resolve().is_relative_to(output.resolve())
+    except OSError:
+        return False
+
+
 def _is_empty(path: Path) -> bool:
     try:
         return path.stat().st_size == 0
@@ -324,7 +336,7 @@ def _convert(
                     rec.notes = "; ".join(filter(None, [rec.notes, *outcome.notes]))
             else:
                 rec.reason = outcome.reason if isinstance(outcome, FileError) else str(outcome)
-                if isinstance(outcome, OutputError):
+                if isinstance(outcome, OutputError) and not _only_a_subfolder(outcome, opts.output):
                     s.fatal = s.fatal or str(outcome)
             if it is not None:
                 rec.rss_mb = rss_mb()  # after the write: what converting this file left resident

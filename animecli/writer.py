@@ -103,8 +103,9 @@ def save_image(
             denied = exc.errno in (errno.EACCES, errno.EPERM)
             fix = "check the folder's permissions" if denied else "free some space"
             fix += " or choose a writable OUTPUT"
-            raise OutputError(f"cannot write to {dest.parent} ({exc.strerror}); {fix}") from None
-        raise FileError(str(dest), f"could not be written ({exc.strerror or exc}); check the output folder") from None
+            raise OutputError(f"cannot write to {dest.parent} ({exc.strerror}); {fix}",
+                              _denied_folder(dest.parent) if denied else None) from None
+        raise FileError(str(dest), _write_problem(dest, exc)) from None
     return Saved(dest.stat().st_size, (time.perf_counter() - t0) * 1000.0, tuple(notes))
 
 
@@ -115,6 +116,27 @@ def size_problem(dest: Path, width: int, height: int) -> str | None:
     if limit and max(width, height) > limit:
         return f"{width}×{height} is over {fmt}'s limit of {limit} pixels a side; use --format png, or --max-size"
     return None
+
+
+def _denied_folder(folder: Path) -> Path:
+    """The folder that refused: ``folder``, or its first missing ancestor's existing parent."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def _write_problem(dest: Path, exc: OSError) -> str:
+    """Why one output could not be written, with the fix."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"the output's name is too long for the file system ({len(os.fsencode(dest.name))} bytes); "
+                "shorten the input's name or the --suffix")
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        # mkdir over a file, or a folder where the output file goes.
+        blocker = dest if dest.is_dir() else next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            kind = "a folder" if blocker.is_dir() else "a file"
+            return f"{blocker} is {kind} in the way of this output; rename or move it"
+    return f"could not be written ({exc.strerror or exc}); check the output folder"
 
 
 def _writable(folder: Path) -> bool:

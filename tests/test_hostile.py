@@ -386,3 +386,46 @@ def test_a_report_spool_that_cannot_be_written_is_one_line_and_the_outputs_are_k
     assert f"could not write the report {rep}" in r.stderr and "the outputs are written" in r.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     assert not rep.exists()
+
+
+def test_an_unwritable_subfolder_fails_its_files_and_the_run_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs as root too: permissions are simulated (mkstemp refuses, the folder reads as not writable)."""
+    from animecli import writer
+
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    make_photo(src / "a" / "x.png", seed=1)
+    make_photo(src / "b" / "y.png", seed=2)
+    make_photo(src / "b" / "z.png", seed=3)
+    real_mkstemp, real_writable = tempfile.mkstemp, writer._writable
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if kwargs.get("dir") == out / "a":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(writer, "_writable", lambda folder: folder != out / "a" and real_writable(folder))
+    r = convert(src, out, "--report", rep)
+    assert r.exit_code == 1, r.output
+    rows = report_rows(rep)
+    assert rows["x.png"]["status"] == "failed" and f"cannot write to {out / 'a'}" in rows["x.png"]["reason"]
+    assert rows["y.png"]["status"] == rows["z.png"]["status"] == "converted"
+    summary = json.loads(rep.read_text())["summary"]
+    assert not summary["fatal"] and (summary["converted"], summary["failed"]) == (2, 1)
+
+
+def test_write_errors_name_the_fix(tmp_path: Path) -> None:
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    long_name = "p" * 240 + ".png"
+    make_photo(src / long_name, seed=1)
+    make_photo(src / "a.jpg", seed=2)
+    (out / "a_anime_style_v2.png").mkdir(parents=True)  # a folder where a.jpg's output goes
+    r = convert(src, out, "-f", "png", "--suffix", "_anime_style_v2", "--overwrite", "--report", rep)
+    assert r.exit_code == 1, r.output
+    rows = report_rows(rep)
+    assert "too long for the file system" in rows[long_name]["reason"]
+    assert "shorten the input's name or the --suffix" in rows[long_name]["reason"]
+    assert f"{out / 'a_anime_style_v2.png'} is a folder in the way of this output; rename or move it" in \
+        rows["a.jpg"]["reason"]
