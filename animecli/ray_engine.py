@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -283,6 +284,11 @@ def _connect(ray: Any, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    # ray.init installs its own SIGTERM handlers (Python's, which exits at once, and a native one
+    # that aborts 3 s later: exit 134, no report). Ours are put back so that SIGTERM stops the
+    # run as locally: finish what is in hand, write the report, exit 143.
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -291,6 +297,10 @@ def _connect(ray: Any, address: str | None) -> bool:
             f"could not connect to the Ray cluster at {where} ({str(exc).splitlines()[0] if str(exc) else exc}); "
             "check --address (`ray status` on the head node prints it), or leave it out to start Ray here"
         ) from None
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python; nothing to put back
+                signal.signal(signum, handler)
     return True
 
 

@@ -239,3 +239,32 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
     assert rows[1][0] is not None and rows[1][0].status.value == "failed"  # decoded before the disk filled
     assert all(r is None and "No space left" in f for r, f in rows[2:])
     assert len(calls) == 2  # nothing written after the first OutputError
+
+
+def test_connect_puts_our_signal_handlers_back() -> None:
+    """ray.init replaces the SIGTERM handler (its own exits at once, and a native one aborts:
+    exit 134, no report); the run's handlers must be the ones in place afterwards."""
+    import signal
+
+    from animecli.ray_engine import _connect
+
+    def ours(signum: int, frame: object) -> None:
+        pass
+
+    class FakeRay:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs: object) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, ours)
+        signal.signal(signal.SIGINT, ours)
+        assert _connect(FakeRay(), None) is True
+        assert signal.getsignal(signal.SIGTERM) is ours and signal.getsignal(signal.SIGINT) is ours
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
