@@ -142,7 +142,8 @@ def _record_text(rec: FileRecord) -> str:
 
 
 def _summary_line(s: Summary) -> str:
-    text = (f"{s.converted} converted, {s.skipped} skipped, {s.failed} failed"
+    done = f"{s.planned} would be converted" if s.planned else f"{s.converted} converted"  # planned: --dry-run
+    text = (f"{done}, {s.skipped} skipped, {s.failed} failed"
             + (f", {s.ignored} non-image files ignored" if s.ignored else "")
             + f" in {s.elapsed_s:.1f} s ({s.images_per_s:.2f} images/s, peak RSS {s.peak_rss_mb:.0f} MB)")
     return text

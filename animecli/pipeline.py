@@ -98,8 +98,11 @@ def inference_record(it: Loaded, infer_ms: float, gpu_peak_mb: float, batch_note
 
 _SKIP_REASON = {
     Verdict.UP_TO_DATE: "up to date: made from this input with these settings (use --overwrite to redo)",
-    Verdict.UNRECORDED: "output exists (use --overwrite to redo)",
+    Verdict.UNRECORDED: ("output exists, with no record of animecli making it (not in the resume state): "
+                         "left alone; --overwrite replaces it"),
 }
+# --dry-run knows no settings yet (it loads no model): the input is compared, the settings are not.
+_DRY_UP_TO_DATE = "output exists, made from this input (a real run also compares the settings)"
 _REDO_NOTE = {
     Verdict.INPUT_CHANGED: "input changed since its output was made: converted again",
     Verdict.SETTINGS_CHANGED: "settings changed since its output was made: converted again",
@@ -149,7 +152,8 @@ class _Run:
                 fp = self.settings.fingerprint(item.dst) if self.settings else None
                 verdict = self.state.verdict(item.dst, stamp, fp)
             if verdict in _SKIP_REASON:
-                yield _Skip(item, _SKIP_REASON[verdict])
+                dry = verdict is Verdict.UP_TO_DATE and self.settings is None and w.existing is Existing.SKIP
+                yield _Skip(item, _DRY_UP_TO_DATE if dry else _SKIP_REASON[verdict])
                 continue
             if verdict in _REDO_NOTE:
                 item = replace(item, note="; ".join(filter(None, [item.note, _REDO_NOTE[verdict]])))

@@ -99,7 +99,8 @@ def test_deleted_state_falls_back_to_existing_outputs(converted: tuple[Path, Pat
     make_photo(src / "a.png", (50, 20), seed=3)  # changed, but nothing records the old input
     rows = statuses(src, out, tmp_path / "r.json", "--max-size", "32")
     assert {r["status"] for r in rows.values()} == {"skipped"}
-    assert rows["a.png"]["reason"] == "output exists (use --overwrite to redo)"
+    assert "no record of animecli making it" in rows["a.png"]["reason"]
+    assert "left alone; --overwrite replaces it" in rows["a.png"]["reason"]
     rows = statuses(src, out, tmp_path / "r2.json", "--overwrite")
     assert {r["status"] for r in rows.values()} == {"converted"}
     assert sorted(line["dst"] for line in state_lines(out)) == ["a.png", "sub/b.png"]
@@ -195,3 +196,14 @@ def test_a_link_made_after_the_check_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         state.record(out / "a.png", Stamp(1, 2, None), "f" * 32)
     assert other.read_text() == "keep me\n"
+
+
+def test_dry_run_says_what_it_compared(converted: tuple[Path, Path]) -> None:
+    """--dry-run loads no model, so it cannot compare settings: it must not call an output
+    made with other settings "up to date with these settings"; its summary counts the plan."""
+    src, out = converted
+    make_photo(src / "c.png", seed=4)
+    r = convert(src, out, "--dry-run", "--quality", "50", "-f", "png")
+    assert r.exit_code == 0, r.output
+    assert "a real run also compares the settings" in r.output and "these settings" not in r.output
+    assert "1 would be converted, 2 skipped, 0 failed" in r.output
