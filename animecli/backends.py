@@ -599,6 +599,20 @@ _MEMO: dict[str, bytes] = {}
 _MEMO_SIZE = 4
 
 
+_UNCACHED: list[str] = []  # cache folders that refused a compiled graph, in this process
+
+
+def cache_warning() -> str:
+    """A one-line warning if a compiled graph could not be cached ('' if all were): every later
+    run then compiles the model again (seconds, and hundreds of MB, each time)."""
+    if not _UNCACHED:
+        return ""
+    where = _UNCACHED[-1]
+    _UNCACHED.clear()  # said once (per run)
+    return (f"could not cache the compiled model in {where}; every run compiles it again: "
+            "make that folder writable or set ANIMECLI_HOME to a writable folder")
+
+
 def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     """Read ``path``, or make the bytes and store them there (best effort: an unwritable
     cache only costs redoing the work next time).
@@ -615,9 +629,11 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
     if made:
         data = make()
     if made or not nonempty_file(path):
-        with contextlib.suppress(OSError):
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, data)
+        except OSError as exc:
+            _UNCACHED.append(f"{path.parent} ({exc.strerror or exc})")
     if len(_MEMO) >= _MEMO_SIZE and path.name not in _MEMO:
         _MEMO.pop(next(iter(_MEMO)))
     _MEMO[path.name] = data

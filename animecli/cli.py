@@ -294,6 +294,8 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
     def on_start(info: RunInfo) -> None:
         if not quiet:
             out.print(f"model {info.model} on {info.device} ({info.precision}, {info.backend})")
+        if info.warning:  # also with --quiet: it costs every run (a cron job's log shows it)
+            err.print(f"warning: {escape(_printable(info.warning))}", soft_wrap=True)
 
     def on_record(rec: FileRecord) -> None:
         done[0] += 1

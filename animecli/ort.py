@@ -49,12 +49,16 @@ def require_onnxruntime(backend: Backend) -> ModuleType:
         SetupError: onnxruntime is not installed (exit 2).
     """
     try:
-        return importlib.import_module("onnxruntime")
+        ort = importlib.import_module("onnxruntime")
     except ImportError:
         raise SetupError(
             f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}, "
             "or use --backend eager"
         ) from None
+    # Its own warnings (e.g. "Failed to persist telemetry device ID" under a read-only HOME)
+    # would land, colour codes and all, in the run's log; errors still come through.
+    ort.set_default_logger_severity(3)
+    return ort
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class RunInfo:
     device: str
     precision: str
     backend: str
+    warning: str = ""  # e.g. the compiled model could not be cached
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,12 @@ def run_convert(
         return _convert(_Run(opts, on_record), opts, on_start, stop, t0)
 
 
+def _cache_warning() -> str:
+    from animecli.backends import cache_warning  # imported with the PyTorch engine only
+
+    return cache_warning()
+
+
 def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
     """The model loaded in PyTorch and its engine (imports torch)."""
     from animecli.engine import Engine
@@ -303,7 +310,7 @@ def _convert(
     s = run.summary
     s.model, s.device, s.backend, s.precision = name, device, backend.value, precision
     if on_start:
-        on_start(RunInfo(s.model, s.device, s.precision, s.backend))
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if lean is not None else _cache_warning()))
     w = opts.write
     run.use_settings(digest, spec.key, s.precision, backend)
 

@@ -198,3 +198,24 @@ def test_a_damaged_cached_graph_is_compiled_again(
     assert again.exit_code == 0, again.output
     assert (tmp_path / "again" / "a.png").read_bytes() == (tmp_path / "first" / "a.png").read_bytes()
     assert all(g.stat().st_size > 5000 for g in graphs if g.exists())
+
+
+def test_a_cache_that_cannot_be_written_is_said_once(tmp_path: Path, tiny_weights_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ANIMECLI_HOME that cannot hold the compiled graph costs every run a compile: say so
+    (also with --quiet), and the run still converts."""
+    from tests.conftest import cli_convert
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("ANIMECLI_HOME", str(blocker))
+    make_photo(tmp_path / "in" / "a.png")
+    for run in range(2):
+        r = cli_convert(tmp_path / "in", tmp_path / f"out{run}", "-q", "--threads", "1")
+        assert r.exit_code == 0, r.output
+        assert r.stderr.count("warning: could not cache the compiled model in") == 1, r.stderr
+        assert "set ANIMECLI_HOME to a writable folder" in r.stderr
+        assert (tmp_path / f"out{run}" / "a.png").is_file()
+    monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))  # a writable cache: nothing to say
+    ok = cli_convert(tmp_path / "in", tmp_path / "out_ok", "-q", "--threads", "1")
+    assert ok.exit_code == 0 and "warning" not in ok.stderr
