@@ -371,48 +371,55 @@ def _convert(
         report_saved()
 
     try:
-        with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
-            for got in loader:
-                if s.fatal:
-                    break  # the output became unwritable: every later file would fail the same way
-                if not isinstance(got, Loaded):
-                    rec = run.passthrough_record(got)
-                    if rec is not None:
-                        writer.passthrough((next(arrived), None, rec))
+        try:
+            with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
+                for got in loader:
+                    if s.fatal:
+                        break  # the output became unwritable: every later file would fail the same way
+                    if not isinstance(got, Loaded):
+                        rec = run.passthrough_record(got)
+                        if rec is not None:
+                            writer.passthrough((next(arrived), None, rec))
+                            report_saved()
+                        continue
+                    if got.error is None:
+                        # Known before the model runs: an output too large for its format.
+                        got.error = size_problem(got.job.dst, *got.processed_size)
+                    if got.error is not None:
+                        run.stamps.pop(got.job.dst, None)
+                        writer.passthrough((next(arrived), None, load_failure_record(got)))
                         report_saved()
-                    continue
-                if got.error is None:
-                    # Known before the model runs: an output too large for its format.
-                    got.error = size_problem(got.job.dst, *got.processed_size)
-                if got.error is not None:
-                    run.stamps.pop(got.job.dst, None)
-                    writer.passthrough((next(arrived), None, load_failure_record(got)))
-                    report_saved()
-                    continue
-                key = got.processed_size
-                seq = next(arrived)
-                pending.setdefault(key, []).append((seq, got))
-                if len(pending[key]) >= batch_size:
-                    flush(key)
-                elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
-                    flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
-                if pending:
-                    # An image of a size no other shares would wait for a partner to the end of the
-                    # run, holding back every later record (emitted in arrival order): after 2×N
-                    # arrivals it runs in a smaller batch.
-                    oldest = min(pending, key=lambda k: pending[k][0][0])
-                    if seq - pending[oldest][0][0] >= 2 * batch_size:
-                        flush(oldest)
-                if stop is not None and stop.is_set():
-                    s.interrupted = True
-                    break
-            if not s.interrupted and not s.fatal:
-                for key in list(pending):
-                    flush(key)
-    except OutputError as exc:
-        s.fatal = s.fatal or str(exc)
-    finally:
-        report_saved(wait=True)  # outputs already computed are written, even when interrupted
-        writer.close()
-        emit_in_order(everything=True)  # after a stop, images that were never run leave gaps
+                        continue
+                    key = got.processed_size
+                    seq = next(arrived)
+                    pending.setdefault(key, []).append((seq, got))
+                    if len(pending[key]) >= batch_size:
+                        flush(key)
+                    elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
+                        flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
+                    if pending:
+                        # An image of a size no other shares would wait for a partner to the end of the
+                        # run, holding back every later record (emitted in arrival order): after 2×N
+                        # arrivals it runs in a smaller batch.
+                        oldest = min(pending, key=lambda k: pending[k][0][0])
+                        if seq - pending[oldest][0][0] >= 2 * batch_size:
+                            flush(oldest)
+                    if stop is not None and stop.is_set():
+                        s.interrupted = True
+                        break
+                if not s.interrupted and not s.fatal:
+                    for key in list(pending):
+                        flush(key)
+        except OutputError as exc:
+            s.fatal = s.fatal or str(exc)
+        finally:
+            report_saved(wait=True)  # outputs already computed are written, even when interrupted
+            writer.close()
+            emit_in_order(everything=True)  # after a stop, images that were never run leave gaps
+    except KeyboardInterrupt:
+        # A second Ctrl-C/SIGTERM aborts at once: the report still tells what was done (a
+        # previous run's report must not stand in for this one).
+        s.interrupted = True
+        run.finish(t0)
+        raise
     return run.finish(t0)

@@ -122,3 +122,29 @@ def test_a_second_sigterm_aborts_with_143(monkeypatch: pytest.MonkeyPatch) -> No
         with pytest.raises(SystemExit) as done:
             cli.run()
         assert done.value.code == code
+
+
+def test_an_abort_still_writes_the_report_of_what_was_done(tmp_path: Path, tiny_weights_dir: Path) -> None:
+    """A second signal aborts mid-run (KeyboardInterrupt): the report is this run's, marked
+    interrupted, not the previous run's file left in place."""
+    from animecli.config import ConvertOptions, EngineOptions
+    from animecli.pipeline import run_convert
+
+    src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
+    for i in range(6):
+        make_photo(src / f"p{i}.png", seed=i)
+    rep.write_text('{"old": true}')
+    seen: list[str] = []
+
+    def on_record(rec: object) -> None:
+        seen.append(str(rec))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    opts = ConvertOptions(inputs=(str(src),), output=out, engine=EngineOptions(device="cpu", threads=1), report=rep)
+    with pytest.raises(KeyboardInterrupt):
+        run_convert(opts, on_record)
+    report = json.loads(rep.read_text())
+    assert "old" not in report and report["summary"]["interrupted"] is True
+    assert 2 <= len(report["files"]) < 6
+    assert not (out / LOCK_NAME).exists()
