@@ -250,8 +250,9 @@ class OrtSession:
         n = int(x.shape[0])
         if n > 1 and x.size // 3 > BAND_PIXELS:
             # On a CPU a batch larger than a band buys no speed and holds N images' maps
-            # (4 × 1024² in one call: 1.16 GB peak; one by one: 0.39 GB, as fast; at 4 × 512²
-            # 0.99× the time; only batches of small images gain, 6–15 % at 4 × 256² and 128²).
+            # (converting 4 × 1024² photos with --batch-size 4: 1.22 GB peak in one call, 0.53 GB
+            # one by one, as fast; at 4 × 512² 0.99× the time; only batches of small images gain,
+            # 6–15 % at 4 × 256² and 128²; docs/speed.md).
             return np.concatenate([self.run_array(x[i : i + 1]) for i in range(n)])
         options = self._shrink if self._shrink_after(int(x.size)) else None
         if self.split:

@@ -60,9 +60,10 @@ def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
     if folder is None:
         return False
     try:
-        return folder.resolve() != output.resolve() and folder.resolve().is_relative_to(output.resolve())
+        folder, root = folder.resolve(), output.resolve()
     except OSError:
         return False
+    return folder != root and folder.is_relative_to(root)
 
 
 def _is_empty(path: Path) -> bool:
@@ -153,7 +154,7 @@ class _Run:
                 fp = self.settings.fingerprint(item.dst) if self.settings else None
                 verdict = self.state.verdict(item.dst, stamp, fp)
             if verdict in _SKIP_REASON:
-                dry = verdict is Verdict.UP_TO_DATE and self.settings is None and w.existing is Existing.SKIP
+                dry = verdict is Verdict.UP_TO_DATE and self.settings is None  # no fingerprint compared
                 yield _Skip(item, _DRY_UP_TO_DATE if dry else _SKIP_REASON[verdict])
                 continue
             if verdict in _REDO_NOTE:
