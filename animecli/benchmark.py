@@ -79,6 +79,8 @@ class BenchOptions:
         compile: ``torch.compile`` the eager rows.
         extra_precisions: one more eager row per model at each of these precisions, labelled
             ``eager <precision>`` (e.g. ``bf16`` beside the float32 rows on a CPU with AMX).
+            ``None``: ``bf16`` on a CPU with AMX (where it is the fastest path; a note says
+            so), none elsewhere.
     """
 
     images: Path | None = None
@@ -95,7 +97,7 @@ class BenchOptions:
     precision: Precision = Precision.AUTO
     batch_size: int = 1
     compile: bool = False
-    extra_precisions: tuple[Precision, ...] = ()
+    extra_precisions: tuple[Precision, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,13 @@ class _Model:
 
 
 def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo``), and the number of logical CPUs."""
+    """The CPU model name (``/proc/cpuinfo``), the number of logical CPUs and the vector ISA torch uses.
+
+    Virtual machines often report a bare "Intel(R) Xeon(R) Processor"; the ISA (and AMX, which
+    decides whether bfloat16 pays) is what tells their figures apart.
+    """
+    from animecli.engine import cpu_has_amx
+
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -167,7 +175,8 @@ def cpu_name() -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {multiprocessing.cpu_count()} CPUs"
+    isa = torch.backends.cpu.get_cpu_capability() + (" + AMX" if cpu_has_amx() else "")
+    return f"{name}, {multiprocessing.cpu_count()} CPUs, {isa}"
 
 
 def _versions() -> str:
@@ -347,7 +356,7 @@ def _precision_label(precision: Precision) -> str:
 
 def _row_path(m: _Model, label: str, opts: BenchOptions) -> _Path:
     """The engine row behind a row label (``onnx``, ``eager bf16``, ...)."""
-    for precision in opts.extra_precisions:
+    for precision in opts.extra_precisions or ():
         if label == _precision_label(precision):
             return _Path(m, Backend.EAGER, opts, precision=precision)
     return _Path(m, Backend(label), opts)
@@ -417,9 +426,18 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         models = [_resolve_model(name) for name in opts.models]
     else:
         models, notes = _default_models()
-    from animecli.engine import resolve_device
+    from animecli.engine import cpu_has_amx, resolve_device
 
     cpu = resolve_device(opts.device).type == "cpu"
+    if opts.extra_precisions is None:
+        # On AMX, eager bfloat16 beats every float32 backend (1.5x the default model, 2.2x v2 on a
+        # 2-core Xeon, docs/speed.md), but --precision auto stays float32 so that outputs do not
+        # depend on the CPU: the table shows the row so that users can see what they would gain.
+        amx = cpu and opts.precision in (Precision.AUTO, Precision.FP32) and cpu_has_amx()
+        opts = replace(opts, extra_precisions=(Precision.BF16,) if amx else ())
+        if amx:
+            notes.append("this CPU has AMX: an 'eager bf16' row is added (convert --precision bf16; "
+                         "--extra-precision fp32 leaves it out)")
     backends = list(dict.fromkeys(b for b in opts.backends if b is not Backend.AUTO))
     if not cpu and any(b in (Backend.ONNX, Backend.INT8) for b in backends):
         backends = [b for b in backends if b not in (Backend.ONNX, Backend.INT8)]
@@ -431,7 +449,10 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         backends.insert(0, Backend.EAGER)  # the reference for speed-ups (and for PSNR on CPU)
 
     paths: list[tuple[_Model, str, _Path | _UpstreamPath]] = []
-    extra = [p for p in dict.fromkeys(opts.extra_precisions) if p is not Precision.AUTO]
+    rows_precision = opts.precision if opts.precision is not Precision.AUTO else (
+        Precision.FP32 if cpu else Precision.FP16)
+    # An extra row at the rows' own precision would repeat the eager row.
+    extra = [p for p in dict.fromkeys(opts.extra_precisions or ()) if p not in (Precision.AUTO, rows_precision)]
     for m in models:
         for backend in backends:
             say(f"preparing {m.label} / {backend.value}")

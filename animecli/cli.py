@@ -523,7 +523,7 @@ def bench(
     precision: Annotated[Precision, typer.Option(help="Engine rows' precision; auto = fp16 on CUDA, fp32 on CPU.")] = Precision.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass in the engine rows (upstream row: 1).")] = 1,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the eager rows.")] = False,
-    extra_precision: Annotated[list[Precision] | None, typer.Option("--extra-precision", help="One more eager row per model at this precision (e.g. bf16 on a CPU with AMX); repeatable.")] = None,
+    extra_precision: Annotated[list[Precision] | None, typer.Option("--extra-precision", help="One more eager row per model at this precision; repeatable. Default: bf16 on a CPU with AMX (where it is fastest), none elsewhere; fp32 on the CPU adds none.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Also write the table as Markdown to this file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.")] = None,
 ) -> None:
@@ -546,7 +546,7 @@ def bench(
         backends=tuple(backend or DEFAULT_BACKENDS), repeat=repeat, threads=threads, upstream=upstream, rss=rss,
         calibration=calibration,
         device=device, precision=precision, batch_size=batch_size, compile=compile_model,
-        extra_precisions=tuple(extra_precision or ()),
+        extra_precisions=tuple(extra_precision) if extra_precision else None,
     )
 
     def progress(line: str) -> None:

@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--backend", action="append", default=[], choices=[b.value for b in DEFAULT_BACKENDS])
     ap.add_argument("--no-rss", action="store_true", help="skip the per-row peak RSS child processes")
     ap.add_argument("--extra-precision", action="append", default=[], choices=["fp32", "bf16"],
-                    help="repeatable: one more eager row per model at this precision (bf16: CPUs with AMX)")
+                    help="repeatable: one more eager row per model at this precision "
+                         "(default: bf16 on CPUs with AMX, none elsewhere; fp32 adds none)")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     ap.add_argument("--quality-photos", type=Path, default=None, help="int8 vs float32 PSNR over these photos")
     args = ap.parse_args()
@@ -44,7 +45,7 @@ def main() -> None:
         images=args.images, size=args.size, models=tuple(args.model),
         backends=tuple(Backend(b) for b in args.backend) or DEFAULT_BACKENDS,
         repeat=args.repeat, threads=args.threads, rss=not args.no_rss,
-        extra_precisions=tuple(Precision(p) for p in args.extra_precision),
+        extra_precisions=tuple(Precision(p) for p in args.extra_precision) or None,
     )
     result = run_bench(opts, lambda line: print(line, file=sys.stderr, flush=True))
     text = to_markdown(result)

@@ -12,9 +12,16 @@ from typer.testing import CliRunner
 from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
 from animecli.cli import app
 from animecli.config import Backend
+from animecli.engine import cpu_has_amx  # the real probe (the autouse fixture patches the module's)
 from tests.conftest import make_photo
 
 pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def no_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row set must not depend on the CI machine's CPU (an AMX CPU adds an eager bf16 row)."""
+    monkeypatch.setattr("animecli.engine.cpu_has_amx", lambda: False)
 
 
 @pytest.fixture
@@ -73,6 +80,38 @@ def test_bench_extra_precision_row(tiny_weights_dir: Path, photos: Path, tmp_pat
     # Against the float32 eager output: close (bf16 rounding), not identical.
     assert bf16["psnr_db"] is not None and 25.0 < bf16["psnr_db"] < 200.0
     assert bf16["speedup_vs_eager"] is not None
+
+
+@pytest.mark.parametrize(("amx", "flags", "want"), [
+    (True, [], ["eager", "eager bf16"]),  # on AMX the table shows the fastest CPU path unasked
+    (True, ["--extra-precision", "fp32"], ["eager"]),  # the opt-out: fp32 repeats the eager row
+    (False, [], ["eager"]),
+])
+def test_bench_adds_a_bf16_row_on_amx(
+    tiny_weights_dir: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    amx: bool, flags: list[str], want: list[str],
+) -> None:
+    monkeypatch.setattr("animecli.engine.cpu_has_amx", lambda: amx)
+    js = tmp_path / "t.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--model", "tiny", "--backend", "eager", "--images", str(photos), "--size", "32",
+        "--repeat", "1", "--threads", "1", "--no-upstream", "--no-rss", "--json", str(js), *flags,
+    ])
+    assert result.exit_code == 0, result.output
+    assert [r["backend"] for r in json.loads(js.read_text())["rows"]] == want
+    assert ("this CPU has AMX" in result.output) == (want == ["eager", "eager bf16"])
+
+
+def test_cpu_has_amx_survives_a_changed_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    def broken() -> bool:
+        raise RuntimeError("probe changed")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert cpu_has_amx() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_amx() is True
 
 
 def test_bench_no_photos(tmp_path: Path) -> None:
