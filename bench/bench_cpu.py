@@ -3,6 +3,7 @@
 Usage: python bench/bench_cpu.py [--repeat 5] [--threads 0] [--images DIR] [--out docs/speed_table.md]
        [--model hayao --model v2] [--no-rss] [--extra-precision bf16]
        python bench/bench_cpu.py --quality-photos ../shared/photos/val [--model hayao] [--size 512]
+           [--teacher ../shared/teachers/animeganv3_hayao_512.onnx]
 
 Runs :func:`animecli.benchmark.run_bench` (what ``animecli bench`` runs), prints the
 Markdown table and writes it to ``--out`` if given. Rows are interleaved round by
@@ -10,13 +11,16 @@ round, so a busy machine slows them alike: compare ratios, not absolute times.
 
 ``--quality-photos DIR`` instead compares int8 with float32 (onnx) on every photo in
 DIR (long side scaled to ``--size``): PSNR of the int8 output against the float32
-output, mean / min / max, and the float32 onnx output against eager.
+output, mean / min / max, and the float32 onnx output against eager. With ``--teacher`` it
+also scores both against that teacher as ``animecli eval`` does (centre-cropped --size²),
+and says whether int8 stays within 1.5 dB of float32 there (issue 4's quality guard).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
@@ -37,9 +41,11 @@ def main() -> None:
                          "(default: bf16 on CPUs with AMX, none elsewhere; fp32 adds none)")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     ap.add_argument("--quality-photos", type=Path, default=None, help="int8 vs float32 PSNR over these photos")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="with --quality-photos: also PSNR/SSIM of float32 and int8 against this teacher")
     args = ap.parse_args()
     if args.quality_photos:
-        quality(args.quality_photos, args.model[0] if args.model else None, args.size, args.threads)
+        quality(args.quality_photos, args.model[0] if args.model else None, args.size, args.threads, args.teacher)
         return
     opts = BenchOptions(
         images=args.images, size=args.size, models=tuple(args.model),
@@ -54,8 +60,13 @@ def main() -> None:
         args.out.write_text(text, encoding="utf-8")
 
 
-def quality(folder: Path, model_name: str | None, size: int, threads: int) -> None:
-    """Print int8-vs-float32 and onnx-vs-eager PSNR over every photo in ``folder``."""
+def quality(folder: Path, model_name: str | None, size: int, threads: int, teacher: Path | None = None) -> None:
+    """Print int8-vs-float32 and onnx-vs-eager PSNR over every photo in ``folder``.
+
+    With ``teacher``: also each backend's PSNR/SSIM against the teacher (``animecli eval``'s
+    measure, photos centre-cropped to size×size), and int8's loss against float32 there —
+    issue 4's quality guard (≤ 1.5 dB).
+    """
     import statistics
 
     import torch
@@ -90,6 +101,30 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int) -> No
           f"min {min(int8_vs_fp32):.2f}, max {max(int8_vs_fp32):.2f}")
     print(f"onnx float32 vs eager: PSNR mean {statistics.fmean(onnx_vs_eager):.2f} dB (99 = identical), "
           f"min {min(onnx_vs_eager):.2f}")
+    if teacher is None:
+        return
+    from animecli.training.evaluate import evaluate
+
+    class AsModule(torch.nn.Module):
+        """A runner as the module ``evaluate`` calls."""
+
+        def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor]) -> None:
+            super().__init__()
+            self.runner = runner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.runner(x)
+
+    against: dict[Backend, tuple[float, float]] = {}
+    for b, runner in runners.items():
+        result = evaluate(AsModule(runner), teacher, folder, size, Path(".animecli-eval-cache"), threads=threads)
+        assert result is not None
+        against[b] = (result.psnr_db, result.ssim)
+        print(f"{b.value} vs teacher {teacher.name} at {size}x{size}: PSNR {result.psnr_db:.2f} dB, "
+              f"SSIM {result.ssim:.3f} ({result.count} photos)")
+    loss = against[Backend.ONNX][0] - against[Backend.INT8][0]
+    verdict = "met" if loss <= 1.5 else "NOT met"
+    print(f"int8 loses {loss:.2f} dB against the teacher (guard: at most 1.5 dB): {verdict}")
 
 
 if __name__ == "__main__":

@@ -237,9 +237,12 @@ def test_export_bytes_are_valid_onnx() -> None:
     assert [d.dim_param for d in dims] == ["n", "", "h", "w"]
 
 
-HAYAO = ROOT / "weights" / json.loads((ROOT / "weights" / "manifest.json").read_text())["models"]["hayao"]["file"]
+SHIPPED = {name: ROOT / "weights" / entry["file"]
+           for name, entry in json.loads((ROOT / "weights" / "manifest.json").read_text())["models"].items()
+           if (ROOT / "weights" / entry["file"]).is_file()}
 VAL = SHARED / "photos" / "val"
-TEACHER = SHARED / "teachers" / "animeganv3_hayao_512.onnx"
+# Each shipped student's teacher (weights/README.md).
+TEACHERS = {"hayao": "animeganv3_hayao_512.onnx", "shinkai": "animeganv3_shinkai.onnx", "cute": "animeganv3_cute.onnx"}
 
 
 class _AsModule(torch.nn.Module):
@@ -253,17 +256,23 @@ class _AsModule(torch.nn.Module):
         return self.runner(x)
 
 
+def test_every_shipped_student_has_a_teacher_for_the_quality_guard() -> None:
+    assert set(SHIPPED) == set(TEACHERS)  # a new shipped style needs its teacher in TEACHERS
+
+
 @pytest.mark.shared
 @pytest.mark.slow
-@pytest.mark.skipif(not HAYAO.is_file(), reason=f"needs {HAYAO}")
-@pytest.mark.skipif(not (VAL.is_dir() and TEACHER.is_file()), reason=f"needs {VAL} and {TEACHER}")
-def test_int8_quality_guard_on_shipped_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_int8_quality_guard_on_shipped_model(tmp_path: Path, name: str) -> None:
     """int8's PSNR against the teacher is within 1.5 dB of float32's, on a few held-out photos at 512 px."""
     from animecli.config import ModelChoice
     from animecli.training.evaluate import evaluate
     from animecli.weights import load_generator
 
-    loaded = load_generator(ModelChoice(weights=HAYAO))
+    teacher = SHARED / "teachers" / TEACHERS[name]
+    if not (VAL.is_dir() and teacher.is_file()):
+        pytest.skip(f"needs {VAL} and {teacher}")
+    loaded = load_generator(ModelChoice(weights=SHIPPED[name]))
     model = loaded.model.eval()
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -271,8 +280,8 @@ def test_int8_quality_guard_on_shipped_model(tmp_path: Path) -> None:
         (photos / path.name).symlink_to(path)
     figures = {}
     for b in (Backend.ONNX, Backend.INT8):
-        runner = make_runner(model, b, threads=2, digest=loaded.sha256, arch_key="lite/1.0/noalign")
-        result = evaluate(_AsModule(runner), TEACHER, photos, 512, tmp_path / "teacher-cache")
+        runner = make_runner(model, b, threads=2, digest=loaded.sha256, arch_key=loaded.spec.key)
+        result = evaluate(_AsModule(runner), teacher, photos, 512, tmp_path / "teacher-cache")
         assert result is not None
         figures[b] = result.psnr_db
     assert figures[Backend.ONNX] - figures[Backend.INT8] <= 1.5, figures
