@@ -372,6 +372,7 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     """Size the pool, plan, and stream the jobs through it, emitting rows in input order."""
     import torch
 
+    from animecli.backends import resolve_backend
     from animecli.engine import resolve_precision
 
     opts, s = run.opts, run.summary
@@ -380,7 +381,11 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     pool = plan_pool(ray.cluster_resources(), opts.engine, opts.ray, jobs=1 << 30)
     dtype = resolve_precision(opts.engine.precision, torch.device(pool.device))
     s.model, s.precision = loaded.name, str(dtype).removeprefix("torch.")
-    s.backend = (Backend.EAGER if opts.engine.backend is Backend.AUTO else opts.engine.backend).value
+    # The header names what the actors will run: they resolve `auto` with the same function
+    # (onnx on CPU actors where onnxruntime is installed), and each row reports what actually ran.
+    asked = opts.engine.backend
+    s.backend = (resolve_backend(asked, torch.device(pool.device), dtype).backend if asked is Backend.AUTO
+                 else asked).value
     # `auto` never resolves to int8, so the backend asked for keys the outputs as the local engine does.
     run.use_settings(loaded.sha256, spec.key, s.precision, opts.engine.backend)
     plan = list(run.plan(keep_stamps=True))  # discovery and resume decisions, here on the driver

@@ -94,6 +94,8 @@ def test_ray_matches_local_and_resumes(ray_instance: Any, tmp_path: Path) -> Non
         assert rr["summary"][key] == rl["summary"][key], key
     assert (rr["summary"]["converted"], rr["summary"]["failed"]) == (9, 2)
     assert rr["summary"]["device"] == "ray: 2 × cpu"
+    # The header, printed before any actor ran, names the backend the report records.
+    assert f"on ray: 2 × cpu (float32, {rr['summary']['backend']})" in r_ray.stdout, r_ray.stdout
     converted = [row for row in rr["files"] if row["status"] == "converted"]
     assert all(row["load_ms"] > 0 and row["infer_ms"] > 0 and row["save_ms"] > 0 for row in converted)
 
