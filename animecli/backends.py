@@ -700,9 +700,10 @@ def make_runner(
         def fixed_graph() -> bytes:
             return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
+        tiles = _FixedGraph(fixed_graph, lambda: _discard([fixed_paths.fixed]))
         if not can_split(model):
             return _open_runner(lambda: _cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
-                                backend, threads, fixed_graph)
+                                backend, threads, tiles)
         # The whole graph is not needed (int8 exports it when asked for). Exported once for
         # both parts (the first run caches them; the torch-free engine needs both).
         parts: list[bytes] = []
@@ -715,7 +716,7 @@ def make_runner(
         def split() -> SplitGraph:
             return SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
 
-        return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, fixed_graph)
+        return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, tiles)
     fp32_path = paths.fp32
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, _calibration_key(images))
@@ -727,17 +728,35 @@ def make_runner(
     return _open_runner(lambda: _cached(paths.int8, build), [paths.int8, fp32_path], backend, threads)
 
 
+@dataclass(frozen=True)
+class _FixedGraph:
+    """The tiling graph of a runner: how to make it, and how to delete a damaged cached copy."""
+
+    make: Callable[[], bytes]
+    discard: Callable[[], None]
+
+
+def _discard(files: list[Path]) -> None:
+    """Forget and delete cached graphs (onnxruntime refused them: damaged on disk)."""
+    for path in files:
+        _MEMO.pop(path.name, None)
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _open_runner(
     graph: Callable[[], bytes | SplitGraph], files: list[Path], backend: Backend, threads: int,
-    fixed_graph: Callable[[], bytes] | None = None,
+    tiles: _FixedGraph | None = None,
 ) -> OrtRunner:
     """The session over ``graph()``; if onnxruntime refuses the cached ``files`` (damaged on
-    disk), they are deleted and made again, once."""
+    disk), they are deleted and made again, once (the tiling graph likewise, when first used)."""
+    def runner() -> OrtRunner:
+        if tiles is None:
+            return OrtRunner(graph(), backend, threads)
+        return OrtRunner(graph(), backend, threads, tiles.make, tiles.discard)
+
     try:
-        return OrtRunner(graph(), backend, threads, fixed_graph)
+        return runner()
     except GraphError:
-        for path in files:
-            _MEMO.pop(path.name, None)
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return OrtRunner(graph(), backend, threads, fixed_graph)
+        _discard(files)
+        return runner()

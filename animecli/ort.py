@@ -166,11 +166,13 @@ class OrtSession:
         threads: intra-op threads (0 = onnxruntime's default: one per physical core).
         fixed_graph: makes the fixed-statistics graph for tiling (exported on first use);
             ``None`` = this session cannot run tiles (:attr:`can_tile` is false).
+        discard_fixed: deletes the cached fixed-statistics graph; called once if
+            onnxruntime refuses it (damaged on disk), before ``fixed_graph`` makes it again.
     """
 
     def __init__(
         self, model: bytes | SplitGraph, backend: Backend, threads: int = 0,
-        fixed_graph: Callable[[], bytes] | None = None,
+        fixed_graph: Callable[[], bytes] | None = None, discard_fixed: Callable[[], None] | None = None,
     ) -> None:
         self._ort = require_onnxruntime(backend)
         self._options = self._session_options(threads)
@@ -185,6 +187,7 @@ class OrtSession:
         else:
             self.session = self._open(model, self._options)
         self._fixed_graph = fixed_graph
+        self._discard_fixed = discard_fixed
         self._fixed_session: Any = None
         # The arena keeps what the largest input so far needed; after an input much larger
         # than the recent ones, give that back (see _shrink_after).
@@ -299,7 +302,13 @@ class OrtSession:
         if self._fixed_graph is None:
             raise ValueError("this session has no fixed-statistics graph (check can_tile)")
         if self._fixed_session is None:
-            self._fixed_session = self._open(self._fixed_graph(), self._options)
+            try:
+                self._fixed_session = self._open(self._fixed_graph(), self._options)
+            except GraphError:
+                if self._discard_fixed is None:
+                    raise
+                self._discard_fixed()  # a damaged cache file: make it again, once
+                self._fixed_session = self._open(self._fixed_graph(), self._options)
         (y,) = self._fixed_session.run(["output"], {"input": x, "stats": stats})
         out: Float32Array = y
         return out

@@ -200,6 +200,28 @@ def test_a_damaged_cached_graph_is_compiled_again(
     assert all(g.stat().st_size > 5000 for g in graphs if g.exists())
 
 
+def test_a_damaged_cached_tiling_graph_is_compiled_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed-statistics graph that tiles run through is cached too; damaged, it is remade
+    (it used to fail every tiled image with 'delete the cache')."""
+    from animecli import backends
+    from animecli.models import Arch
+    from tests.conftest import cli_convert, make_weights_dir
+
+    make_weights_dir(tmp_path, monkeypatch, (("tiny", Arch.LITE),))
+    src = tmp_path / "in"
+    make_photo(src / "a.png", (150, 100))
+    args = ("--model", "tiny", "--backend", "onnx", "--tile", "64", "--threads", "1")
+    first = cli_convert(src, tmp_path / "first", *args)
+    assert first.exit_code == 0, first.output
+    (fixed,) = (tmp_path / "home").rglob("*fixed*.onnx")
+    fixed.write_bytes(fixed.read_bytes()[:3000])
+    backends._MEMO.clear()
+    again = cli_convert(src, tmp_path / "again", *args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "a.png").read_bytes() == (tmp_path / "first" / "a.png").read_bytes()
+    assert fixed.stat().st_size > 3000
+
+
 def test_a_cache_that_cannot_be_written_is_said_once(tmp_path: Path, tiny_weights_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """An ANIMECLI_HOME that cannot hold the compiled graph costs every run a compile: say so
