@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the destination folder, then ``os.replace``.
 
 A reader (or a later run) sees either the old file or the complete new one,
-never a truncated one, even if the process is killed mid-write.
+never a truncated one, even if the process is killed mid-write. Also: which file
+stands where a folder has to be (the writer, the report and the model cache name it).
 """
 
 from __future__ import annotations
@@ -78,3 +79,13 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically."""
     with atomic_open(dest) as fh:
         fh.write(data)
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """What stops ``folder`` from being made: its nearest existing ancestor-or-self, if that
+    is not a folder (a file, or a dangling symbolic link); ``None`` when it is one."""
+    for candidate in (folder, *folder.parents):
+        # lexists: a dangling symlink is in the way too, though exists() says it is absent.
+        if os.path.lexists(candidate):
+            return None if candidate.is_dir() else candidate
+    return None

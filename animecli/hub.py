@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from animecli.atomic import file_in_the_way
 from animecli.errors import DownloadError, WeightsError
 
 __all__ = ["CheckFn", "NoticeFn", "ProgressFn", "RemoteFile", "cache_dir", "download", "sha256_file"]
@@ -559,7 +560,7 @@ def _write_error(path: Path, exc: OSError) -> DownloadError:
             f"{where}; free some disk space or set ANIMECLI_HOME to a folder on another disk, then run again"
         )
     if exc.errno in _NOT_A_FOLDER:
-        blocker = _file_in_the_way(path)
+        blocker = file_in_the_way(path)
         what = f"{blocker} is a file, not a folder" if blocker is not None else "part of that path is not a folder"
         return DownloadError(
             f"{where}: {what}, and the cache (ANIMECLI_HOME) must be a folder; move that file away "
@@ -572,10 +573,3 @@ def _write_error(path: Path, exc: OSError) -> DownloadError:
     return DownloadError(f"{where}; check that folder or set ANIMECLI_HOME to another one, then run again")
 
 
-def _file_in_the_way(path: Path) -> Path | None:
-    """The nearest existing ancestor-or-self of ``path`` if it is not a folder, else None."""
-    for candidate in (path, *path.parents):
-        # lexists: a dangling symlink is in the way too, though exists() says it is absent.
-        if os.path.lexists(candidate):
-            return None if candidate.is_dir() else candidate
-    return None

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import psutil
 
-from animecli.atomic import atomic_write
+from animecli.atomic import atomic_write, file_in_the_way
 from animecli.errors import UsageError
 
 
@@ -161,7 +161,7 @@ def check_report_path(path: Path) -> None:
                          "(resume state, lock); choose another name")
     if path.suffix.lower() not in _REPORT_FORMATS:
         raise UsageError(f"--report {path}: the extension picks the format; end the name in .json, .csv or .jsonl")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(path.parent)
     if blocker is not None:
         raise UsageError(f"--report {path}: {blocker} is a file, not a folder; choose a place for the report")
     try:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 from PIL import Image
 
-from animecli.atomic import atomic_write
+from animecli.atomic import atomic_write, file_in_the_way
 from animecli.config import WriteOptions
 from animecli.errors import FileError, OutputError
 from animecli.transforms import UInt8Array, array_to_image
@@ -132,7 +132,7 @@ def _write_problem(dest: Path, exc: OSError) -> str:
                 "shorten the input's name or the --suffix")
     if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
         # mkdir over a file, or a folder where the output file goes.
-        blocker = dest if dest.is_dir() else next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+        blocker = dest if dest.is_dir() else file_in_the_way(dest.parent)
         if blocker is not None:
             kind = "a folder" if blocker.is_dir() else "a file"
             return f"{blocker} is {kind} in the way of this output; rename or move it"
