@@ -89,3 +89,22 @@ def file_in_the_way(folder: Path) -> Path | None:
         if os.path.lexists(candidate):
             return None if candidate.is_dir() else candidate
     return None
+
+
+def unwritable_file(path: Path) -> str | None:
+    """Why a file could not be written at ``path`` (``None``: it can), found before the work that
+    would produce it: a folder there, a file in the way of its folder, or a folder that refuses
+    writes. Creates the missing folders on the way (the write would).
+    """
+    if path.is_dir():
+        return "is a folder; give a file name"
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass  # a real write: permissions alone miss read-only mounts (and root ignores them)
+    except OSError as exc:
+        return f"cannot write in {path.parent} ({exc.strerror or exc})"
+    return None

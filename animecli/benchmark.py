@@ -194,6 +194,9 @@ def load_images(folder: Path | None, size: int, limit: int) -> list[bytes]:
     Raises:
         UsageError: no folder or no readable photos.
     """
+    if folder is not None and not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UsageError(f"--images {folder} {what}; pass a folder of photos")
     folder = folder if folder is not None else default_calibration_dir()
     if folder is None or not folder.is_dir():
         raise UsageError("no benchmark photos: the bundled examples/ folder is not here; pass --images DIR")

@@ -66,6 +66,17 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+def _check_output_files(paths: dict[str, Path | None]) -> None:
+    """Refuse output files that could not be written, before the work that produces them."""
+    from animecli.atomic import unwritable_file
+
+    for option, path in paths.items():
+        problem = unwritable_file(path) if path is not None else None
+        if problem:
+            err.print(f"error: {option} {escape(_printable(str(path)))}: {problem}; choose a writable path")
+            raise typer.Exit(EXIT_USAGE)
+
+
 def _fail(exc: AnimecliError) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(_printable(str(exc)))}", markup=True, soft_wrap=True)
     return typer.Exit(exc.exit_code)
@@ -430,10 +441,22 @@ def distill(
 
     import torch
 
+    from animecli.atomic import atomic_write, unwritable_file
     from animecli.models import Arch
     from animecli.training.distill import DistillConfig, train
+    from animecli.training.export import check_model_name
 
+    if arch not in {a.value for a in Arch}:
+        err.print(f"error: --arch {arch}: unknown; use one of {', '.join(a.value for a in Arch)}")
+        raise typer.Exit(EXIT_USAGE)
+    # Refused now, not after hours of training.
+    problem = unwritable_file(output)
+    if problem:
+        err.print(f"error: --output {output}: {problem}; choose a writable .pt path")
+        raise typer.Exit(EXIT_USAGE)
     try:
+        if publish is not None:
+            check_model_name(publish)
         cfg = DistillConfig(
             teacher=teacher, photos=photos, work_dir=work_dir, arch=Arch(arch), pair_size=pair_size,
             num_pairs=num_pairs, crop_size=crop_size, final_size=pair_size, final_fraction=final_fraction,
@@ -449,14 +472,22 @@ def distill(
                 figures = " ".join(f"{k}={v:.4g}" for k, v in parts.items())
                 err.print(f"{stage} {i}/{n} {figures}", markup=False)
 
-        sd = train(cfg, progress)
+        def notice(line: str) -> None:
+            err.print(f"note: {escape(_printable(line))}", soft_wrap=True)
+
+        sd = train(cfg, progress, notice)
     except AnimecliError as exc:
         raise _fail(exc) from None
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, output)
+    try:
+        # Atomic: a failed write (disk full) must not leave a cut student where a good one was.
+        atomic_write(output, lambda f: torch.save(sd, f))
+    except OSError as exc:
+        err.print(f"error: could not write {output} ({exc.strerror or exc}); the checkpoint in {work_dir} "
+                  "holds the weights: free space and rerun the same command (it finishes at once)")
+        raise typer.Exit(EXIT_FAILED) from None
     out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
     if publish:
         from animecli.training.export import export_student
@@ -487,24 +518,30 @@ def evaluate_cmd(
     """PSNR and SSIM of a student against its teacher on held-out photos."""
     import json
 
+    from animecli.atomic import atomic_write_bytes
     from animecli.config import ModelChoice
     from animecli.training.evaluate import evaluate
     from animecli.weights import load_generator
 
+    _check_output_files({"--sheet": sheet, "--json": json_out})
     try:
         student = load_generator(ModelChoice(weights=weights)).model
         result = evaluate(student, teacher, photos, size, cache, sheet)
     except AnimecliError as exc:
         raise _fail(exc) from None
     if result is None:
-        err.print(f"error: no photos in {photos}")
+        err.print(f"error: no readable photos in {photos}; pass a folder of .jpg/.png/.webp/.bmp photos")
         raise typer.Exit(EXIT_USAGE)
-    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}")
+    for name, why in result.skipped:
+        err.print(f"skipped {escape(_printable(name))}: cannot be read ({escape(why)})", soft_wrap=True)
+    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}"
+              + (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
     if json_out:
-        json_out.write_text(json.dumps({
+        atomic_write_bytes(json_out, json.dumps({
             "psnr_db": result.psnr_db, "ssim": result.ssim, "count": result.count, "size": size,
             "per_photo": [{"photo": n, "psnr_db": p, "ssim": q} for n, p, q in result.per_photo],
-        }, indent=2))
+            "skipped": [{"photo": n, "reason": why} for n, why in result.skipped],
+        }, indent=2).encode())
 
 
 @app.command()
@@ -530,6 +567,7 @@ def bench(
     """Time every backend × model on the same photos, side by side: ms/image, images/s, where time goes, peak RSS, PSNR."""
     import json
 
+    from animecli.atomic import atomic_write_bytes
     from animecli.benchmark import (
         DEFAULT_BACKENDS,
         BenchOptions,
@@ -552,6 +590,7 @@ def bench(
     def progress(line: str) -> None:
         err.print(line, markup=False, style="dim")
 
+    _check_output_files({"--markdown": markdown, "--json": json_out})
     try:
         result = run_bench(opts, progress)
     except AnimecliError as exc:
@@ -565,9 +604,10 @@ def bench(
     for note in result.notes:
         err.print(f"note: {escape(note)}")
     if markdown:
-        markdown.write_text(bench_markdown(result), encoding="utf-8")
+        atomic_write_bytes(markdown, bench_markdown(result).encode("utf-8"))
     if json_out:
-        json_out.write_text(json.dumps({"caption": caption(result), "rows": rows_as_dicts(result)}, indent=2))
+        atomic_write_bytes(json_out, json.dumps({"caption": caption(result), "rows": rows_as_dicts(result)},
+                                                indent=2).encode())
 
 
 def run() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from animecli.archs import Arch, ArchSpec
+from animecli.atomic import atomic_write_bytes
 from animecli.config import ModelChoice
 from animecli.errors import WeightsError
 from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, sha256_file
@@ -202,7 +203,8 @@ def save_manifest(manifest: Manifest, folder: Path) -> None:
         "default": manifest.default,
         "models": {n: manifest.models[n].to_json() for n in sorted(manifest.models)},
     }
-    (folder / MANIFEST_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    # Atomic: a cut manifest would hide every model in the folder.
+    atomic_write_bytes(folder / MANIFEST_NAME, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def sha256_of(path: Path) -> str:

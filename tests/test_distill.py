@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from animecli.config import ModelChoice
+from animecli.errors import UsageError
 from animecli.models import Arch
 from animecli.training.distill import DistillConfig, train
 from animecli.training.evaluate import evaluate
@@ -114,7 +115,7 @@ def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
     assert all(torch.equal(sd[k], start[k].float()) for k in start)
     torch.save(build_generator(ArchSpec(Arch.V2, width=0.25)).state_dict(), tmp_path / "v2.pt")
     bad = cfg.__class__(**{**cfg.__dict__, "work_dir": tmp_path / "run2", "init": tmp_path / "v2.pt"})
-    with pytest.raises(ValueError, match="does not have"):
+    with pytest.raises(UsageError, match=r"does not have \(it is a v2 student of width 0\.25\).*--arch"):
         train(bad)
 
 
@@ -130,7 +131,7 @@ def test_distill_folds_a_lite2_init_into_lite3(tmp_path: Path) -> None:
     start = build_generator(ArchSpec(Arch.LITE2, width=0.25)).state_dict()
     cfg = _one_still_step_from(tmp_path, start, Arch.LITE3, seed=6)
     # The full-width lite3 cannot take a width-1/4 init: a clear error, not a silent fresh start.
-    with pytest.raises((ValueError, RuntimeError)):
+    with pytest.raises(UsageError, match=r"does not fit a lite3 student \(it is a lite2 student of width 0\.25\)"):
         train(cfg)
     torch.manual_seed(12)
     start = build_generator(ArchSpec(Arch.LITE2)).state_dict()

@@ -2,8 +2,10 @@
 
 Each validation photo is scaled so its short side is ``size`` and centre-cropped
 to size×size (the fixed-size teachers accept nothing else), then run through
-both generators. Teacher outputs are cached on disk, keyed by teacher, photo
-and size.
+both generators. Teacher outputs are cached on disk, keyed by the teacher file's
+SHA-256 and the exact input pixels (a name-based key served one folder's outputs
+for another's photos of the same names). Photos that cannot be read are skipped
+and listed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
+from animecli.atomic import atomic_write
+from animecli.errors import UsageError
 from animecli.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
 from animecli.training.losses import psnr, ssim
@@ -30,6 +34,7 @@ class EvalResult:
     ssim: float
     count: int
     per_photo: tuple[tuple[str, float, float], ...]
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def square(path: Path, size: int) -> torch.Tensor:
@@ -39,16 +44,22 @@ def square(path: Path, size: int) -> torch.Tensor:
         return to_tensor(ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS))
 
 
-def teacher_output(teacher: OnnxTeacher, x: torch.Tensor, cache: Path, key: str) -> torch.Tensor:
-    """Teacher output for (3, S, S) uint8 ``x`` as uint8, computed once and cached."""
-    digest = hashlib.sha256(f"{teacher.path.name}:{key}:{x.shape[-1]}".encode()).hexdigest()[:20]
-    dest = cache / f"{digest}.pt"
+def teacher_output(teacher: OnnxTeacher, x: torch.Tensor, cache: Path) -> torch.Tensor:
+    """Teacher output for (3, S, S) uint8 ``x`` as (3, S, S) uint8, computed once and cached."""
+    key = hashlib.sha256(teacher.sha256.encode())
+    key.update(str(tuple(x.shape)).encode())
+    key.update(x.contiguous().numpy().tobytes())
+    dest = cache / f"{key.hexdigest()[:32]}.pt"
     if dest.exists():
-        y: torch.Tensor = torch.load(dest, weights_only=True)
-        return y
+        try:
+            y: torch.Tensor = torch.load(dest, weights_only=True)
+            if y.shape == x.shape:
+                return y
+        except Exception:  # a cut or foreign file: compute it again
+            pass
     y = ((teacher(to_unit(x).unsqueeze(0))[0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     cache.mkdir(parents=True, exist_ok=True)
-    torch.save(y, dest)
+    atomic_write(dest, lambda f: torch.save(y, f))  # Ctrl-C mid-write must not leave a cut entry
     return y
 
 
@@ -74,14 +85,23 @@ def evaluate(
         sheet_count: photos on the contact sheet.
         threads: onnxruntime threads (0 = default).
     """
+    if not photos.is_dir():
+        what = "is a file" if photos.exists() else "does not exist"
+        raise UsageError(f"--photos {photos} {what}; pass the folder of validation photos")
     teacher = OnnxTeacher(teacher_path, threads)
+    teacher.check_size(size, "--size")
     cache = cache or Path(".animecli-eval-cache")
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     rows: list[tuple[str, float, float]] = []
+    skipped: list[tuple[str, str]] = []
     tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for p in files:
-        x = square(p, size)
-        y = teacher_output(teacher, x, cache, p.name)
+        try:
+            x = square(p, size)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # corrupt, truncated, not an image
+            skipped.append((p.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]))
+            continue
+        y = teacher_output(teacher, x, cache)
         if student is None:
             continue
         with torch.inference_mode():
@@ -100,6 +120,7 @@ def evaluate(
         ssim=sum(r[2] for r in rows) / len(rows),
         count=len(rows),
         per_photo=tuple(rows),
+        skipped=tuple(skipped),
     )
 
 
@@ -111,4 +132,5 @@ def write_sheet(tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], de
             im = tensor_to_image(t).resize((thumb, thumb), Image.Resampling.LANCZOS)
             sheet.paste(im, (c * thumb, r * thumb))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest)
+    fmt = Image.registered_extensions().get(dest.suffix.lower(), "PNG")  # .png, .jpg … as named; else PNG
+    atomic_write(dest, lambda f: sheet.save(f, format=fmt))

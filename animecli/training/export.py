@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from animecli.errors import WeightsError
+from animecli.atomic import atomic_write
+from animecli.errors import UsageError, WeightsError
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
@@ -16,6 +18,22 @@ NON_COMMERCIAL = (
     "non-commercial use only (research, teaching, publications), inherited from the AnimeGAN teacher; "
     "commercial use needs the AnimeGAN author's permission"
 )
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a ``--publish`` name that is not a plain model name.
+
+    The name becomes a file name in the weights folder: ``../x`` wrote outside it.
+
+    Raises:
+        UsageError: naming what is allowed.
+    """
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"--publish {name!r}: a model name is letters, digits, '_', '-' and '.', "
+                         "starting with a letter or digit (e.g. hayao2)")
 
 
 def export_student(
@@ -33,11 +51,13 @@ def export_student(
     The state dict is loaded strictly into a fresh generator first, so a file
     that would not load is never published.
     """
+    check_model_name(name)
     model = build_generator(ArchSpec(arch))
     model.load_state_dict(dict(state_dict), strict=True)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}_{arch.value}.pt"
-    torch.save({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, path)
+    weights = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda f: torch.save(weights, f))
     entry = ModelEntry(
         name=name, file=path.name, arch=arch, width=1.0, align_corners=False, input_multiple=4,
         sha256=sha256_of(path), size=path.stat().st_size,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from animecli.errors import SetupError
+from animecli.errors import SetupError, UsageError
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,45 @@ class OnnxTeacher:
             raise SetupError(
                 "distillation needs onnxruntime; install it with: pip install 'animecli[train]'"
             ) from exc
+        if path.is_dir():
+            raise UsageError(f"--teacher {path} is a folder; pass the .onnx teacher file inside it")
         if not path.is_file():
-            raise SetupError(f"{path}: teacher not found; pass the path of an .onnx teacher")
+            raise UsageError(f"--teacher {path}: teacher not found; pass the path of an .onnx teacher")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, …)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UsageError(f"--teacher {path}: onnxruntime cannot load it ({first}); pass an ONNX "
+                             "teacher generator (a complete .onnx file)") from None
         self.input_name = self.session.get_inputs()[0].name
         self.info = KNOWN_TEACHERS.get(path.name, TeacherInfo(None, 16, 256))
         self.path = path
+        # What the evaluation cache is keyed on: another teacher under the same name must not
+        # be served this one's outputs.
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.sha256 = digest.hexdigest()
+
+    def check_size(self, size: int, option: str) -> None:
+        """Refuse a square side this teacher does not accept, naming ``option`` and the fix.
+
+        Raises:
+            UsageError: a fixed-size teacher and another size, or a size it cannot take.
+        """
+        if self.info.fixed_size and self.info.fixed_size != (size, size):
+            side = self.info.fixed_size[0]
+            raise UsageError(f"{self.path.name} takes only {side}×{side} images; use {option} {side}")
+        if self.path.name in KNOWN_TEACHERS and (size < self.info.min_size or size % self.info.multiple):
+            # Only the documented teachers: for others the limits are a guess.
+            fit = max(self.info.min_size, size // self.info.multiple * self.info.multiple)
+            raise UsageError(f"{self.path.name} needs sides of at least {self.info.min_size} px, multiples of "
+                             f"{self.info.multiple}; use {option} {fit}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Stylise.
