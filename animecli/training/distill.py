@@ -231,7 +231,6 @@ def build_cache(cfg: DistillConfig, progress: ProgressFn | None = None, notice: 
                 readable.remove(photo)
                 if notice:
                     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
                     notice(f"skipped {photo}: cannot be read ({why})")
         x = to_tensor(crop)
         y = teacher(to_unit(x).unsqueeze(0))[0]
@@ -339,8 +338,7 @@ def _load_checkpoint(ckpt: Path, cfg: DistillConfig, device: torch.device) -> di
     try:
         # map_location: a checkpoint written on a GPU resumes on a CPU and the other way round.
         state: dict[str, object] = torch.load(ckpt, weights_only=True, map_location=device)
-        int(state["step"])  # type: ignore[call-overload]  # present and a number, or damaged
-        state["model"], state["opt"]
+        _ = int(state["step"]), state["model"], state["opt"]  # type: ignore[call-overload]  # or damaged
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise UsageError(f"{ckpt} is damaged ({first}); delete it to train again from step 0 "
