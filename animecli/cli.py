@@ -441,19 +441,15 @@ def distill(
 
     import torch
 
-    from animecli.atomic import atomic_write, unwritable_file
+    from animecli.atomic import atomic_write
     from animecli.models import Arch
     from animecli.training.distill import DistillConfig, train
     from animecli.training.export import check_model_name
 
     if arch not in {a.value for a in Arch}:
-        err.print(f"error: --arch {arch}: unknown; use one of {', '.join(a.value for a in Arch)}")
+        err.print(f"error: --arch {escape(_printable(arch))}: unknown; use one of {', '.join(a.value for a in Arch)}")
         raise typer.Exit(EXIT_USAGE)
-    # Refused now, not after hours of training.
-    problem = unwritable_file(output)
-    if problem:
-        err.print(f"error: --output {output}: {problem}; choose a writable .pt path")
-        raise typer.Exit(EXIT_USAGE)
+    _check_output_files({"--output": output})  # now, not after hours of training
     try:
         if publish is not None:
             check_model_name(publish)
@@ -485,8 +481,9 @@ def distill(
         # Atomic: a failed write (disk full) must not leave a cut student where a good one was.
         atomic_write(output, lambda f: torch.save(sd, f))
     except OSError as exc:
-        err.print(f"error: could not write {output} ({exc.strerror or exc}); the checkpoint in {work_dir} "
-                  "holds the weights: free space and rerun the same command (it finishes at once)")
+        err.print(f"error: could not write {escape(_printable(str(output)))} ({escape(str(exc.strerror or exc))}); "
+                  f"the checkpoint in {escape(_printable(str(work_dir)))} holds the weights: free space and rerun "
+                  "the same command (it finishes at once)")
         raise typer.Exit(EXIT_FAILED) from None
     out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
     if publish:
