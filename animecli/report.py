@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import psutil
 
-from animecli.atomic import atomic_write, file_in_the_way
+from animecli.atomic import atomic_write, unwritable_file
 from animecli.errors import UsageError
 
 
@@ -161,16 +161,9 @@ def check_report_path(path: Path) -> None:
                          "(resume state, lock); choose another name")
     if path.suffix.lower() not in _REPORT_FORMATS:
         raise UsageError(f"--report {path}: the extension picks the format; end the name in .json, .csv or .jsonl")
-    blocker = file_in_the_way(path.parent)
-    if blocker is not None:
-        raise UsageError(f"--report {path}: {blocker} is a file, not a folder; choose a place for the report")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass  # a real write: permissions alone miss read-only mounts (and root ignores them)
-    except OSError as exc:
-        raise UsageError(f"--report {path}: cannot write in {path.parent} ({exc.strerror or exc}); "
-                         "choose a writable place for the report") from None
+    problem = unwritable_file(path)  # a file in the way of its folder, or a folder that refuses writes
+    if problem:
+        raise UsageError(f"--report {path}: {problem}; choose a writable place for the report")
 
 
 class ReportWriter:
