@@ -9,6 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name when empty), cut to ``limit``:
+    what a one-line error can quote of a library's multi-line message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 class AnimecliError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with when this escapes."""
 

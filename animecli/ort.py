@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from animecli.config import Backend
-from animecli.errors import GraphError, SetupError
+from animecli.errors import GraphError, SetupError, first_line
 from animecli.hub import cache_dir
 
 OPSET = 17
@@ -210,7 +210,7 @@ class OrtSession:
         try:
             return self._ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, InvalidGraph, Fail …)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = first_line(exc, 200)
             raise GraphError(f"onnxruntime could not load a compiled graph ({first}); delete "
                              f"{cache_dir() / 'compiled'} and rerun (it is compiled again)") from None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
@@ -105,19 +104,9 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
         return
     from animecli.training.evaluate import evaluate
 
-    class AsModule(torch.nn.Module):
-        """A runner as the module ``evaluate`` calls."""
-
-        def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor]) -> None:
-            super().__init__()
-            self.runner = runner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.runner(x)
-
     against: dict[Backend, tuple[float, float]] = {}
     for b, runner in runners.items():
-        result = evaluate(AsModule(runner), teacher, folder, size, Path(".animecli-eval-cache"), threads=threads)
+        result = evaluate(runner, teacher, folder, size, Path(".animecli-eval-cache"), threads=threads)
         assert result is not None
         against[b] = (result.psnr_db, result.ssim)
         print(f"{b.value} vs teacher {teacher.name} at {size}x{size}: PSNR {result.psnr_db:.2f} dB, "

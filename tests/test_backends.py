@@ -245,17 +245,6 @@ VAL = SHARED / "photos" / "val"
 TEACHERS = {"hayao": "animeganv3_hayao_512.onnx", "shinkai": "animeganv3_shinkai.onnx", "cute": "animeganv3_cute.onnx"}
 
 
-class _AsModule(torch.nn.Module):
-    """A backend runner as an nn.Module (what the evaluation helpers call)."""
-
-    def __init__(self, runner: backends.Runner) -> None:
-        super().__init__()
-        self.runner = runner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runner(x)
-
-
 def test_every_shipped_student_has_a_teacher_for_the_quality_guard() -> None:
     assert set(SHIPPED) == set(TEACHERS)  # a new shipped style needs its teacher in TEACHERS
 
@@ -281,7 +270,7 @@ def test_int8_quality_guard_on_shipped_model(tmp_path: Path, name: str) -> None:
     figures = {}
     for b in (Backend.ONNX, Backend.INT8):
         runner = make_runner(model, b, threads=2, digest=loaded.sha256, arch_key=loaded.spec.key)
-        result = evaluate(_AsModule(runner), teacher, photos, 512, tmp_path / "teacher-cache")
+        result = evaluate(runner, teacher, photos, 512, tmp_path / "teacher-cache")
         assert result is not None
         figures[b] = result.psnr_db
     assert figures[Backend.ONNX] - figures[Backend.INT8] <= 1.5, figures

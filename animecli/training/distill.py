@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 from animecli.atomic import atomic_write_bytes, file_in_the_way
 from animecli.config import Precision
 from animecli.engine import resolve_device
-from animecli.errors import UsageError
+from animecli.errors import UsageError, first_line
 from animecli.models import Arch, ArchSpec, build_generator, convert_layout, detect_arch
 from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss
@@ -230,7 +230,7 @@ def build_cache(cfg: DistillConfig, progress: ProgressFn | None = None, notice: 
             except (OSError, ValueError, Image.DecompressionBombError) as exc:  # corrupt, truncated, not an image
                 readable.remove(photo)
                 if notice:
-                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                    why = first_line(exc, 120)
                     notice(f"skipped {photo}: cannot be read ({why})")
         x = to_tensor(crop)
         y = teacher(to_unit(x).unsqueeze(0))[0]
@@ -326,7 +326,7 @@ def _load_init(cfg: DistillConfig) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(cfg.init, weights_only=True, map_location="cpu")
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        first = first_line(exc, 120)
         raise UsageError(f"--init {cfg.init}: not a readable PyTorch state dict ({first}); "
                          "pass a student's .pt file") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -340,7 +340,7 @@ def _load_checkpoint(ckpt: Path, cfg: DistillConfig, device: torch.device) -> di
         state: dict[str, object] = torch.load(ckpt, weights_only=True, map_location=device)
         _ = int(state["step"]), state["model"], state["opt"]  # type: ignore[call-overload]  # or damaged
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        first = first_line(exc, 120)
         raise UsageError(f"{ckpt} is damaged ({first}); delete it to train again from step 0 "
                          "(the cached teacher pairs are kept)") from None
     config = state.get("config")
@@ -414,7 +414,7 @@ def train(
             model.load_state_dict(state["model"], strict=True)  # type: ignore[arg-type]
             opt.load_state_dict(state["opt"])  # type: ignore[arg-type]
         except (RuntimeError, ValueError, KeyError) as exc:
-            why = str(exc).strip().splitlines()[0][:120]
+            why = first_line(exc, 120)
             raise UsageError(f"{ckpt} does not fit a {cfg.arch.value} student ({why}); rerun with its --arch, "
                              "or use a new --work-dir") from None
         step = int(state["step"])  # type: ignore[call-overload]

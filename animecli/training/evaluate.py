@@ -11,15 +11,15 @@ and listed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
-from torch import nn
 
 from animecli.atomic import atomic_write
-from animecli.errors import UsageError
+from animecli.errors import UsageError, first_line
 from animecli.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
 from animecli.training.losses import psnr, ssim
@@ -64,7 +64,7 @@ def teacher_output(teacher: OnnxTeacher, x: torch.Tensor, cache: Path) -> torch.
 
 
 def evaluate(
-    student: nn.Module | None,
+    student: Callable[[torch.Tensor], torch.Tensor] | None,
     teacher_path: Path,
     photos: Path,
     size: int = 512,
@@ -76,7 +76,8 @@ def evaluate(
     """PSNR/SSIM of ``student`` against the teacher on every photo in ``photos``.
 
     Args:
-        student: the generator ((N,3,H,W) [-1,1] → same); ``None`` only fills the teacher cache.
+        student: the generator, or any backend runner ((N,3,H,W) [-1,1] → same); ``None`` only
+            fills the teacher cache.
         teacher_path: the ONNX teacher.
         photos: folder of validation photos.
         size: evaluation side (the teacher's size for fixed-size teachers).
@@ -99,7 +100,7 @@ def evaluate(
         try:
             x = square(p, size)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # corrupt, truncated, not an image
-            skipped.append((p.name, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]))
+            skipped.append((p.name, first_line(exc, 120)))
             continue
         y = teacher_output(teacher, x, cache)
         if student is None:

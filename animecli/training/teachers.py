@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from animecli.errors import SetupError, UsageError
+from animecli.errors import SetupError, UsageError, first_line
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class OnnxTeacher:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, …)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc, 160)
             raise UsageError(f"--teacher {path}: onnxruntime cannot load it ({first}); pass an ONNX "
                              "teacher generator (a complete .onnx file)") from None
         self.input_name = self.session.get_inputs()[0].name
