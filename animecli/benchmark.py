@@ -218,6 +218,13 @@ def load_images(folder: Path | None, size: int, limit: int) -> list[bytes]:
     return out
 
 
+_BENCH_HINTS = (
+    ("or pass a file with --weights PATH", "or pass a generator's .pt file to -m"),
+    (", or pass --arch v2, lite, lite2 or lite3", " (bench reads the architecture from the keys; "
+     "`animecli convert --weights FILE --arch …` can be told it)"),
+)
+
+
 def _resolve_model(name: str) -> _Model:
     """A model by manifest name, weights path, or ``v2``/``lite`` (seeded random weights)."""
     from animecli.weights import load_generator
@@ -229,7 +236,14 @@ def _resolve_model(name: str) -> _Model:
         return _Model(f"{name} (random weights)", spec, _state(model), 4, None)
     path = Path(name)
     choice = ModelChoice(weights=path) if path.suffix == ".pt" or path.is_file() else ModelChoice(name)
-    loaded = load_generator(choice)
+    try:
+        loaded = load_generator(choice)
+    except WeightsError as exc:
+        # load_generator's hints name convert's options; bench takes a path in -m and has no --arch.
+        message = str(exc)
+        for convert_hint, bench_hint in _BENCH_HINTS:
+            message = message.replace(convert_hint, bench_hint)
+        raise WeightsError(message) from None
     return _Model(f"{loaded.name} ({loaded.spec.arch.value})", loaded.spec, _state(loaded.model),
                   loaded.input_multiple, loaded.sha256)
 

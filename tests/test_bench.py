@@ -121,6 +121,20 @@ def test_bench_no_photos(tmp_path: Path) -> None:
     assert "--images" in result.output
 
 
+def test_bench_model_errors_name_bench_options(tiny_weights_dir: Path, photos: Path, tmp_path: Path) -> None:
+    """bench -m takes a name or a path and has no --weights or --arch: its hints must not send users there."""
+    import torch
+
+    keyless = tmp_path / "odd.pt"
+    torch.save({"not_a_layer.weight": torch.zeros(1)}, keyless)
+    for model, says in (("nosuch", "file to -m"), (str(keyless), "cannot tell the architecture")):
+        result = CliRunner().invoke(app, ["bench", "--images", str(photos), "--model", model, "--no-rss"])
+        assert result.exit_code == 2, result.output
+        line = " ".join(result.output.split())
+        assert says in line
+        assert "--weights PATH" not in line and "pass --arch" not in line
+
+
 def test_bench_splits_time_and_batches(tiny_weights_dir: Path, photos: Path) -> None:
     make_photo(photos / "p2.jpg", (70, 90), seed=7)
     base = BenchOptions(images=photos, size=48, models=("tiny",), backends=(Backend.EAGER,), repeat=1, threads=1,
