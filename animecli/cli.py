@@ -338,7 +338,7 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
 @models_app.command("list")
 def models_list() -> None:
     """Show the named models: shipped students and pullable upstream checkpoints."""
-    from animecli.weights import load_manifest
+    from animecli.weights import InstallState, load_manifest
 
     try:
         manifest = load_manifest()
@@ -351,7 +351,15 @@ def models_list() -> None:
         default = "yes" if name == manifest.default else ""
         params = f"{e.parameters / 1e6:.2f} M" if e.parameters else "?"
         size = f"{e.size / 1e6:.1f} MB" if e.size else "?"
-        installed = "yes" if e.path().is_file() else f"no: animecli models pull {name}"
+        state = manifest.install_state(e)
+        if state is InstallState.INSTALLED:
+            installed = "yes"
+        elif state is InstallState.MISSING:
+            installed = f"no: animecli models pull {name}" if e.remote else "no: reinstall animecli"
+        elif e.remote:
+            installed = f"damaged: delete {manifest.path_of(e)} and run animecli models pull {name}"
+        else:
+            installed = f"damaged ({manifest.path_of(e)}): reinstall animecli"
         rows.append((name, default, e.arch.value, params, size, e.style, e.licence, installed))
     if not out.is_terminal:  # a pipe or a file: whole values, one model per line, tab-separated
         for row in (columns, *rows):
@@ -371,13 +379,16 @@ def models_info(name: Annotated[str, typer.Argument(help="Model name.")]) -> Non
     """Everything the manifest records about one model."""
     import json
 
-    from animecli.weights import load_manifest
+    from animecli.weights import InstallState, load_manifest
 
     try:
-        entry = load_manifest().get(name)
+        manifest = load_manifest()
+        entry = manifest.get(name)
     except AnimecliError as exc:
         raise _fail(exc) from None
-    data = {"name": name, **entry.to_json(), "path": str(entry.path()), "installed": entry.path().is_file()}
+    state = manifest.install_state(entry)
+    data = {"name": name, **entry.to_json(), "path": str(manifest.path_of(entry)),
+            "installed": state is InstallState.INSTALLED, "damaged": state is InstallState.DAMAGED}
     out.print_json(json.dumps(data))
 
 

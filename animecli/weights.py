@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,14 @@ _KNOWN_FIELDS = {
 }
 
 
+class InstallState(str, Enum):
+    """What ``animecli models list`` says of a model's file."""
+
+    INSTALLED = "yes"
+    MISSING = "missing"
+    DAMAGED = "damaged"
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The parsed manifest: named entries, the default model's name, and the folder it was read from.
@@ -143,6 +152,36 @@ class Manifest:
         if entry.remote or self.folder is None:
             return entry.path()
         return self.folder / entry.file
+
+    def expected_sha256(self, entry: ModelEntry) -> str | None:
+        """The digest ``entry``'s file must have: the manifest's, else the one recorded when it was pulled."""
+        if entry.sha256 is not None or not entry.remote:
+            return entry.sha256
+        recorded = self.path_of(entry).with_name(entry.file + ".sha256")
+        try:
+            fields = recorded.read_text(encoding="ascii").split()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return fields[0].lower() if fields else None
+
+    def install_state(self, entry: ModelEntry) -> InstallState:
+        """Whether ``entry``'s file is there and whole (size and SHA-256, where they are known).
+
+        A file cut short or changed after it was installed or pulled used to show as
+        installed until a convert refused it.
+        """
+        path = self.path_of(entry)
+        if not path.is_file():
+            return InstallState.MISSING
+        expected = self.expected_sha256(entry)
+        try:
+            if entry.size is not None and path.stat().st_size != entry.size:
+                return InstallState.DAMAGED
+            if expected is not None and sha256_file(path) != expected:
+                return InstallState.DAMAGED
+        except OSError:
+            return InstallState.DAMAGED
+        return InstallState.INSTALLED
 
     def get(self, name: str) -> ModelEntry:
         """The entry called ``name``, or a :class:`WeightsError` listing the known names."""
@@ -416,11 +455,7 @@ def resolve(
     path = manifest.path_of(entry)
     if entry.remote and not path.is_file():
         raise WeightsError(f"model {name!r} is not downloaded yet; run `animecli models pull {name}` first")
-    expected = entry.sha256
-    if entry.remote and expected is None:
-        recorded = path.with_name(path.name + ".sha256")
-        if recorded.is_file():
-            expected = recorded.read_text().split()[0]
+    expected = manifest.expected_sha256(entry)
     spec = ArchSpec(entry.arch, entry.width, entry.align_corners)
     return name, path, spec, entry.input_multiple, expected
 

@@ -85,3 +85,15 @@ def test_pull_into_a_home_that_is_a_file(home: tuple[Site, Path]) -> None:
     res = runner.invoke(app, ["models", "pull", NAME])
     assert res.exit_code == 2, res.output
     assert f"{cache} is a file, not a folder" in res.output and "disk space" not in res.output
+
+
+def test_models_list_flags_a_pulled_file_changed_after_its_digest_was_recorded(home: tuple[Site, Path]) -> None:
+    _, cache = home
+    assert runner.invoke(app, ["models", "pull", NAME]).exit_code == 0
+    assert _installed()
+    pulled = cache / f"{NAME}.pt"
+    pulled.write_bytes(pulled.read_bytes()[:-10])  # cut after the pull: the recorded SHA-256 no longer fits
+    res = runner.invoke(app, ["models", "list"])
+    row = next(line.split("\t") for line in res.output.splitlines() if line.startswith(NAME))
+    assert row[-1] == f"damaged: delete {pulled} and run animecli models pull {NAME}"
+    assert not _installed()

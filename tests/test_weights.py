@@ -220,6 +220,25 @@ def test_lite_file_without_colour_skip_loads_as_zero_skip(tmp_path: Path) -> Non
         assert not torch.allclose(new(x), expected, atol=1e-3)  # the identity skip does change outputs
 
 
+@pytest.mark.parametrize("damage", ["cut", "changed"])
+def test_models_list_and_info_flag_a_damaged_file(tiny_weights_dir: Path, damage: str) -> None:
+    """A shipped file cut short or changed in place is not "installed"; the row says what to do."""
+    path = tiny_weights_dir / load_manifest(tiny_weights_dir).models["tiny_v2"].file
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        del data[len(data) // 2 :]
+    else:
+        data[-100] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("\t")[0]: line.split("\t") for line in res.output.splitlines()}
+    assert rows["tiny"][-1] == "yes"
+    assert rows["tiny_v2"][-1].startswith("damaged") and "reinstall animecli" in rows["tiny_v2"][-1]
+    info = json.loads(runner.invoke(app, ["models", "info", "tiny_v2"]).output)
+    assert info["installed"] is False and info["damaged"] is True
+
+
 def test_models_list_in_a_pipe_is_one_whole_line_per_model(tiny_weights_dir: Path) -> None:
     res = CliRunner().invoke(app, ["models", "list"])  # not a terminal: tab-separated, nothing cut short
     assert res.exit_code == 0
