@@ -30,6 +30,28 @@ def test_ssim_and_psnr_behave() -> None:
     assert 10 < psnr(a, noisy) < 30
 
 
+@pytest.mark.parametrize("arch", [Arch.V2, Arch.LITE3])
+def test_published_student_runs_as_it_was_trained(tmp_path: Path, arch: Arch) -> None:
+    """Loaded by its manifest name, a student computes what distill's network computed.
+
+    The manifest used to say align_corners=false for every student while distill trains v2
+    with the default (true): a published v2 student upsampled differently from training.
+    """
+    from animecli.archs import ArchSpec
+    from animecli.models import build_generator
+
+    torch.manual_seed(0)
+    trained = build_generator(ArchSpec(arch))  # what distill.train builds
+    with torch.no_grad():  # random norms' affine terms too, so every layer matters
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    export_student(trained.state_dict(), tmp_path, "toy", arch, "test", "test run", {})
+    loaded = load_generator(ModelChoice("toy"), manifest=load_manifest(tmp_path))
+    x = torch.rand(1, 3, 36, 52) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), trained(x), atol=1e-5)
+
+
 @pytest.mark.shared
 @needs_shared("teachers", "animeganv3_cute.onnx")
 def test_distill_resume_export_eval(tmp_path: Path) -> None:

@@ -52,14 +52,17 @@ def export_student(
     that would not load is never published.
     """
     check_model_name(name)
-    model = build_generator(ArchSpec(arch))
+    # The spec distill trained with: the manifest entry must say the same, or a v2 student would
+    # run with the other upsampling mode (align_corners) than it learnt, and look worse than eval says.
+    spec = ArchSpec(arch)
+    model = build_generator(spec)
     model.load_state_dict(dict(state_dict), strict=True)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}_{arch.value}.pt"
     weights = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda f: torch.save(weights, f))
     entry = ModelEntry(
-        name=name, file=path.name, arch=arch, width=1.0, align_corners=False, input_multiple=4,
+        name=name, file=path.name, arch=arch, width=spec.width, align_corners=spec.align_corners, input_multiple=4,
         sha256=sha256_of(path), size=path.stat().st_size,
         parameters=sum(p.numel() for p in model.parameters()),
         style=style, licence=NON_COMMERCIAL, source=source, extra=dict(extra),
