@@ -499,7 +499,12 @@ def distill(
     out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
     if publish:
         from animecli.training.export import export_student
+        from animecli.weights import load_manifest
 
+        try:
+            earlier = load_manifest(publish_dir).models.get(publish)
+        except AnimecliError:  # no manifest there yet: export starts one
+            earlier = None
         try:
             entry = export_student(
                 sd, publish_dir, publish, Arch(arch), style=style or f"distilled from {teacher.name}",
@@ -510,7 +515,10 @@ def distill(
             )
         except AnimecliError as exc:
             raise _fail(exc) from None
-        out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256})")
+        # Replacing is what the documented retrain commands rely on; say so, with what was there.
+        was = (f"; it replaces the earlier {publish} ({earlier.file}, sha256 {earlier.sha256 or '?'})"
+               if earlier is not None else "")
+        out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256}){was}", soft_wrap=True)
 
 
 @app.command("eval")

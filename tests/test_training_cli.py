@@ -84,6 +84,18 @@ def test_distill_then_resume_with_other_data_is_refused(setup: dict[str, Path], 
     _one_line_error(_distill(setup, "--steps", "6", "--arch", "lite3"), "holds a lite student", "--arch lite")
 
 
+def test_publish_says_when_it_replaces_an_entry(setup: dict[str, Path], tmp_path: Path) -> None:
+    weights = tmp_path / "w"
+    first = _distill(setup, "--publish", "toy", "--publish-dir", str(weights))
+    assert first.exit_code == 0, first.output
+    assert "published toy" in first.output and "replaces" not in first.output
+    old_sha = json.loads((weights / "manifest.json").read_text())["models"]["toy"]["sha256"]
+    again = _distill(setup, "--steps", "3", "--publish", "toy", "--publish-dir", str(weights))
+    assert again.exit_code == 0, again.output
+    said = " ".join(again.output.split())
+    assert f"replaces the earlier toy (toy_lite.pt, sha256 {old_sha})" in said
+
+
 @pytest.mark.parametrize(("change", "words"), [
     ("teacher_folder", ("--teacher", "is a folder")),
     ("teacher_text", ("--teacher", "onnxruntime cannot load it")),
