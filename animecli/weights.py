@@ -154,15 +154,24 @@ class Manifest:
         return self.folder / entry.file
 
     def expected_sha256(self, entry: ModelEntry) -> str | None:
-        """The digest ``entry``'s file must have: the manifest's, else the one recorded when it was pulled."""
+        """The digest ``entry``'s file must have: the manifest's, else the one recorded when it was pulled.
+
+        Raises:
+            WeightsError: a pulled file's record is there but holds no digest.
+        """
         if entry.sha256 is not None or not entry.remote:
             return entry.sha256
         recorded = self.path_of(entry).with_name(entry.file + ".sha256")
         try:
             fields = recorded.read_text(encoding="ascii").split()
-        except (OSError, UnicodeDecodeError):
+        except FileNotFoundError:  # placed by hand: nothing to check it against
             return None
-        return fields[0].lower() if fields else None
+        except (OSError, UnicodeDecodeError):
+            fields = []
+        if not fields or len(fields[0]) != 64 or any(c not in "0123456789abcdef" for c in fields[0].lower()):
+            raise WeightsError(f"{recorded} does not hold a SHA-256 digest, so {recorded.with_suffix('')} cannot "
+                               f"be checked; delete both and run `animecli models pull {entry.name}` again")
+        return fields[0].lower()
 
     def install_state(self, entry: ModelEntry) -> InstallState:
         """Whether ``entry``'s file is there and whole (size and SHA-256, where they are known).
@@ -173,13 +182,13 @@ class Manifest:
         path = self.path_of(entry)
         if not path.is_file():
             return InstallState.MISSING
-        expected = self.expected_sha256(entry)
         try:
+            expected = self.expected_sha256(entry)
             if entry.size is not None and path.stat().st_size != entry.size:
                 return InstallState.DAMAGED
             if expected is not None and sha256_file(path) != expected:
                 return InstallState.DAMAGED
-        except OSError:
+        except (OSError, WeightsError):
             return InstallState.DAMAGED
         return InstallState.INSTALLED
 

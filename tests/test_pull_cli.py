@@ -13,8 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 from animecli.cli import app
+from animecli.config import ModelChoice
+from animecli.errors import WeightsError
 from animecli.models import Arch
-from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest
+from animecli.weights import Manifest, ModelEntry, load_generator, load_manifest, save_manifest
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
 from tests.test_hub import HTML_PAGE, Site, running_site
 
@@ -97,3 +99,14 @@ def test_models_list_flags_a_pulled_file_changed_after_its_digest_was_recorded(h
     row = next(line.split("\t") for line in res.output.splitlines() if line.startswith(NAME))
     assert row[-1] == f"damaged: delete {pulled} and run animecli models pull {NAME}"
     assert not _installed()
+
+
+def test_a_garbled_digest_record_is_not_trusted(home: tuple[Site, Path]) -> None:
+    _, cache = home
+    assert runner.invoke(app, ["models", "pull", NAME]).exit_code == 0
+    (cache / f"{NAME}.pt.sha256").write_text("")  # emptied: the file can no longer be checked
+    res = runner.invoke(app, ["models", "list"])
+    row = next(line.split("\t") for line in res.output.splitlines() if line.startswith(NAME))
+    assert row[-1].startswith("damaged")
+    with pytest.raises(WeightsError, match="does not hold a SHA-256 digest"):
+        load_generator(ModelChoice(NAME))
