@@ -8,6 +8,7 @@ outcomes come back in submission order.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import time
 from collections import deque
@@ -88,7 +89,12 @@ def save_image(
         params["subsampling"] = 0 if opts.quality >= 90 else 2
 
     def write(fh: BinaryIO) -> None:
-        img.save(fh, format=fmt, **params)
+        # Encoded in memory, then written by Python: Pillow's JPEG encoder writes to the file
+        # descriptor itself and ignores a short write(), so a disk that filled during the last
+        # block left a cut JPEG that was renamed into place and reported as converted.
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **params)
+        fh.write(buf.getbuffer())
 
     problem = size_problem(dest, img.width, img.height)
     if problem:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_bytes, remove_stale_temps
@@ -40,3 +43,45 @@ def test_convert_removes_temps_left_by_a_killed_run(tiny_weights_dir: Path, tmp_
     assert res.exit_code == 0, res.output
     assert not stale.exists()
     assert (tmp_path / "out" / "sub" / "a.png").is_file()
+
+
+_SHORT_WRITE = """
+import io, resource, signal, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from animecli.config import WriteOptions
+from animecli.errors import AnimecliError
+from animecli.writer import save_image
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing us
+dest, fmt = Path(sys.argv[1]), sys.argv[2]
+y, x = np.mgrid[0:300, 0:300]
+rgb = np.stack([(x * 0.8) % 256, (y * 0.8) % 256, ((x + y) * 0.4) % 256], -1).astype("uint8")
+params = {"quality": 92, "subsampling": 0} if fmt == "JPEG" else {}
+buf = io.BytesIO()
+Image.fromarray(rgb).save(buf, format=fmt, **params)
+limit = len(buf.getvalue()) - 50  # room for all but the end of the last block: one short write()
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    save_image(rgb, dest, WriteOptions(quality=92))
+    print("saved")
+except AnimecliError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("out.jpg", "JPEG"), ("out.png", "PNG")])
+def test_a_short_write_at_the_end_is_an_error_not_a_cut_image(tmp_path: Path, name: str, fmt: str) -> None:
+    """The disk fills during the last block of an image: the file must not be saved cut short.
+
+    Pillow's JPEG encoder wrote to the file descriptor itself and ignored a short write(), so
+    the cut file was renamed into place, reported converted, and skipped as up to date after.
+    (RLIMIT_FSIZE gives the same short write a full disk does, without a mount.)
+    """
+    dest = tmp_path / name
+    run = subprocess.run([sys.executable, "-c", _SHORT_WRITE, str(dest), fmt], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("refused:") and "could not be written" in run.stdout, run.stdout
+    assert not dest.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]

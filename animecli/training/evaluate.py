@@ -11,6 +11,7 @@ and listed.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.atomic import atomic_write
+from animecli.atomic import atomic_write, atomic_write_bytes
 from animecli.errors import UsageError, first_line
 from animecli.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
@@ -134,4 +135,6 @@ def write_sheet(tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], de
             sheet.paste(im, (c * thumb, r * thumb))
     dest.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(dest.suffix.lower(), "PNG")  # .png, .jpg … as named; else PNG
-    atomic_write(dest, lambda f: sheet.save(f, format=fmt))
+    buf = io.BytesIO()  # not straight to the file: Pillow's JPEG encoder ignores a short write (animecli.writer)
+    sheet.save(buf, format=fmt)
+    atomic_write_bytes(dest, buf.getvalue())
