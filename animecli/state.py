@@ -167,7 +167,7 @@ class RunState:
                             int(d["size"]), int(d["mtime_ns"]), self._fps.setdefault(d["fp"], str(d["fp"])),
                             str(d["sha256"]) if d.get("sha256") else None,
                         )
-                    except (ValueError, KeyError, TypeError):
+                    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: int(1e400)
                         continue  # a torn last line after a crash, or garbage: ignore it
         except OSError:
             self.existed = False  # unreadable: behave as if it were missing

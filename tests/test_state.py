@@ -132,7 +132,9 @@ def test_verify_compares_content_not_mtime(converted: tuple[Path, Path], tmp_pat
 def test_torn_and_garbled_lines_are_ignored(converted: tuple[Path, Path], tmp_path: Path) -> None:
     src, out = converted
     with (out / STATE_NAME).open("a") as fh:
-        fh.write('garbage\n{"dst": "a.png", "size": 1, "mt')  # a crash mid-append
+        # Junk that parses as JSON but not as numbers (int(1e400) overflows), then a crash mid-append.
+        fh.write('{"dst": "zz.png", "size": 1e400, "mtime_ns": 1, "fp": "x"}\n')
+        fh.write('garbage\n{"dst": "a.png", "size": 1, "mt')
     rows = statuses(src, out, tmp_path / "r.json")
     assert {r["status"] for r in rows.values()} == {"skipped"}
 
