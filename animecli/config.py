@@ -187,6 +187,7 @@ class ConvertOptions:
         inputs: files, directories or glob patterns.
         output: output directory (the input tree is mirrored below it).
         recursive: descend into sub-directories.
+        hidden: also take hidden files and folders (``.name``) inside input folders.
         model: which generator.
         load, engine, write: the stages' options.
         report: where to write the machine-readable report (json/csv/jsonl), if anywhere.
@@ -198,6 +199,7 @@ class ConvertOptions:
     inputs: tuple[str, ...]
     output: Path
     recursive: bool = True
+    hidden: bool = False
     model: ModelChoice = ModelChoice()
     load: LoadOptions = LoadOptions()
     engine: EngineOptions = EngineOptions()

@@ -105,14 +105,19 @@ class Discovery:
         recursive: descend into sub-directories.
         fmt: output format (decides the output extension).
         suffix: added to output stems.
+        hidden: also take hidden files and folders (names starting with ``.``) found in input
+            folders; by default they are passed over, as ``ls`` and shell globs do (macOS
+            ``._photo.jpg`` resource forks are not images and failed every run).
     """
 
     def __init__(
-        self, inputs: tuple[str, ...], output: Path, recursive: bool, fmt: OutputFormat, suffix: str
+        self, inputs: tuple[str, ...], output: Path, recursive: bool, fmt: OutputFormat, suffix: str,
+        hidden: bool = False,
     ) -> None:
         self.inputs = inputs
         self.output = output
         self.recursive = recursive
+        self.hidden = hidden
         self.fmt = fmt
         self.suffix = suffix
         self._out_real = os.path.realpath(output)
@@ -248,6 +253,8 @@ class Discovery:
         for e in entries:
             if e.name.startswith(".animecli"):
                 continue  # our own temp/state files
+            if e.name.startswith(".") and not self.hidden:
+                continue  # hidden: thumbnails caches, ._ resource forks, .git… (named files still count)
             try:
                 if e.is_dir():
                     subdirs.append(e)

@@ -139,7 +139,8 @@ class _Run:
         """
         w = self.opts.write
         cleaned: set[Path] = set()
-        for item in Discovery(self.opts.inputs, self.opts.output, self.opts.recursive, w.format, w.suffix):
+        for item in Discovery(self.opts.inputs, self.opts.output, self.opts.recursive, w.format, w.suffix,
+                              self.opts.hidden):
             if not isinstance(item, Job):
                 yield item
                 continue

@@ -143,3 +143,25 @@ def test_a_report_that_cannot_be_written_is_refused_before_converting(tmp_path: 
         assert r.exit_code == 2, r.output
         assert says in r.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_hidden_files_and_folders_are_passed_over_unless_asked(tmp_path: Path) -> None:
+    """A macOS ``._a.jpg`` resource fork is not an image: walked, it failed every cron run (exit 1)."""
+    photos = tmp_path / "p"
+    make_photo(photos / "a.jpg", seed=1)
+    (photos / "._a.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    make_photo(photos / ".thumbs" / "t.jpg", seed=2)
+    make_photo(photos / ".hidden.png", seed=3)
+    r = convert(photos, tmp_path / "o1", "--report", tmp_path / "r1.json")
+    assert r.exit_code == 0, r.output
+    assert (summary(tmp_path / "r1.json")["converted"], summary(tmp_path / "r1.json")["failed"]) == (1, 0)
+    assert sorted(p.name for p in (tmp_path / "o1").iterdir() if not p.name.startswith(".animecli")) == ["a.jpg"]
+    # Named on its own, a hidden file is taken.
+    r = convert(photos / ".hidden.png", tmp_path / "o2")
+    assert r.exit_code == 0 and (tmp_path / "o2" / ".hidden.png").is_file(), r.output
+    # --hidden walks them all: the resource fork fails (exit 1), the others are converted.
+    r = convert(photos, tmp_path / "o3", "--hidden", "--report", tmp_path / "r3.json")
+    assert r.exit_code == 1, r.output
+    s = summary(tmp_path / "r3.json")
+    assert (s["converted"], s["failed"]) == (3, 1)
+    assert (tmp_path / "o3" / ".thumbs" / "t.jpg").is_file()
