@@ -7,6 +7,7 @@ from which the CLI derives the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from animecli.atomic import remove_stale_temps
 from animecli.config import Backend, ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
-from animecli.errors import FileError, GraphError, OutputError
+from animecli.errors import AnimecliError, FileError, GraphError, OutputError
 from animecli.loader import EMPTY_FILE, Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
@@ -239,27 +240,48 @@ def run_convert(
         AnimecliError: setup problems (weights, device, options) before any file is touched.
     """
     t0 = time.perf_counter()
-    check_inputs(opts.inputs, opts.output)
     if opts.report:
         check_report_path(opts.report)
-    if opts.dry_run:
-        run = _Run(opts, on_record)
-        for item in run.plan(keep_stamps=False):
-            if isinstance(item, Job) and _is_empty(item.src):
-                # A stat, not a decode: --dry-run opens no image, but a zero-byte file cannot convert.
-                run.emit(FileRecord(str(item.src), str(item.dst), Status.FAILED, EMPTY_FILE))
-            elif isinstance(item, Job):
-                run.emit(FileRecord(str(item.src), str(item.dst), Status.PLANNED, notes=item.note))
-            else:
-                run.passthrough(item)
-        return run.finish(t0)
+    started: list[_Run] = []
+    try:
+        check_inputs(opts.inputs, opts.output)
+        if opts.dry_run:
+            run = _Run(opts, on_record)
+            for item in run.plan(keep_stamps=False):
+                if isinstance(item, Job) and _is_empty(item.src):
+                    # A stat, not a decode: --dry-run opens no image, but a zero-byte file cannot convert.
+                    run.emit(FileRecord(str(item.src), str(item.dst), Status.FAILED, EMPTY_FILE))
+                elif isinstance(item, Job):
+                    run.emit(FileRecord(str(item.src), str(item.dst), Status.PLANNED, notes=item.note))
+                else:
+                    run.passthrough(item)
+            return run.finish(t0)
 
-    with OutputLock(opts.output):  # before anything reads the resume state or writes an output
-        if opts.engine_kind is EngineKind.RAY:
-            from animecli.ray_engine import convert_on_ray  # Ray only when asked for (an optional extra)
+        with OutputLock(opts.output):  # before anything reads the resume state or writes an output
+            run = _Run(opts, on_record)
+            started.append(run)
+            try:
+                if opts.engine_kind is EngineKind.RAY:
+                    from animecli.ray_engine import convert_on_ray  # Ray only when asked for (an optional extra)
 
-            return convert_on_ray(_Run(opts, on_record), on_start, stop, t0)
-        return _convert(_Run(opts, on_record), opts, on_start, stop, t0)
+                    return convert_on_ray(run, on_start, stop, t0)
+                return _convert(run, opts, on_start, stop, t0)
+            except AnimecliError as exc:
+                run.summary.fatal = run.summary.fatal or str(exc)
+                run.finish(t0)  # under the lock: it also closes the resume state
+                raise
+    except AnimecliError as exc:
+        # A run that fails before it starts (no model, a lock held, an unwritable OUTPUT) writes its
+        # report too: a previous run's, left at the same path, would tell a monitor all went well.
+        if opts.report and not started:
+            failed = Summary(fatal=str(exc), elapsed_s=time.perf_counter() - t0)
+            with contextlib.suppress(OSError):  # the error being raised matters more than its report
+                report = ReportWriter(opts.report)
+                try:
+                    report.finish(failed)
+                finally:
+                    report.close()
+        raise
 
 
 def _cache_warning() -> str:

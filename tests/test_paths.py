@@ -165,3 +165,32 @@ def test_hidden_files_and_folders_are_passed_over_unless_asked(tmp_path: Path) -
     s = summary(tmp_path / "r3.json")
     assert (s["converted"], s["failed"]) == (3, 1)
     assert (tmp_path / "o3" / ".thumbs" / "t.jpg").is_file()
+
+
+@pytest.mark.parametrize("why", ["unknown model", "lock held", "damaged weights"])
+def test_a_run_that_fails_before_starting_replaces_an_earlier_report(tmp_path: Path, why: str,
+                                                                    tiny_weights_dir: Path) -> None:
+    """A monitor reads the report: a previous run's success left at that path hid the failure."""
+    from animecli.lock import me
+
+    photos, out, report = tmp_path / "p", tmp_path / "o", tmp_path / "last.json"
+    make_photo(photos / "a.jpg", seed=1)
+    assert convert(photos, out, "--report", report).exit_code == 0
+    assert summary(report)["converted"] == 1 and not summary(report)["fatal"]
+    make_photo(photos / "b.jpg", seed=2)
+    args: list[object] = [photos, out, "--report", report]
+    if why == "unknown model":
+        args += ["-m", "nosuch"]
+        code, says = 2, "unknown model"
+    elif why == "lock held":
+        (out / ".animecli.lock").write_text(me().to_line())
+        code, says = 3, "another"
+    else:  # found after the lock is taken and the resume state read
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"not a checkpoint")
+        args += ["--weights", bad]
+        code, says = 2, "bad.pt"
+    r = convert(*args)
+    assert r.exit_code == code, r.output
+    s = summary(report)
+    assert says in s["fatal"] and s["converted"] == 0, s
