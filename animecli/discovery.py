@@ -218,6 +218,18 @@ class Discovery:
                 paths.extend(Path(m) for m in matches)
             else:
                 paths.append(Path(item))
+        # One folder given twice (`in in/`, `in ./in`, a link to it) is walked once, into the output
+        # root: as two roots it went to a sub-folder named after its parent.
+        seen_dirs: set[str] = set()
+        unique: list[Path] = []
+        for p in paths:
+            if p.is_dir():
+                real = os.path.realpath(p)
+                if real in seen_dirs:
+                    continue
+                seen_dirs.add(real)
+            unique.append(p)
+        paths = unique
         dirs = [p for p in paths if p.is_dir()]
         bases = [p.resolve().name or "root" for p in dirs]
         # Same-named folders (d1/x, d2/x) are named after their parents (x_d1, x_d2), whatever
@@ -306,4 +318,7 @@ class Discovery:
             taken.add(name.lower())
             others = ", ".join(g.name for g in group if g != f)
             note = f"name collision with {others}: written as {name}"
+            if (dst_dir / plain).is_file():
+                # Made when only one of them existed; which one is not known, so it is not deleted.
+                note += f"; {plain} there is from an earlier run and no longer written: delete it if it is stale"
             yield Job(f, dst_dir / name, f"{note}; {gif}" if gif else note)

@@ -194,3 +194,29 @@ def test_a_run_that_fails_before_starting_replaces_an_earlier_report(tmp_path: P
     assert r.exit_code == code, r.output
     s = summary(report)
     assert says in s["fatal"] and s["converted"] == 0, s
+
+
+def test_one_folder_given_twice_goes_to_the_output_root(tmp_path: Path) -> None:
+    photos = tmp_path / "p"
+    make_photo(photos / "a.png", seed=1)
+    (tmp_path / "link").symlink_to(photos)
+    for run, args in enumerate(((photos, f"{photos}/"), (photos, tmp_path / "link"), (photos,))):
+        out = tmp_path / f"out{run}"
+        r = convert(*args, out, "--report", tmp_path / f"r{run}.json")
+        assert r.exit_code == 0, r.output
+        assert summary(tmp_path / f"r{run}.json")["converted"] == 1
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.png"]
+
+
+def test_a_new_same_named_input_notes_the_output_it_leaves_behind(tmp_path: Path) -> None:
+    """a.jpg → a.png; then a.png appears: both are renamed (a_jpg.png, a_png.png) and the old a.png,
+    which neither writes any more, is named in the notes instead of lying there unexplained."""
+    photos, out = tmp_path / "p", tmp_path / "o"
+    make_photo(photos / "a.jpg", seed=1)
+    assert convert(photos, out, "-f", "png").exit_code == 0
+    make_photo(photos / "a.png", seed=2)
+    r = convert(photos, out, "-f", "png", "--report", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert sorted(Path(row["dst"]).name for row in rows) == ["a_jpg.png", "a_png.png"]
+    assert all("a.png there is from an earlier run" in row["notes"] for row in rows), rows
