@@ -403,7 +403,7 @@ def _verify_existing(
             no record and fails ``check`` (a file placed by hand is never deleted).
     """
     fix = f"delete it and run `animecli models pull {remote.name}` again"
-    expected = remote.sha256 if remote.sha256 is not None else _read_sidecar(sidecar, final, remote.name)
+    expected = remote.sha256 if remote.sha256 is not None else read_sidecar(sidecar, final, remote.name)
     try:
         size = final.stat().st_size
         actual = sha256_file(final)
@@ -458,8 +458,12 @@ def _verify_existing(
     return True
 
 
-def _read_sidecar(sidecar: Path, final: Path, name: str) -> str | None:
-    """Return the digest recorded in ``sidecar``, or None if there is no record."""
+def read_sidecar(sidecar: Path, final: Path, name: str) -> str | None:
+    """Return the digest recorded in ``sidecar`` for ``final``, or None if there is no record.
+
+    Raises:
+        WeightsError: the record is there but holds no SHA-256 digest (names the fix).
+    """
     try:
         text = sidecar.read_text(encoding="ascii")
     except FileNotFoundError:

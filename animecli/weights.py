@@ -23,7 +23,7 @@ from animecli.archs import Arch, ArchSpec
 from animecli.atomic import atomic_write_bytes
 from animecli.config import ModelChoice
 from animecli.errors import WeightsError
-from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, sha256_file
+from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, read_sidecar, sha256_file
 from animecli.hub import cache_dir as hub_cache_dir
 
 if TYPE_CHECKING:
@@ -161,17 +161,9 @@ class Manifest:
         """
         if entry.sha256 is not None or not entry.remote:
             return entry.sha256
-        recorded = self.path_of(entry).with_name(entry.file + ".sha256")
-        try:
-            fields = recorded.read_text(encoding="ascii").split()
-        except FileNotFoundError:  # placed by hand: nothing to check it against
-            return None
-        except (OSError, UnicodeDecodeError):
-            fields = []
-        if not fields or len(fields[0]) != 64 or any(c not in "0123456789abcdef" for c in fields[0].lower()):
-            raise WeightsError(f"{recorded} does not hold a SHA-256 digest, so {recorded.with_suffix('')} cannot "
-                               f"be checked; delete both and run `animecli models pull {entry.name}` again")
-        return fields[0].lower()
+        path = self.path_of(entry)
+        # The record `models pull` wrote (none for a file placed by hand: nothing to check it against).
+        return read_sidecar(path.with_name(entry.file + ".sha256"), path, entry.name)
 
     def install_state(self, entry: ModelEntry) -> InstallState:
         """Whether ``entry``'s file is there and whole (size and SHA-256, where they are known).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from animecli.errors import SetupError, UsageError, first_line
+from animecli.hub import sha256_file
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,7 @@ class OnnxTeacher:
         self.path = path
         # What the evaluation cache is keyed on: another teacher under the same name must not
         # be served this one's outputs.
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        self.sha256 = digest.hexdigest()
+        self.sha256 = sha256_file(path)
 
     def check_size(self, size: int, option: str) -> None:
         """Refuse a square side this teacher does not accept, naming ``option`` and the fix.
