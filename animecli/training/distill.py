@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.atomic import atomic_write_bytes, file_in_the_way
+from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.config import Precision
 from animecli.engine import resolve_device
 from animecli.errors import UsageError, first_line
@@ -158,6 +158,11 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 NoticeFn = Callable[[str], None]
 
 
+def _save(dest: Path, obj: object) -> None:
+    """``torch.save`` atomically: Ctrl-C or a full disk mid-write leaves the old file, not a cut one."""
+    atomic_write(dest, lambda f: torch.save(obj, f))
+
+
 def _photo_list_digest(photos: list[Path]) -> str:
     return hashlib.sha256("\n".join(p.name for p in photos).encode()).hexdigest()[:16]
 
@@ -235,9 +240,7 @@ def build_cache(cfg: DistillConfig, progress: ProgressFn | None = None, notice: 
         x = to_tensor(crop)
         y = teacher(to_unit(x).unsqueeze(0))[0]
         yq = ((y + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        tmp = dest.with_suffix(".tmp")
-        torch.save({"x": x.clone(), "y": yq}, tmp)
-        tmp.replace(dest)
+        _save(dest, {"x": x.clone(), "y": yq})
         if progress:
             progress("cache", i + 1, cfg.num_pairs, {})
     return cache
@@ -425,10 +428,9 @@ def train(
     t0, first = time.perf_counter(), step
 
     def save() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "config": {k: str(v) for k, v in asdict(cfg).items() if k != "log"}}, tmp)
-        tmp.replace(ckpt)
+        snapshot = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "config": {k: str(v) for k, v in asdict(cfg).items() if k != "log"}}
+        _save(ckpt, snapshot)
 
     try:
         while step < cfg.steps:
