@@ -142,16 +142,13 @@ class Discovery:
         # files get their folders' names, and a file whose name a folder's file already took
         # is the one renamed.
         files = [path for path, _ in roots if not path.is_dir() and (path.is_file() or path.is_symlink())]
-        firsts: dict[str, Path] = {}
-        for f in files:
-            firsts.setdefault(os.path.realpath(f), f)  # a file given twice (or by two globs) counts once
-        self._input_files = set(firsts)
+        self._input_files = {os.path.realpath(f) for f in files}
         for path, dst_dir in roots:
             if path.is_dir():
                 yield from self._walk(path, dst_dir, set())
             elif not (path.is_file() or path.is_symlink()):
                 yield Problem(path, "no such file or directory; check the path")
-        yield from self._plan_dir(list(firsts.values()), self.output)
+        yield from self._plan_dir(files, self.output)
 
     def _real_dir(self, folder: Path) -> str:
         """``realpath`` of a folder, once per folder (it costs a system call per path component)."""
@@ -218,16 +215,15 @@ class Discovery:
                 paths.extend(Path(m) for m in matches)
             else:
                 paths.append(Path(item))
-        # One folder given twice (`in in/`, `in ./in`, a link to it) is walked once, into the output
-        # root: as two roots it went to a sub-folder named after its parent.
-        seen_dirs: set[str] = set()
+        # A file or folder given twice (`in in/`, `a.jpg ./a.jpg`, two globs, a link to it) counts
+        # once, as first given: a folder given twice went to a sub-folder named after its parent.
+        seen: set[str] = set()
         unique: list[Path] = []
         for p in paths:
-            if p.is_dir():
-                real = os.path.realpath(p)
-                if real in seen_dirs:
-                    continue
-                seen_dirs.add(real)
+            real = os.path.realpath(p)
+            if os.path.lexists(p) and real in seen:  # a path that does not exist is reported each time
+                continue
+            seen.add(real)
             unique.append(p)
         paths = unique
         dirs = [p for p in paths if p.is_dir()]
