@@ -242,7 +242,7 @@ def run_convert(
     t0 = time.perf_counter()
     if opts.report:
         check_report_path(opts.report)
-    started: list[_Run] = []
+    locked = False  # once the run exists (under the lock) it writes its own report, with its records
     try:
         check_inputs(opts.inputs, opts.output)
         if opts.dry_run:
@@ -259,7 +259,7 @@ def run_convert(
 
         with OutputLock(opts.output):  # before anything reads the resume state or writes an output
             run = _Run(opts, on_record)
-            started.append(run)
+            locked = True
             try:
                 if opts.engine_kind is EngineKind.RAY:
                     from animecli.ray_engine import convert_on_ray  # Ray only when asked for (an optional extra)
@@ -273,7 +273,7 @@ def run_convert(
     except AnimecliError as exc:
         # A run that fails before it starts (no model, a lock held, an unwritable OUTPUT) writes its
         # report too: a previous run's, left at the same path, would tell a monitor all went well.
-        if opts.report and not started:
+        if opts.report and not locked:
             failed = Summary(fatal=str(exc), elapsed_s=time.perf_counter() - t0)
             with contextlib.suppress(OSError):  # the error being raised matters more than its report
                 report = ReportWriter(opts.report)
