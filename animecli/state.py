@@ -153,6 +153,9 @@ class RunState:
         self._fps: dict[str, str] = {}  # interned fingerprints: most entries share a few
         self._lines = 0
         self._fh: TextIO | None = None
+        # A crash mid-append leaves a last line without its newline: the next line must not be
+        # glued onto it (the pair would parse as neither, and the new record would be lost).
+        self._torn_end = False
         if self.existed:
             self._load()
 
@@ -161,6 +164,7 @@ class RunState:
             with self.path.open(encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     self._lines += 1
+                    self._torn_end = not line.endswith("\n")
                     try:
                         d = json.loads(line)
                         self._entries[_key(str(d["dst"]))] = _Entry(
@@ -228,6 +232,9 @@ class RunState:
                 # O_NOFOLLOW: a link made after the check above is refused, not followed.
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                 self._fh = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="ascii")
+            if self._torn_end:
+                self._fh.write("\n")
+                self._torn_end = False
             self._fh.write(line + "\n")
             self._fh.flush()
         except OSError as exc:

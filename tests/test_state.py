@@ -164,6 +164,27 @@ def test_compaction_keeps_the_latest_line(tmp_path: Path) -> None:
     assert RunState(tmp_path).verdict(dst, Stamp(1098, 1098), None) is Verdict.INPUT_CHANGED
 
 
+def test_a_record_after_a_torn_last_line_starts_on_its_own_line(tmp_path: Path) -> None:
+    # A crash (or full disk) mid-append leaves a last line without its newline; appending
+    # straight onto it glued the next record to it, so that record was lost and an older line
+    # for the same output won: a stale output counted as up to date.
+    settings = Settings("x" * 64, "lite/1.0/align", 1024, "same", 92, "", "float32")
+    old, new = settings.fingerprint(tmp_path / "a.png"), Settings(
+        "y" * 64, "lite/1.0/align", 1024, "same", 92, "", "float32").fingerprint(tmp_path / "a.png")
+    dst = tmp_path / "a.png"
+    dst.write_bytes(b"png")
+    state = RunState(tmp_path)
+    state.record(dst, Stamp(1, 2), old)
+    state.close()
+    with (tmp_path / STATE_NAME).open("a") as fh:
+        fh.write('{"dst": "b.png", "si')
+    state = RunState(tmp_path)
+    state.record(dst, Stamp(1, 2), new)
+    state.close()
+    assert RunState(tmp_path).verdict(dst, Stamp(1, 2), new) is Verdict.UP_TO_DATE
+    assert RunState(tmp_path).verdict(dst, Stamp(1, 2), old) is Verdict.SETTINGS_CHANGED
+
+
 def test_undecodable_names_round_trip(tmp_path: Path) -> None:
     name = os.fsdecode(b"caf\xe9.png")  # not UTF-8: a surrogate escape in Python
     dst = tmp_path / name
