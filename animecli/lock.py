@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import time
@@ -26,7 +27,7 @@ from types import TracebackType
 
 import psutil
 
-from animecli.errors import LockedError, OutputError
+from animecli.errors import LockedError, OutputError, UsageError
 
 LOCK_NAME = ".animecli.lock"
 # A lock file with no readable content is being written right now, unless it is older than this.
@@ -56,15 +57,23 @@ class Holder:
         """The holder a lock file names, or ``None`` if it is empty or garbled."""
         try:
             data = json.loads(text)
-            return cls(int(data["pid"]), str(data["host"]), float(data.get("started", 0.0)))
-        except (ValueError, KeyError, TypeError):
+            holder = cls(int(data["pid"]), str(data["host"]), float(data.get("started", 0.0)))
+        except (ValueError, KeyError, TypeError, OverflowError):
             return None
+        # No run has PID 0 or below (kill 0 / kill -1 would signal whole process groups), and a
+        # start time must be a real time: anything else is a garbled file, not a holder.
+        if holder.pid <= 0 or not math.isfinite(holder.started) or holder.started < 0:
+            return None
+        return holder
 
     def describe(self) -> str:
         """``PID 123 on host, running since 12:00:00``."""
-        if not self.started:
+        try:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else ""
+        except (OverflowError, OSError, ValueError):  # a start time past what the C library can show
+            since = ""
+        if not since:
             return f"PID {self.pid} on {self.host}"
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"PID {self.pid} on {self.host}, running since {since}"
 
 
@@ -106,6 +115,9 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder; animecli keeps its lock in a file of that name: "
+                         "remove the folder and rerun") from None
 
 
 class OutputLock:

@@ -142,3 +142,37 @@ def test_dry_run_takes_no_lock(tmp_path: Path) -> None:
     write_lock(out, me())
     r = convert(src, out, "--dry-run")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("content", [
+    '{"pid": 0, "host": "%s", "started": 1700000000}',  # "kill 0" would signal the user's own group
+    '{"pid": -1, "host": "%s", "started": 1700000000}',
+    '{"pid": 1, "host": "%s", "started": NaN}',  # time.localtime(nan) raised ValueError
+    '{"pid": 1, "host": "%s", "started": 1e400}',  # inf: OverflowError
+    '{"pid": 1, "host": "%s", "started": -5}',
+])
+def test_a_lock_naming_no_real_process_is_garbled_not_held(tmp_path: Path, content: str) -> None:
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(content % me().host)
+    assert Holder.parse(lock.read_text()) is None
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with OutputLock(tmp_path) as held:  # an old garbled lock is stale: taken over
+        assert Holder.parse(lock.read_text()) == me()
+        assert held.took_over is None
+
+
+def test_a_start_time_too_far_out_to_show_is_left_out_of_the_message() -> None:
+    assert Holder(123, "h", 1e300).describe() == "PID 123 on h"
+    assert Holder(123, "h", 0.0).describe() == "PID 123 on h"
+    assert Holder(123, "h", 1700000000.0).describe().startswith("PID 123 on h, running since 20")
+
+
+def test_a_folder_where_the_lock_goes_is_a_one_line_error(tmp_path: Path) -> None:
+    photos, out = tmp_path / "p", tmp_path / "o"
+    make_photo(photos / "a.png", seed=1)
+    (out / LOCK_NAME).mkdir(parents=True)
+    r = convert(photos, out)
+    assert r.exit_code == 2, r.output
+    assert "is a folder" in r.output and "Traceback" not in r.output
+    assert not (out / "a.png").exists()
