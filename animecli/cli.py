@@ -456,7 +456,7 @@ def distill(
 
     from animecli.atomic import atomic_write
     from animecli.models import Arch
-    from animecli.training.distill import DistillConfig, train
+    from animecli.training.distill import DistillConfig, check_output, train
     from animecli.training.export import check_model_name
 
     if arch not in {a.value for a in Arch}:
@@ -473,6 +473,7 @@ def distill(
             include=tuple(include or ()), seed=seed, threads=threads, init=init, device=device,
             precision=precision,
         )
+        check_output(output, cfg)
         last = [0.0]
 
         def progress(stage: str, i: int, n: int, parts: dict[str, float]) -> None:

@@ -105,6 +105,11 @@ def test_publish_says_when_it_replaces_an_entry(setup: dict[str, Path], tmp_path
     ("crop", ("--crop-size 80", "--pair-size 64")),
     ("work_file", ("--work-dir", "is a file")),
     ("output_folder", ("--output", "is a folder")),
+    ("output_teacher", ("--output", "state dict", ".pt")),  # the teacher was overwritten by the student
+    ("output_photo", ("--output", ".pt")),  # a training photo was overwritten
+    ("output_checkpoint", ("--output", "checkpoint")),  # the training was lost
+    ("output_cache", ("--output", "cached pairs")),
+    ("cache_file", ("--work-dir", "is a file")),  # was a FileExistsError traceback
     ("init_junk", ("--init", "not a readable PyTorch state dict")),
     ("lr_nan", ("--lr nan",)),
     ("arch", ("--arch foo", "lite3")),
@@ -117,6 +122,9 @@ def test_distill_bad_input_is_one_line_and_exit_2(
     text.write_text("not a model")
     empty = tmp_path / "empty"
     empty.mkdir()
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / "cache").write_text("a file where the pairs go")
+    teacher_bytes = setup["teacher"].read_bytes()
     cases: dict[str, tuple[tuple[str, ...], dict[str, Path]]] = {
         "teacher_folder": ((), {"teacher": tmp_path}),
         "teacher_text": ((), {"teacher": text}),
@@ -126,6 +134,11 @@ def test_distill_bad_input_is_one_line_and_exit_2(
         "crop": (("--crop-size", "80"), {}),
         "work_file": ((), {"work": text / "run"}),
         "output_folder": ((), {"out": empty}),
+        "output_teacher": ((), {"out": setup["teacher"]}),
+        "output_photo": ((), {"out": setup["photos"] / "p0.jpg"}),
+        "output_checkpoint": ((), {"out": setup["work"] / "checkpoint.pt"}),
+        "output_cache": ((), {"out": setup["work"] / "cache" / "settings.pt"}),
+        "cache_file": ((), {"work": tmp_path / "w2"}),
         "init_junk": (("--init", str(text)), {}),
         "lr_nan": (("--lr", "nan"), {}),
         "arch": (("--arch", "foo"), {}),
@@ -134,6 +147,8 @@ def test_distill_bad_input_is_one_line_and_exit_2(
     extra, paths = cases[change]
     _one_line_error(_distill(setup, *extra, **paths), *words)
     assert not setup["out"].exists() and not (tmp_path / "evil_lite.pt").exists()
+    assert setup["teacher"].read_bytes() == teacher_bytes
+    assert (setup["photos"] / "p0.jpg").read_bytes()[:2] == b"\xff\xd8"
 
 
 def test_unreadable_training_photos_are_skipped(setup: dict[str, Path]) -> None:

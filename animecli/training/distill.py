@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -316,12 +317,35 @@ def check_options(cfg: DistillConfig) -> None:
     if cfg.crop_size > cfg.pair_size or cfg.final_size > cfg.pair_size:
         raise UsageError(f"--crop-size {max(cfg.crop_size, cfg.final_size)} is larger than the cached pairs "
                          f"(--pair-size {cfg.pair_size}); use a crop size of at most {cfg.pair_size}")
-    blocker = file_in_the_way(cfg.work_dir)
+    blocker = file_in_the_way(cfg.work_dir / "cache")  # the teacher pairs go there
     if blocker is not None:
         raise UsageError(f"--work-dir {cfg.work_dir}: {blocker} is a file, not a folder; choose another --work-dir")
     if cfg.init is not None and not cfg.init.is_file():
         what = "is a folder" if cfg.init.is_dir() else "does not exist"
         raise UsageError(f"--init {cfg.init} {what}; pass a student's .pt state dict")
+
+
+def check_output(output: Path, cfg: DistillConfig) -> None:
+    """Refuse an ``--output`` that would overwrite what training reads or keeps.
+
+    The student is written there after training; a path that is the teacher, a photo, the
+    checkpoint or a cached pair would be replaced by it, losing the file (and, for the
+    checkpoint, the training).
+
+    Raises:
+        UsageError: not a ``.pt``/``.pth`` name, the teacher itself, or a file distill keeps
+            in ``--work-dir``.
+    """
+    if output.suffix.lower() not in (".pt", ".pth"):
+        raise UsageError(f"--output {output}: the student is a PyTorch state dict; give a file name ending in "
+                         ".pt (e.g. runs/hayao/student.pt)")
+    real = os.path.realpath(output)
+    if real == os.path.realpath(cfg.teacher):
+        raise UsageError(f"--output {output} is the --teacher; give another file name for the student")
+    work = os.path.realpath(cfg.work_dir)
+    if real == os.path.join(work, "checkpoint.pt") or real.startswith(os.path.join(work, "cache") + os.sep):
+        raise UsageError(f"--output {output}: distill keeps its checkpoint and cached pairs there; give another "
+                         f"file, e.g. {cfg.work_dir / 'student.pt'}")
 
 
 def _load_init(cfg: DistillConfig) -> dict[str, torch.Tensor]:
