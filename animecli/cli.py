@@ -208,6 +208,10 @@ def convert(
         err.print("error: give at least one INPUT and the OUTPUT folder, e.g. `animecli convert photos/ out/`")
         raise typer.Exit(EXIT_USAGE)
     *inputs, output = paths
+    if not output.strip():
+        # An unset variable in a script (`animecli convert in "$OUT"`): "" would mean the current folder.
+        err.print("error: OUTPUT is an empty string (an unset variable?); give the output folder")
+        raise typer.Exit(EXIT_USAGE)
     load_jobs, save_jobs = _jobs(jobs)
     if any(sep and sep in suffix for sep in ("/", "\0", os.sep, os.altsep)):
         # The suffix goes into a file name: a separator would put outputs outside OUTPUT.
@@ -236,9 +240,6 @@ def convert(
         engine_kind=engine_kind,
         ray=RayOptions(address, num_gpus_per_worker, workers),
     )
-    if Path(output).exists() and not Path(output).is_dir():
-        err.print(f"error: OUTPUT {output} is a file; give a folder (it is created if missing)")
-        raise typer.Exit(EXIT_USAGE)
     summary = _run_with_display(opts, quiet, verbose)
     if summary.fatal:
         err.print(f"[bold red]error:[/] {escape(_printable(summary.fatal))}", soft_wrap=True)

@@ -82,10 +82,12 @@ def check_inputs(inputs: tuple[str, ...], output: Path) -> None:
     """Refuse inputs that cannot be meant, before anything is loaded.
 
     Raises:
-        UsageError: an input folder is the output folder (its outputs would replace its
+        UsageError: the output is a file; an input folder is the output folder (its outputs would replace its
             photos or be converted again on every run); or no input exists at all (a typo,
             a glob that matched nothing).
     """
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"OUTPUT {output} is a file; give a folder (it is created if missing)")
     out_real = os.path.realpath(output)
     for item in inputs:
         if os.path.isdir(item) and os.path.realpath(item) == out_real:
@@ -227,6 +229,12 @@ class Discovery:
             unique.append(p)
         paths = unique
         dirs = [p for p in paths if p.is_dir()]
+        # The layout must not depend on which folders exist this time (a share not mounted): with
+        # `A B out`, A's files go to out/A/ even when B is missing. A missing path counts as a
+        # folder unless it names an image file.
+        missing = [p for p in paths if not os.path.lexists(p) and not _has_magic(str(p))
+                   and p.suffix.lower() not in SUPPORTED]
+        several = len(dirs) + len(missing) > 1
         bases = [p.resolve().name or "root" for p in dirs]
         # Same-named folders (d1/x, d2/x) are named after their parents (x_d1, x_d2), whatever
         # their order; numbers only if the parents share names too.
@@ -235,7 +243,7 @@ class Discovery:
         used: dict[str, int] = {}
         roots = []
         for p in paths:
-            if p.is_dir() and len(dirs) > 1:
+            if p.is_dir() and several:
                 base = names[p]
                 n = used.get(base, 0)
                 used[base] = n + 1

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -197,10 +198,11 @@ class RunState:
                 so only the input is compared.
         """
         try:
-            if dst.stat().st_size <= 0:
-                return Verdict.CONVERT
+            st = dst.stat()
         except OSError:
             return Verdict.CONVERT
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= 0:
+            return Verdict.CONVERT  # empty, or a folder in the way: not an output (the writer says why)
         entry = self._entries.get(self.rel(dst))
         if entry is None:
             return Verdict.UNRECORDED

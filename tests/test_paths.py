@@ -220,3 +220,58 @@ def test_a_new_same_named_input_notes_the_output_it_leaves_behind(tmp_path: Path
     rows = json.loads((tmp_path / "r.json").read_text())["files"]
     assert sorted(Path(row["dst"]).name for row in rows) == ["a_jpg.png", "a_png.png"]
     assert all("a.png there is from an earlier run" in row["notes"] for row in rows), rows
+
+
+def test_an_empty_output_argument_is_refused_not_the_current_folder(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`animecli convert in "$OUT"` with OUT unset wrote into (and over files in) the current folder."""
+    photos, cwd = tmp_path / "p", tmp_path / "cwd"
+    make_photo(photos / "a.jpg", seed=1)
+    make_photo(cwd / "a.jpg", seed=2)
+    before = digest(cwd / "a.jpg")
+    monkeypatch.chdir(cwd)
+    r = convert(photos, "", "--overwrite")
+    assert r.exit_code == 2, r.output
+    assert "OUTPUT is an empty string" in r.output
+    assert digest(cwd / "a.jpg") == before and sorted(p.name for p in cwd.iterdir()) == ["a.jpg"]
+
+
+def test_an_output_that_is_a_file_writes_the_report_too(tmp_path: Path) -> None:
+    photos, out, report = tmp_path / "p", tmp_path / "o", tmp_path / "last.json"
+    make_photo(photos / "a.jpg", seed=1)
+    assert convert(photos, out, "--report", report).exit_code == 0
+    for child in out.iterdir():
+        child.unlink()
+    out.rmdir()
+    out.write_text("oops")
+    r = convert(photos, out, "--report", report)
+    assert r.exit_code == 2, r.output
+    assert "is a file" in r.output
+    s = summary(report)
+    assert "is a file" in s["fatal"] and s["converted"] == 0, s  # not the earlier run's success
+
+
+def test_a_missing_input_folder_does_not_change_where_the_others_go(tmp_path: Path) -> None:
+    """`A B out` writes out/A/ and out/B/; with B missing (a share not mounted) A's files went to
+    out/ itself: converted again, as duplicates beside out/A/."""
+    a, b, out = tmp_path / "A", tmp_path / "B", tmp_path / "o"
+    make_photo(a / "p0.png", seed=1)
+    make_photo(b / "p1.png", seed=2)
+    assert convert(a, b, out).exit_code == 0
+    b.rename(tmp_path / "B.away")
+    r = convert(a, b, out, "--report", tmp_path / "r.json")
+    assert r.exit_code == 1, r.output  # B is missing: reported
+    s = summary(tmp_path / "r.json")
+    assert (s["converted"], s["skipped"]) == (0, 1), s
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["A", "B"]
+
+
+def test_a_folder_where_an_output_goes_is_a_failure_not_an_existing_output(tmp_path: Path) -> None:
+    photos, out = tmp_path / "p", tmp_path / "o"
+    make_photo(photos / "a.png", seed=1)
+    (out / "a.png").mkdir(parents=True)
+    r = convert(photos, out, "--report", tmp_path / "r.json")
+    assert r.exit_code == 1, r.output  # was exit 0: "skipped: output exists"
+    s = summary(tmp_path / "r.json")
+    assert (s["failed"], s["skipped"]) == (1, 0), s
+    assert "folder" in r.output
