@@ -243,3 +243,26 @@ def test_eval_skips_unreadable_photos_and_checks_its_outputs_first(setup: dict[s
     _one_line_error(_eval(weights, setup["teacher"], setup["photos"], "--sheet", str(blocker / "s.png")),
                     "--sheet", "is a file, not a folder")
     _one_line_error(_eval(weights, setup["teacher"], tmp_path / "nope"), "--photos", "does not exist")
+
+
+def test_eval_cache_in_the_way_is_a_one_line_error_and_an_unwritable_entry_is_skipped(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = tmp_path / "s.pt"
+    torch.save(build_generator(ArchSpec(Arch.LITE, width=0.125)).state_dict(), weights)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for cache in (blocker, blocker / "sub"):  # were FileExistsError / NotADirectoryError tracebacks
+        _one_line_error(_eval(weights, setup["teacher"], setup["photos"], "--cache", str(cache)),
+                        "--cache", "is a file, not a folder")
+    # A folder where a cache entry goes (os.replace onto it raised IsADirectoryError): the figures
+    # are computed all the same, only that entry is not cached.
+    cache, js = tmp_path / "c", tmp_path / "e.json"
+    assert _eval(weights, setup["teacher"], setup["photos"], "--cache", str(cache), "--json", str(js)).exit_code == 0
+    first = json.loads(js.read_text())["psnr_db"]
+    for entry in list(cache.iterdir()):
+        entry.unlink()
+        entry.mkdir()
+    r = _eval(weights, setup["teacher"], setup["photos"], "--cache", str(cache), "--json", str(js))
+    assert r.exit_code == 0, r.output
+    assert json.loads(js.read_text())["psnr_db"] == first

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.atomic import atomic_write, atomic_write_bytes
+from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.errors import UsageError, first_line
 from animecli.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
@@ -59,8 +59,11 @@ def teacher_output(teacher: OnnxTeacher, x: torch.Tensor, cache: Path) -> torch.
         except Exception:  # a cut or foreign file: compute it again
             pass
     y = ((teacher(to_unit(x).unsqueeze(0))[0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, lambda f: torch.save(y, f))  # Ctrl-C mid-write must not leave a cut entry
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write(dest, lambda f: torch.save(y, f))  # Ctrl-C mid-write must not leave a cut entry
+    except OSError:
+        pass  # a cache is only a saving (a full disk, a folder where the entry goes): the figure stands
     return y
 
 
@@ -93,6 +96,9 @@ def evaluate(
     teacher = OnnxTeacher(teacher_path, threads)
     teacher.check_size(size, "--size")
     cache = cache or Path(".animecli-eval-cache")
+    blocker = file_in_the_way(cache)
+    if blocker is not None:
+        raise UsageError(f"--cache {cache}: {blocker} is a file, not a folder; choose another --cache folder")
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     rows: list[tuple[str, float, float]] = []
     skipped: list[tuple[str, str]] = []
