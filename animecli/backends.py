@@ -509,6 +509,9 @@ def calibration_images(
     from animecli.tensors import array_to_tensor, pad_batch, to_model_range
     from animecli.transforms import prepare
 
+    if folder is not None and not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise SetupError(f"--calibration {folder} {what}; pass a folder of a few of your photos")
     folder = folder if folder is not None else default_calibration_dir()
     if folder is None or not folder.is_dir():
         raise SetupError(

@@ -289,3 +289,14 @@ def test_arena_shrinks_only_after_an_outlier() -> None:
     big = torch.rand(1, 3, 256, 256) * 2 - 1
     runner(big)
     assert torch.equal(runner(x), small)
+
+
+def test_a_wrong_calibration_path_is_named_in_the_error(tmp_path: Path) -> None:
+    """It blamed a missing bundled examples/ folder, never naming the path the user gave."""
+    from animecli.backends import calibration_images
+    from animecli.errors import SetupError
+
+    (tmp_path / "f.jpg").write_bytes(b"x")
+    for given, what in ((tmp_path / "typo", "does not exist"), (tmp_path / "f.jpg", "is a file")):
+        with pytest.raises(SetupError, match=f"--calibration {given} {what}"):
+            calibration_images(given)
