@@ -242,6 +242,16 @@ def download(
                 f"{remote.url} did not return a {remote.kind} ({_one_line(problem)}); nothing was saved; "
                 f"check the URL or try again later, {_MANUAL}"
             )
+    recorded = read_sidecar(sidecar, final, remote.name) if remote.sha256 is None else None
+    if recorded is not None and recorded != digest:
+        # The record pins the bytes of the first download (trust on first use): a file
+        # deleted and pulled again must be those bytes, not whatever the URL serves now.
+        _unlink(part)
+        raise WeightsError(
+            f"{remote.url} now serves other bytes than the first download of {remote.name} (SHA-256 {digest}, "
+            f"recorded {recorded} in {sidecar}); nothing was saved; if the new file is trusted, delete "
+            f"{sidecar} and run `animecli models pull {remote.name}` again"
+        )
     try:
         if remote.sha256 is None:
             # Recorded before the rename: a crash in between only costs a re-download,

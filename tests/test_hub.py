@@ -495,3 +495,22 @@ def test_write_error_advice_depends_on_errno(tmp_path: Path, code: int, wanted: 
     assert wanted in msg and "\n" not in msg
     if code not in {errno.ENOSPC, errno.EDQUOT}:
         assert "disk space" not in msg
+
+
+def test_a_deleted_file_pulled_again_must_match_the_first_download(site: Site, tmp_path: Path) -> None:
+    """The record pins the first download; a re-pull silently recorded whatever the URL served now."""
+    path = download(site.remote(), tmp_path)
+    record = (tmp_path / "tiny.pt.sha256").read_text()
+    path.unlink()
+    site.state.payload = random.Random(99).randbytes(48 * 1024)  # upstream changed the file
+    with pytest.raises(WeightsError, match="now serves other bytes") as err:
+        download(site.remote(), tmp_path)
+    assert "delete" in str(err.value) and "tiny.pt.sha256" in str(err.value)
+    assert not path.exists() and not (tmp_path / "tiny.pt.part").exists()
+    assert (tmp_path / "tiny.pt.sha256").read_text() == record
+    site.state.payload = PAYLOAD  # the same bytes again: accepted
+    assert download(site.remote(), tmp_path).read_bytes() == PAYLOAD
+    path.unlink()
+    (tmp_path / "tiny.pt.sha256").unlink()  # the user trusts the new file
+    site.state.payload = random.Random(99).randbytes(48 * 1024)
+    assert download(site.remote(), tmp_path).read_bytes() == site.state.payload
