@@ -200,8 +200,10 @@ def load_images(folder: Path | None, size: int, limit: int) -> list[bytes]:
     folder = folder if folder is not None else default_calibration_dir()
     if folder is None or not folder.is_dir():
         raise UsageError("no benchmark photos: the bundled examples/ folder is not here; pass --images DIR")
-    out = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS)[:limit]:
+    out: list[bytes] = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS):
+        if len(out) >= limit:  # counts readable photos: a broken one is passed over, not counted
+            break
         try:
             with Image.open(path) as img:
                 rgb = img.convert("RGB")

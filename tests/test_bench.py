@@ -178,3 +178,15 @@ def test_bench_max_images_caps_the_photo_set(tiny_weights_dir: Path, photos: Pat
         assert result.exit_code == 0, result.output
         captions.append(json.loads(js.read_text())["caption"])
     assert captions[0].startswith("2 photos") and captions[1].startswith("1 photo"), captions
+
+
+def test_max_images_counts_readable_photos_only(tmp_path: Path) -> None:
+    """A broken photo sorted first made `--max-images 1` fail with "no readable photos"."""
+    from animecli.benchmark import load_images
+
+    (tmp_path / "0_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    for i in range(3):
+        make_photo(tmp_path / f"p{i}.jpg", size=(40, 30), seed=i)
+    assert len(load_images(tmp_path, 32, 1)) == 1
+    assert len(load_images(tmp_path, 32, 2)) == 2
+    assert len(load_images(tmp_path, 32, 8)) == 3
