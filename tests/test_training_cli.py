@@ -200,7 +200,12 @@ def test_damaged_checkpoint_and_pairs(setup: dict[str, Path]) -> None:
     assert r.exit_code == 0 and "made again" in r.output, r.output
     assert torch.load(pair, weights_only=True)["x"].shape == (3, 64, 64)
     (setup["work"] / "checkpoint.pt").write_bytes(b"cut")
-    _one_line_error(_distill(setup, "--steps", "4"), "checkpoint.pt is damaged", "delete it")
+    _one_line_error(_distill(setup, "--steps", "4"), "checkpoint.pt is damaged", "cannot be read", "delete it")
+    # Readable but not a checkpoint: the message said "damaged (174812789)" or "damaged ('step')".
+    torch.save(174812789, setup["work"] / "checkpoint.pt")
+    _one_line_error(_distill(setup, "--steps", "4"), "holds a int, not a distill checkpoint")
+    torch.save({"model": {}, "opt": {}}, setup["work"] / "checkpoint.pt")
+    _one_line_error(_distill(setup, "--steps", "4"), "not a distill checkpoint: no step")
 
 
 def _eval(weights: Path, teacher: Path, photos: Path, *extra: str) -> Result:

@@ -364,12 +364,21 @@ def _load_init(cfg: DistillConfig) -> dict[str, torch.Tensor]:
 def _load_checkpoint(ckpt: Path, cfg: DistillConfig, device: torch.device) -> dict[str, object]:
     try:
         # map_location: a checkpoint written on a GPU resumes on a CPU and the other way round.
-        state: dict[str, object] = torch.load(ckpt, weights_only=True, map_location=device)
-        _ = int(state["step"]), state["model"], state["opt"]  # type: ignore[call-overload]  # or damaged
+        state = torch.load(ckpt, weights_only=True, map_location=device)
     except Exception as exc:
-        first = first_line(exc, 120)
-        raise UsageError(f"{ckpt} is damaged ({first}); delete it to train again from step 0 "
-                         "(the cached teacher pairs are kept)") from None
+        problem = f"cannot be read: {first_line(exc, 120)}"
+    else:
+        if not isinstance(state, dict):
+            problem = f"holds a {type(state).__name__}, not a distill checkpoint"
+        else:
+            missing = [key for key in ("step", "model", "opt") if key not in state]
+            problem = f"not a distill checkpoint: no {', '.join(missing)}" if missing else ""
+            if not problem and not isinstance(state["step"], int):
+                problem = f"its step is {state['step']!r}, not a number"
+    if problem:
+        raise UsageError(f"{ckpt} is damaged ({problem}); delete it to train again from step 0 "
+                         "(the cached teacher pairs are kept)")
+    assert isinstance(state, dict)  # checked above
     config = state.get("config")
     was = config.get("arch") if isinstance(config, dict) else None
     if was is not None and was not in (cfg.arch.value, str(cfg.arch)):
