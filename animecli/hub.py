@@ -299,7 +299,7 @@ def _fetch(remote: RemoteFile, part: Path, progress: ProgressFn | None, timeout:
                 # The .part is not a prefix of the current file: start from zero.
                 _unlink(part)
                 return _fetch(remote, part, progress, timeout)
-            reason = f"HTTP {exc.code} {exc.reason}"
+            reason = f"HTTP {exc.code} {_one_line(exc.reason)}"  # a redirect loop's reason spans lines
             if exc.code in _TRANSIENT_HTTP:
                 raise _TransientError(reason) from exc
             raise DownloadError(_unreachable(remote.url, reason)) from exc

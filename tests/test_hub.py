@@ -59,6 +59,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             cut = st.mode in {"eof", "chunked", "stall"} and st.drops_left > 0
             if cut:
                 st.drops_left -= 1
+        if st.mode == "loop":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path != "/model.pt" or st.mode == "404":
             self.send_error(404)
             return
@@ -514,3 +520,10 @@ def test_a_deleted_file_pulled_again_must_match_the_first_download(site: Site, t
     (tmp_path / "tiny.pt.sha256").unlink()  # the user trusts the new file
     site.state.payload = random.Random(99).randbytes(48 * 1024)
     assert download(site.remote(), tmp_path).read_bytes() == site.state.payload
+
+
+def test_a_redirect_loop_is_a_one_line_error(site: Site, tmp_path: Path) -> None:
+    site.state.mode = "loop"
+    with pytest.raises(DownloadError) as err:
+        download(site.remote(), tmp_path)
+    assert "\n" not in str(err.value) and "redirect" in str(err.value), str(err.value)
