@@ -135,6 +135,7 @@ class OutputLock:
     Raises:
         LockedError: another live run holds the lock (exit 3).
         OutputError: the output folder cannot be created or written (exit 1).
+        UsageError: a folder stands where the lock file goes (exit 2).
     """
 
     def __init__(self, output: Path) -> None:

@@ -104,6 +104,16 @@ class DistillConfig:
     precision: Precision = Precision.AUTO
     log: list[str] = field(default_factory=list, compare=False, repr=False)
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where the teacher pairs are cached (``WORK/cache``)."""
+        return self.work_dir / "cache"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The resumable checkpoint (``WORK/checkpoint.pt``)."""
+        return self.work_dir / "checkpoint.pt"
+
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 
@@ -216,7 +226,7 @@ def build_cache(cfg: DistillConfig, progress: ProgressFn | None = None, notice: 
                          f"of .jpg/.png/.webp/.bmp photos or change the filters")
     teacher = OnnxTeacher(cfg.teacher, cfg.threads)
     teacher.check_size(cfg.pair_size, "--pair-size")
-    cache = cfg.work_dir / "cache"
+    cache = cfg.cache_dir
     cache.mkdir(parents=True, exist_ok=True)
     _check_cache_settings(cfg, cache, teacher, photos)
     readable = list(photos)
@@ -317,7 +327,7 @@ def check_options(cfg: DistillConfig) -> None:
     if cfg.crop_size > cfg.pair_size or cfg.final_size > cfg.pair_size:
         raise UsageError(f"--crop-size {max(cfg.crop_size, cfg.final_size)} is larger than the cached pairs "
                          f"(--pair-size {cfg.pair_size}); use a crop size of at most {cfg.pair_size}")
-    blocker = file_in_the_way(cfg.work_dir / "cache")  # the teacher pairs go there
+    blocker = file_in_the_way(cfg.cache_dir)
     if blocker is not None:
         raise UsageError(f"--work-dir {cfg.work_dir}: {blocker} is a file, not a folder; choose another --work-dir")
     if cfg.init is not None and not cfg.init.is_file():
@@ -342,8 +352,7 @@ def check_output(output: Path, cfg: DistillConfig) -> None:
     real = os.path.realpath(output)
     if real == os.path.realpath(cfg.teacher):
         raise UsageError(f"--output {output} is the --teacher; give another file name for the student")
-    work = os.path.realpath(cfg.work_dir)
-    if real == os.path.join(work, "checkpoint.pt") or real.startswith(os.path.join(work, "cache") + os.sep):
+    if real == os.path.realpath(cfg.checkpoint) or real.startswith(os.path.realpath(cfg.cache_dir) + os.sep):
         raise UsageError(f"--output {output}: distill keeps its checkpoint and cached pairs there; give another "
                          f"file, e.g. {cfg.work_dir / 'student.pt'}")
 
@@ -406,7 +415,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    ckpt = cfg.work_dir / "checkpoint.pt"
+    ckpt = cfg.checkpoint
     state = _load_checkpoint(ckpt, cfg, device) if ckpt.exists() else None
     init_sd: Mapping[str, torch.Tensor] | None = _load_init(cfg) if cfg.init is not None and state is None else None
     if cfg.init is not None and state is not None and notice:
