@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from animecli.atomic import atomic_write_bytes
-from animecli.config import Backend
 from animecli.errors import GraphError, SetupError, UsageError
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm
 from animecli.models.v2 import GeneratorV2
+from animecli.options import Backend
 from animecli.ort import (
     EXPORT_VERSION,
     ONNX_HINT,

@@ -42,9 +42,9 @@ from PIL import Image
 from torch import nn
 
 from animecli.backends import default_calibration_dir, onnxruntime_available
-from animecli.config import Backend, EngineOptions, ModelChoice, Precision
 from animecli.errors import UsageError, WeightsError
 from animecli.models import Arch, ArchSpec, build_generator
+from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.report import peak_rss_mb
 from animecli.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 from animecli.transforms import UInt8Array, array_to_image, prepare

@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from animecli import __version__
-from animecli.config import (
+from animecli.errors import AnimecliError
+from animecli.options import (
     Backend,
     ClearCache,
     ConvertOptions,
@@ -35,7 +36,6 @@ from animecli.config import (
     WriteOptions,
     auto_jobs,
 )
-from animecli.errors import AnimecliError
 
 if TYPE_CHECKING:
     from animecli.pipeline import RunInfo
@@ -539,7 +539,7 @@ def evaluate_cmd(
     import json
 
     from animecli.atomic import atomic_write_bytes
-    from animecli.config import ModelChoice
+    from animecli.options import ModelChoice
     from animecli.training.evaluate import evaluate
     from animecli.weights import load_generator
 

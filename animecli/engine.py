@@ -18,8 +18,8 @@ from torch import nn
 from animecli.archs import CPU_BUDGET_MB, needs_tiling
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.batch import BatchResult, failure_reason, release_host_memory
-from animecli.config import Backend, ClearCache, EngineOptions, Precision
 from animecli.errors import SetupError, UsageError
+from animecli.options import Backend, ClearCache, EngineOptions, Precision
 from animecli.tensors import (
     array_to_tensor,
     arrays_to_batch,

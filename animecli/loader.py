@@ -23,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from animecli.config import LoadOptions
 from animecli.discovery import Job
+from animecli.options import LoadOptions
 from animecli.transforms import ORIENTATION_TAG, ROTATED_NOTE, UInt8Array, prepare
 
 # Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.

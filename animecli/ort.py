@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from animecli.config import Backend
 from animecli.errors import GraphError, SetupError, first_line
 from animecli.hub import cache_dir
+from animecli.options import Backend
 
 OPSET = 17
 # Bump when the exported graph changes (norm rewrite, export options): old cache entries are ignored.

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animecli.atomic import remove_stale_temps
-from animecli.config import Backend, ConvertOptions, EngineKind, Existing
 from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
 from animecli.errors import AnimecliError, FileError, GraphError, OutputError
 from animecli.loader import EMPTY_FILE, Loaded, StreamingLoader
 from animecli.lock import OutputLock
+from animecli.options import Backend, ConvertOptions, EngineKind, Existing
 from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
 from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from animecli.config import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.discovery import Job
 from animecli.errors import FileError, OutputError, SetupError, UsageError
+from animecli.options import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.pipeline import RunInfo, _Run, inference_record, load_failure_record
 from animecli.report import FileRecord, Status, Summary, rss_mb
 

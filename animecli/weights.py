@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from animecli.archs import Arch, ArchSpec
 from animecli.atomic import atomic_write_bytes
-from animecli.config import ModelChoice
 from animecli.errors import WeightsError
 from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, read_sidecar, sha256_file
 from animecli.hub import cache_dir as hub_cache_dir
+from animecli.options import ModelChoice
 
 if TYPE_CHECKING:
     import torch

@@ -20,8 +20,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 from PIL import Image
 
 from animecli.atomic import atomic_write, file_in_the_way
-from animecli.config import WriteOptions
 from animecli.errors import FileError, OutputError
+from animecli.options import WriteOptions
 from animecli.transforms import UInt8Array, array_to_image
 
 _PIL_FORMATS = {

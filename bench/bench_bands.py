@@ -21,7 +21,7 @@ import numpy as np
 
 from animecli import ort
 from animecli.backends import export_onnx, export_onnx_split
-from animecli.config import Backend, ModelChoice
+from animecli.options import Backend, ModelChoice
 from animecli.ort import OrtSession, SplitGraph
 from animecli.weights import load_generator
 

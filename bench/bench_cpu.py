@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
-from animecli.config import Backend, Precision
+from animecli.options import Backend, Precision
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
 
     from animecli.backends import make_runner
     from animecli.benchmark import psnr
-    from animecli.config import ModelChoice
+    from animecli.options import ModelChoice
     from animecli.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
     from animecli.transforms import prepare
     from animecli.weights import load_generator

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from animecli.benchmark import cpu_name
-from animecli.config import ConvertOptions, EngineOptions, Existing, LoadOptions, WriteOptions, auto_jobs
+from animecli.options import ConvertOptions, EngineOptions, Existing, LoadOptions, WriteOptions, auto_jobs
 from animecli.pipeline import run_convert
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from animecli.config import (
+from animecli.models import Arch, ArchSpec, build_generator
+from animecli.options import (
     ConvertOptions,
     EngineKind,
     EngineOptions,
@@ -43,7 +44,6 @@ from animecli.config import (
     RayOptions,
     WriteOptions,
 )
-from animecli.models import Arch, ArchSpec, build_generator
 from animecli.pipeline import run_convert
 from animecli.weights import load_manifest
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageOps
 
 from animecli.backends import OrtRunner, make_runner, onnxruntime_available
-from animecli.config import Backend, ModelChoice
+from animecli.options import Backend, ModelChoice
 from animecli.tensors import from_model_range, image_to_tensor, tensor_to_image, to_model_range
 from animecli.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.weights import load_generator

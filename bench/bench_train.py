@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from animecli.config import Precision
 from animecli.engine import resolve_device
 from animecli.models import Arch, ArchSpec, build_generator
+from animecli.options import Precision
 from animecli.training.distill import training_precision
 from animecli.training.losses import distill_loss
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from animecli.config import ModelChoice
+from animecli.options import ModelChoice
 from animecli.tensors import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
 from animecli.weights import load_generator, load_manifest
 

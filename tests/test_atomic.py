@@ -50,7 +50,7 @@ import io, resource, signal, sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from animecli.config import WriteOptions
+from animecli.options import WriteOptions
 from animecli.errors import AnimecliError
 from animecli.writer import save_image
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing us

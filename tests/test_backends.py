@@ -17,10 +17,10 @@ from animecli import backends
 from animecli.backends import export_onnx, make_runner, resolve_backend
 from animecli.benchmark import psnr
 from animecli.cli import app
-from animecli.config import Backend, EngineOptions
 from animecli.engine import Engine
 from animecli.errors import SetupError, UsageError
 from animecli.models import Arch, ArchSpec, build_generator
+from animecli.options import Backend, EngineOptions
 from animecli.state import Settings
 from animecli.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.transforms import prepare
@@ -254,7 +254,7 @@ def test_every_shipped_student_has_a_teacher_for_the_quality_guard() -> None:
 @pytest.mark.parametrize("name", sorted(TEACHERS))
 def test_int8_quality_guard_on_shipped_model(tmp_path: Path, name: str) -> None:
     """int8's PSNR against the teacher is within 1.5 dB of float32's, on a few held-out photos at 512 px."""
-    from animecli.config import ModelChoice
+    from animecli.options import ModelChoice
     from animecli.training.evaluate import evaluate
     from animecli.weights import load_generator
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
 from animecli.cli import app
-from animecli.config import Backend
 from animecli.engine import cpu_has_amx  # the real probe (the autouse fixture patches the module's)
+from animecli.options import Backend
 from tests.conftest import make_photo
 
 pytest.importorskip("onnxruntime")

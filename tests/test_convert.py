@@ -20,10 +20,10 @@ from PIL import Image, ImageOps
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
 from animecli.backends import resolve_backend
-from animecli.config import Backend, LoadOptions, OutputFormat
 from animecli.discovery import Discovery, Ignored, Job
 from animecli.loader import load_one
 from animecli.lock import LOCK_NAME
+from animecli.options import Backend, LoadOptions, OutputFormat
 from animecli.report import FIELDS, FileRecord, ReportWriter, Status, Summary
 from animecli.transforms import image_to_array
 from tests.conftest import cli_convert, make_photo
@@ -768,7 +768,7 @@ def test_batches_of_mixed_sizes_report_in_input_order(tmp_path: Path, tiny_weigh
 def test_a_lone_odd_size_does_not_hold_back_the_records(tmp_path: Path, tiny_weights_dir: Path) -> None:
     """With --batch-size 4, one image of a size nobody shares runs after at most 2×4 arrivals,
     so the records after it are not held back to the end of the run."""
-    from animecli.config import ConvertOptions, EngineOptions, LoadOptions, ModelChoice, WriteOptions
+    from animecli.options import ConvertOptions, EngineOptions, LoadOptions, ModelChoice, WriteOptions
     from animecli.pipeline import run_convert
 
     src = tmp_path / "in"

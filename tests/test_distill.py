@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from animecli.config import ModelChoice
 from animecli.errors import UsageError
 from animecli.models import Arch
+from animecli.options import ModelChoice
 from animecli.training.distill import DistillConfig, train
 from animecli.training.evaluate import evaluate
 from animecli.training.export import export_student
@@ -169,8 +169,8 @@ def test_distill_folds_a_lite2_init_into_lite3(tmp_path: Path) -> None:
 
 def test_distill_device_and_precision_errors(tmp_path: Path) -> None:
     # Both are checked before the teacher or the photos are touched (neither exists here).
-    from animecli.config import Precision
     from animecli.errors import SetupError, UsageError
+    from animecli.options import Precision
 
     cfg = DistillConfig(teacher=tmp_path / "none.onnx", photos=tmp_path / "none", work_dir=tmp_path / "run",
                         device="cpu", precision=Precision.FP16)
@@ -186,7 +186,7 @@ def test_distill_device_and_precision_errors(tmp_path: Path) -> None:
 @needs_shared("teachers", "animeganv3_cute.onnx")
 def test_distill_under_bf16_autocast_on_the_cpu(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from animecli.config import Precision
+    from animecli.options import Precision
 
     photos = tmp_path / "photos"
     make_photo(photos / "p.jpg", size=(300, 280), seed=5)

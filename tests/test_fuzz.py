@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from animecli.config import LoadOptions
 from animecli.discovery import Job
 from animecli.loader import load_one
+from animecli.options import LoadOptions
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("ANIMECLI_FUZZ_EXAMPLES", "10000" if _LONG else "200"))

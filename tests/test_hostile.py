@@ -312,7 +312,7 @@ def test_a_tiff_with_large_metadata_still_becomes_a_jpeg(tmp_path: Path) -> None
 
 
 def test_exif_too_large_for_a_jpeg_is_left_out_with_a_note() -> None:
-    from animecli.config import OutputFormat, WriteOptions
+    from animecli.options import OutputFormat, WriteOptions
     from animecli.writer import save_image
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import animecli.loader as loader_mod
-from animecli.config import LoadOptions, WriteOptions
 from animecli.discovery import Job
 from animecli.errors import FileError
 from animecli.loader import Loaded, StreamingLoader
+from animecli.options import LoadOptions, WriteOptions
 from animecli.writer import Saved, WriterPool
 from tests.conftest import cli_convert, make_photo
 

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from animecli.cli import app
-from animecli.config import ModelChoice
 from animecli.errors import WeightsError
 from animecli.models import Arch
+from animecli.options import ModelChoice
 from animecli.weights import Manifest, ModelEntry, load_generator, load_manifest, save_manifest
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
 from tests.test_hub import HTML_PAGE, Site, running_site

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from animecli.config import ModelChoice
 from animecli.errors import WeightsError
 from animecli.models import Arch, ArchSpec
+from animecli.options import ModelChoice
 from animecli.weights import (
     Manifest,
     ModelEntry,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from typer.testing import Result
 
-from animecli.config import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
 from animecli.errors import SetupError, UsageError
+from animecli.options import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
 from animecli.ray_engine import INSTALL_HINT, plan_pool
 from animecli.report import FileRecord
 from tests.conftest import cli_convert, make_photo
@@ -206,10 +206,10 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
                                                                tiny_weights_dir: Path) -> None:
     """The actors' per-batch work, without Ray: failures per file; an unwritable output stops the rest."""
     import animecli.writer
-    from animecli.config import LoadOptions, WriteOptions
     from animecli.discovery import Job
     from animecli.engine import Engine
     from animecli.errors import OutputError
+    from animecli.options import LoadOptions, WriteOptions
     from animecli.ray_engine import convert_jobs
     from animecli.weights import load_generator
 

@@ -127,7 +127,7 @@ def test_a_second_sigterm_aborts_with_143(monkeypatch: pytest.MonkeyPatch) -> No
 def test_an_abort_still_writes_the_report_of_what_was_done(tmp_path: Path, tiny_weights_dir: Path) -> None:
     """A second signal aborts mid-run (KeyboardInterrupt): the report is this run's, marked
     interrupted, not the previous run's file left in place."""
-    from animecli.config import ConvertOptions, EngineOptions
+    from animecli.options import ConvertOptions, EngineOptions
     from animecli.pipeline import run_convert
 
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"

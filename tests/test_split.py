@@ -22,9 +22,9 @@ from PIL import Image
 from animecli import ort
 from animecli.archs import has_local_decoder
 from animecli.backends import can_split, export_onnx, export_onnx_split
-from animecli.config import Backend, EngineOptions, ModelChoice
 from animecli.lean import LEAN_ENV, OrtEngine, plan_lean
 from animecli.models import Arch, ArchSpec, build_generator
+from animecli.options import Backend, EngineOptions, ModelChoice
 from animecli.ort import OrtSession, SplitGraph
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
 

@@ -76,7 +76,7 @@ def test_default_plan_on_the_shipped_model_stays_close() -> None:
     (statistics of the image scaled down were 2.8–3.4/255 off)."""
     from PIL import ImageOps
 
-    from animecli.config import ModelChoice
+    from animecli.options import ModelChoice
     from animecli.tensors import image_to_tensor
     from animecli.weights import load_generator
 

@@ -31,10 +31,10 @@ import torch
 from PIL import Image, ImageOps
 
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
-from animecli.config import Precision
 from animecli.engine import resolve_device
 from animecli.errors import UsageError, first_line
 from animecli.models import Arch, ArchSpec, build_generator, convert_layout, detect_arch
+from animecli.options import Precision
 from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss
 from animecli.training.teachers import OnnxTeacher
