@@ -506,8 +506,8 @@ def calibration_images(
     """
     from PIL import Image
 
+    from animecli.io.transforms import prepare
     from animecli.tensors import array_to_tensor, pad_batch, to_model_range
-    from animecli.transforms import prepare
 
     if folder is not None and not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from animecli.transforms import UInt8Array
+from animecli.io.transforms import UInt8Array
 
 
 @dataclass

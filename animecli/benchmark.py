@@ -43,11 +43,11 @@ from torch import nn
 
 from animecli.backends import default_calibration_dir, onnxruntime_available
 from animecli.errors import UsageError, WeightsError
+from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.report import peak_rss_mb
 from animecli.tensors import array_to_tensor, image_to_tensor, tensor_to_image
-from animecli.transforms import UInt8Array, array_to_image, prepare
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)

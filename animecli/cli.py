@@ -247,7 +247,7 @@ def convert(
         (err if summary.failed or summary.fatal else out).print(_summary_line(summary), soft_wrap=True)
     if (summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and summary.planned == 0
             and not summary.interrupted):
-        from animecli.discovery import SUPPORTED
+        from animecli.io.discovery import SUPPORTED
 
         kinds = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED))
         err.print(f"error: no images found in the inputs (supported: {kinds}); check the paths and extensions")

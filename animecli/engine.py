@@ -19,6 +19,7 @@ from animecli.archs import CPU_BUDGET_MB, needs_tiling
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.errors import SetupError, UsageError
+from animecli.io.transforms import UInt8Array
 from animecli.options import Backend, ClearCache, EngineOptions, Precision
 from animecli.tensors import (
     array_to_tensor,
@@ -31,7 +32,6 @@ from animecli.tensors import (
     to_model_range,
 )
 from animecli.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
-from animecli.transforms import UInt8Array
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from animecli.archs import CPU_BUDGET_MB, ArchSpec, activation_bytes_per_pixel, has_local_decoder, needs_tiling
 from animecli.batch import BatchResult, failure_reason, release_host_memory
+from animecli.io.transforms import UInt8Array, pad_array
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.ort import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
-from animecli.transforms import UInt8Array, pad_array
 from animecli.weights import Manifest, WeightsFile, resolve_file
 
 # Set to 0 to always use the PyTorch engine (for side-by-side measurements and as an escape hatch).

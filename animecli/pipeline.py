@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animecli.atomic import remove_stale_temps
-from animecli.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
 from animecli.errors import AnimecliError, FileError, GraphError, OutputError
-from animecli.loader import EMPTY_FILE, Loaded, StreamingLoader
+from animecli.io.discovery import Discovery, Found, Ignored, Job, Problem, check_inputs
+from animecli.io.loader import EMPTY_FILE, Loaded, StreamingLoader
 from animecli.lock import OutputLock
 from animecli.options import Backend, ConvertOptions, EngineKind, Existing
 from animecli.report import FileRecord, ReportWriter, Status, Summary, check_report_path, peak_rss_mb, rss_mb
@@ -311,8 +311,8 @@ def _convert(
     """The non-dry run, with the output folder locked."""
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
     # torch is imported only if the run needs it (see animecli.lean).
+    from animecli.io.writer import Saved, WriterPool, size_problem
     from animecli.lean import BatchRunner, OrtEngine, discard, plan_lean
-    from animecli.writer import Saved, WriterPool, size_problem
 
     plan = plan_lean(opts.model, opts.engine)
     engine: BatchRunner

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from animecli.discovery import Job
 from animecli.errors import FileError, OutputError, SetupError, UsageError
+from animecli.io.discovery import Job
 from animecli.options import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.pipeline import RunInfo, _Run, inference_record, load_failure_record
 from animecli.report import FileRecord, Status, Summary, rss_mb
@@ -186,8 +186,8 @@ def convert_jobs(
         Per job, in order: its record and ``""``; or ``(None, reason)`` once the output
         became unwritable (that job and the ones after it were not converted).
     """
-    from animecli.loader import load_one
-    from animecli.writer import save_image
+    from animecli.io.loader import load_one
+    from animecli.io.writer import save_image
 
     results: list[tuple[FileRecord | None, str]] = [(None, "")] * len(jobs)
     groups: dict[tuple[int, int], list[int]] = {}

@@ -1,6 +1,6 @@
 """The PyTorch side of the image transforms: uint8 arrays and tensors, model range, padding.
 
-:mod:`animecli.transforms` turns Pillow images into (H, W, 3) uint8 arrays
+:mod:`animecli.io.transforms` turns Pillow images into (H, W, 3) uint8 arrays
 without torch; this module turns those into model inputs and model outputs
 back into arrays, for the PyTorch engine, the tiler, the benchmark and training.
 """
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from animecli.transforms import UInt8Array, array_to_image, image_to_array, padded_size
+from animecli.io.transforms import UInt8Array, array_to_image, image_to_array, padded_size
 
 
 def arrays_to_batch(images: Sequence[UInt8Array]) -> torch.Tensor:

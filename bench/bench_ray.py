@@ -95,7 +95,7 @@ def driver_cost(count: int) -> None:
     Plans ``count`` small files (discovery, stat, resume verdict), then takes one worker row per
     file back (JSON decode, resume-state line, report row), as ``--engine ray`` does.
     """
-    from animecli.discovery import Job
+    from animecli.io.discovery import Job
     from animecli.pipeline import _Run
     from animecli.ray_engine import _record_from_text, _record_to_text
     from animecli.report import FileRecord, Status

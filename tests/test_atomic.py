@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 from animecli.options import WriteOptions
 from animecli.errors import AnimecliError
-from animecli.writer import save_image
+from animecli.io.writer import save_image
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing us
 dest, fmt = Path(sys.argv[1]), sys.argv[2]
 y, x = np.mgrid[0:300, 0:300]

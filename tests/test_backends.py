@@ -19,11 +19,11 @@ from animecli.benchmark import psnr
 from animecli.cli import app
 from animecli.engine import Engine
 from animecli.errors import SetupError, UsageError
+from animecli.io.transforms import prepare
 from animecli.models import Arch, ArchSpec, build_generator
 from animecli.options import Backend, EngineOptions
 from animecli.state import Settings
 from animecli.tensors import array_to_tensor, from_model_range, image_to_tensor
-from animecli.transforms import prepare
 from tests.conftest import SHARED, make_photo, tiny_state_dict
 
 ort = pytest.importorskip("onnxruntime")

@@ -20,12 +20,12 @@ from PIL import Image, ImageOps
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
 from animecli.backends import resolve_backend
-from animecli.discovery import Discovery, Ignored, Job
-from animecli.loader import load_one
+from animecli.io.discovery import Discovery, Ignored, Job
+from animecli.io.loader import load_one
+from animecli.io.transforms import image_to_array
 from animecli.lock import LOCK_NAME
 from animecli.options import Backend, LoadOptions, OutputFormat
 from animecli.report import FIELDS, FileRecord, ReportWriter, Status, Summary
-from animecli.transforms import image_to_array
 from tests.conftest import cli_convert, make_photo
 
 SUMMARY_KEYS = {

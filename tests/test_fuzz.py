@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from animecli.discovery import Job
-from animecli.loader import load_one
+from animecli.io.discovery import Job
+from animecli.io.loader import load_one
 from animecli.options import LoadOptions
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"

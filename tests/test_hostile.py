@@ -23,7 +23,7 @@ from PIL import Image
 from typer.testing import Result
 
 from animecli.atomic import TEMP_SUFFIX
-from animecli.discovery import GIF_NOTE
+from animecli.io.discovery import GIF_NOTE
 from tests.conftest import cli_convert, make_photo
 
 as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -312,8 +312,8 @@ def test_a_tiff_with_large_metadata_still_becomes_a_jpeg(tmp_path: Path) -> None
 
 
 def test_exif_too_large_for_a_jpeg_is_left_out_with_a_note() -> None:
+    from animecli.io.writer import save_image
     from animecli.options import OutputFormat, WriteOptions
-    from animecli.writer import save_image
 
     with tempfile.TemporaryDirectory() as tmp:
         exif = Image.Exif()
@@ -392,7 +392,7 @@ def test_an_unwritable_subfolder_fails_its_files_and_the_run_carries_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs as root too: permissions are simulated (mkstemp refuses, the folder reads as not writable)."""
-    from animecli import writer
+    from animecli.io import writer
 
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
     make_photo(src / "a" / "x.png", seed=1)

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from animecli.io.transforms import pad_array
 from animecli.lean import LEAN_ENV, OrtEngine, plan_lean, torch_has_gpu_build
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.tensors import pad_batch
-from animecli.transforms import pad_array
 from tests.conftest import make_photo
 
 pytest.importorskip("onnxruntime")

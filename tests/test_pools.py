@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-import animecli.loader as loader_mod
-from animecli.discovery import Job
+import animecli.io.loader as loader_mod
 from animecli.errors import FileError
-from animecli.loader import Loaded, StreamingLoader
+from animecli.io.discovery import Job
+from animecli.io.loader import Loaded, StreamingLoader
+from animecli.io.writer import Saved, WriterPool
 from animecli.options import LoadOptions, WriteOptions
-from animecli.writer import Saved, WriterPool
 from tests.conftest import cli_convert, make_photo
 
 
@@ -115,7 +115,7 @@ def test_writer_pool_returns_outcomes_in_submission_order(tmp_path: Path) -> Non
 
 
 def test_writer_pool_bounds_results_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import animecli.writer as writer_mod
+    import animecli.io.writer as writer_mod
 
     gate = threading.Event()
     running = [0]

@@ -205,10 +205,10 @@ def test_convert_options_default_to_local() -> None:
 def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                tiny_weights_dir: Path) -> None:
     """The actors' per-batch work, without Ray: failures per file; an unwritable output stops the rest."""
-    import animecli.writer
-    from animecli.discovery import Job
+    import animecli.io.writer
     from animecli.engine import Engine
     from animecli.errors import OutputError
+    from animecli.io.discovery import Job
     from animecli.options import LoadOptions, WriteOptions
     from animecli.ray_engine import convert_jobs
     from animecli.weights import load_generator
@@ -226,7 +226,7 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
     assert rows[1][0] is not None and "not a recognised image" in rows[1][0].reason
     assert rows[2][0] is not None and rows[2][0].notes == "a note"
 
-    real_save = animecli.writer.save_image
+    real_save = animecli.io.writer.save_image
     calls = []
 
     def full_after_one(*args: Any, **kwargs: Any) -> Any:
@@ -235,7 +235,7 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
             raise OutputError("cannot write to out (No space left on device); free some space")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(animecli.writer, "save_image", full_after_one)
+    monkeypatch.setattr(animecli.io.writer, "save_image", full_after_one)
     rows = convert_jobs(engine, jobs, LoadOptions(), WriteOptions(), batch_size=1)
     assert rows[0][0] is not None and rows[0][0].status.value == "converted"
     assert rows[1][0] is not None and rows[1][0].status.value == "failed"  # decoded before the disk filled

@@ -141,6 +141,6 @@ def write_sheet(tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], de
             sheet.paste(im, (c * thumb, r * thumb))
     dest.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(dest.suffix.lower(), "PNG")  # .png, .jpg … as named; else PNG
-    buf = io.BytesIO()  # not straight to the file: Pillow's JPEG encoder ignores a short write (animecli.writer)
+    buf = io.BytesIO()  # not straight to the file: Pillow's JPEG encoder ignores a short write (animecli.io.writer)
     sheet.save(buf, format=fmt)
     atomic_write_bytes(dest, buf.getvalue())

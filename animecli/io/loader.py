@@ -23,9 +23,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from animecli.discovery import Job
+from animecli.io.discovery import Job
+from animecli.io.transforms import ORIENTATION_TAG, ROTATED_NOTE, UInt8Array, prepare
 from animecli.options import LoadOptions
-from animecli.transforms import ORIENTATION_TAG, ROTATED_NOTE, UInt8Array, prepare
 
 # Pillow's own bomb check is replaced by ours (--max-pixels), which names the option to change.
 Image.MAX_IMAGE_PIXELS = None

@@ -21,8 +21,8 @@ from PIL import Image
 
 from animecli.atomic import atomic_write, file_in_the_way
 from animecli.errors import FileError, OutputError
+from animecli.io.transforms import UInt8Array, array_to_image
 from animecli.options import WriteOptions
-from animecli.transforms import UInt8Array, array_to_image
 
 _PIL_FORMATS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
