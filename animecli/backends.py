@@ -419,7 +419,7 @@ class _Decoder(nn.Module):
 
 def can_split(model: nn.Module) -> bool:
     """Whether :func:`export_onnx_split` applies: a generator whose decoder has no whole-image
-    norms (for a built model, what :func:`animecli.archs.has_local_decoder` says of its arch)."""
+    norms (for a built model, what :func:`animecli.models.spec.has_local_decoder` says of its arch)."""
     return isinstance(model, GeneratorLite) and model.local_decoder
 
 

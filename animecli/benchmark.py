@@ -44,7 +44,8 @@ from torch import nn
 from animecli.backends import default_calibration_dir, onnxruntime_available
 from animecli.errors import UsageError, WeightsError
 from animecli.io.transforms import UInt8Array, array_to_image, prepare
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.report import peak_rss_mb
 from animecli.tensors import array_to_tensor, image_to_tensor, tensor_to_image

@@ -456,7 +456,7 @@ def distill(
     import torch
 
     from animecli.atomic import atomic_write
-    from animecli.models import Arch
+    from animecli.models.spec import Arch
     from animecli.training.distill import DistillConfig, check_output, train
     from animecli.training.export import check_model_name
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from animecli.archs import CPU_BUDGET_MB, needs_tiling
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.errors import SetupError, UsageError
+from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
 from animecli.io.transforms import UInt8Array
 from animecli.options import Backend, ClearCache, EngineOptions, Precision
 from animecli.tensors import (

@@ -26,9 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
-from animecli.archs import CPU_BUDGET_MB, ArchSpec, activation_bytes_per_pixel, has_local_decoder, needs_tiling
 from animecli.batch import BatchResult, failure_reason, release_host_memory
+from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
 from animecli.io.transforms import UInt8Array, pad_array
+from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.ort import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.weights import Manifest, WeightsFile, resolve_file

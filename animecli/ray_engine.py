@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from animecli.engine import Engine
-    from animecli.models import ArchSpec
+    from animecli.models.spec import ArchSpec
     from animecli.weights import LoadedModel
 
 INSTALL_HINT = "pip install 'animecli[ray]'"

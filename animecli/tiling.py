@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animecli.archs import activation_bytes_per_pixel
 from animecli.models.norm import FastGroupNorm
+from animecli.models.spec import activation_bytes_per_pixel
 from animecli.tensors import from_model_range, to_model_range
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -74,7 +74,7 @@ def _round_down(v: int, multiple: int) -> int:
 
 
 def bytes_per_pixel(arch: str, dtype: torch.dtype, graph: str = "eager") -> int:
-    """:func:`animecli.archs.activation_bytes_per_pixel` for a compute dtype."""
+    """:func:`animecli.models.spec.activation_bytes_per_pixel` for a compute dtype."""
     return activation_bytes_per_pixel(arch, dtype in (torch.float16, torch.bfloat16), graph)
 
 

@@ -19,11 +19,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from animecli.archs import Arch, ArchSpec
 from animecli.atomic import atomic_write_bytes
 from animecli.errors import WeightsError
 from animecli.hub import NoticeFn, ProgressFn, RemoteFile, download, read_sidecar, sha256_file
 from animecli.hub import cache_dir as hub_cache_dir
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import ModelChoice
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) 
     """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key."""
     import torch
 
-    from animecli.models import build_generator
+    from animecli.models.registry import build_generator
 
     model = build_generator(spec)
     if spec.arch is Arch.LITE and "head.0.weight" in sd and "skip.weight" not in sd:
@@ -358,7 +358,7 @@ def checkpoint_problem(path: Path, spec: ArchSpec) -> str | None:
         None if it loads; else a short reason such as ``"an HTML page"``,
         ``"truncated or corrupt"`` or ``"a lite checkpoint"``.
     """
-    from animecli.models import detect_arch
+    from animecli.models.registry import detect_arch
 
     try:
         with open(path, "rb") as fh:
@@ -511,7 +511,7 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
     Raises:
         WeightsError: missing, unreadable, corrupt, mismatching or unknown weights.
     """
-    from animecli.models import detect_arch
+    from animecli.models.registry import detect_arch
 
     file = resolve_file(choice, manifest)
     path, spec = file.path, file.spec

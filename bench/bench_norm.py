@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 
 
 def main() -> None:

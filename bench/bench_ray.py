@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import (
     ConvertOptions,
     EngineKind,

@@ -18,7 +18,8 @@ import time
 import torch
 
 from animecli.engine import resolve_device
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Precision
 from animecli.training.distill import training_precision
 from animecli.training.losses import distill_loss

@@ -62,7 +62,7 @@ step bench_b${BATCH}_${FP16} "${BENCH[@]}" --no-upstream --precision "$FP16" --b
 for model in hayao v2; do
   model_args=(--model "$model")
   if [ "$model" = v2 ]; then  # convert takes named models or weight files: v2 gets seeded random weights
-    step v2_weights python -c "import torch; from animecli.models import Arch, ArchSpec, build_generator; \
+    step v2_weights python -c "import torch; from animecli.models.spec import Arch, ArchSpec; from animecli.models.registry import build_generator; \
 torch.manual_seed(0); torch.save(build_generator(ArchSpec(Arch.V2)).state_dict(), '$OUT/v2_random.pt')"
     model_args=(--weights "$OUT/v2_random.pt")
   fi

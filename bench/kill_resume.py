@@ -98,7 +98,8 @@ def make_tiny_weights(path: Path, seed: int = 0) -> Path:
     """A few-KB ``lite`` generator (width 1/8), random init, seeded."""
     import torch
 
-    from animecli.models import Arch, ArchSpec, build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import Arch, ArchSpec
 
     torch.manual_seed(seed)
     model = build_generator(ArchSpec(Arch.LITE, width=0.125))

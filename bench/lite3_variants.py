@@ -51,7 +51,8 @@ def _strip(model: nn.Module, names: tuple[str, ...]) -> nn.Module:
 
 def _measure(names: tuple[str, ...], repeat: int) -> tuple[float, float]:
     from animecli.backends import OrtRunner, export_onnx
-    from animecli.models import Arch, ArchSpec, build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import Arch, ArchSpec
     from animecli.options import Backend
 
     torch.manual_seed(0)

@@ -20,7 +20,8 @@ from animecli.cli import app
 from animecli.engine import Engine
 from animecli.errors import SetupError, UsageError
 from animecli.io.transforms import prepare
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions
 from animecli.state import Settings
 from animecli.tensors import array_to_tensor, from_model_range, image_to_tensor

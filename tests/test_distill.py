@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from animecli.errors import UsageError
-from animecli.models import Arch
+from animecli.models.spec import Arch
 from animecli.options import ModelChoice
 from animecli.training.distill import DistillConfig, train
 from animecli.training.evaluate import evaluate
@@ -37,8 +37,8 @@ def test_published_student_runs_as_it_was_trained(tmp_path: Path, arch: Arch) ->
     The manifest used to say align_corners=false for every student while distill trains v2
     with the default (true): a published v2 student upsampled differently from training.
     """
-    from animecli.archs import ArchSpec
-    from animecli.models import build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import ArchSpec
 
     torch.manual_seed(0)
     trained = build_generator(ArchSpec(arch))  # what distill.train builds
@@ -128,7 +128,8 @@ def _one_still_step_from(tmp_path: Path, start: dict[str, torch.Tensor], arch: A
 @needs_shared("teachers", "animeganv3_cute.onnx")
 def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from animecli.models import ArchSpec, build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import ArchSpec
 
     torch.manual_seed(11)
     start = build_generator(ArchSpec(Arch.LITE)).state_dict()
@@ -145,7 +146,8 @@ def test_distill_starts_from_init_weights(tmp_path: Path) -> None:
 @needs_shared("teachers", "animeganv3_cute.onnx")
 def test_distill_folds_a_lite2_init_into_lite3(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from animecli.models import ArchSpec, build_generator, detect_arch
+    from animecli.models.registry import build_generator, detect_arch
+    from animecli.models.spec import ArchSpec
     from animecli.training.distill import load_pairs, to_unit
     from animecli.training.fold import fold_lite2_into_lite3
 
@@ -200,7 +202,8 @@ def test_distill_under_bf16_autocast_on_the_cpu(tmp_path: Path) -> None:
     assert len(losses) == 2 and all(0.0 < v < 10.0 for v in losses)
     assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in sd.values())
     # The weights moved away from their seeded initialisation: the bf16 steps really trained.
-    from animecli.models import ArchSpec, build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import ArchSpec
 
     torch.manual_seed(cfg.seed)
     init = build_generator(ArchSpec(Arch.LITE3)).state_dict()

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from animecli.models import Arch, ArchSpec, build_generator, count_macs, detect_arch
 from animecli.models.norm import FastGroupNorm
+from animecli.models.registry import build_generator, count_macs, detect_arch
+from animecli.models.spec import Arch, ArchSpec
 from animecli.training.fold import FOLDED_LAYERS, fold_lite2_into_lite3
 
 

@@ -8,10 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from animecli.models import (
-    Arch,
-    ArchSpec,
-    FastGroupNorm,
+from animecli.models.norm import FastGroupNorm, pooled_stats, whole_image_stats
+from animecli.models.registry import (
     build_generator,
     convert_layout,
     count_macs,
@@ -19,7 +17,7 @@ from animecli.models import (
     lite2_to_lite,
     lite_to_lite2,
 )
-from animecli.models.norm import pooled_stats, whole_image_stats
+from animecli.models.spec import Arch, ArchSpec
 from tests.conftest import SHARED, needs_shared
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from animecli.cli import app
 from animecli.errors import WeightsError
-from animecli.models import Arch
+from animecli.models.spec import Arch
 from animecli.options import ModelChoice
 from animecli.weights import Manifest, ModelEntry, load_generator, load_manifest, save_manifest
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict

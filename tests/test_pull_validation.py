@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from animecli.errors import WeightsError
-from animecli.models import Arch, ArchSpec
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import ModelChoice
 from animecli.weights import (
     Manifest,

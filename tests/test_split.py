@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from animecli import ort
-from animecli.archs import has_local_decoder
 from animecli.backends import can_split, export_onnx, export_onnx_split
 from animecli.lean import LEAN_ENV, OrtEngine, plan_lean
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice
 from animecli.ort import OrtSession, SplitGraph
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
@@ -157,8 +157,8 @@ def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.Monk
 def test_both_engines_tile_lite3_by_its_banded_memory(lite3_dir: Path) -> None:
     """The banded lite3 graph needs ~254 B/px, not the whole graph's 640: with the same budget
     it runs larger images whole, and both engines draw the line at the same size."""
-    from animecli.archs import activation_bytes_per_pixel
     from animecli.engine import Engine
+    from animecli.models.spec import activation_bytes_per_pixel
     from animecli.weights import load_generator
 
     opts = _cpu(backend=Backend.ONNX, max_memory_mb=1)

@@ -12,7 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from animecli.cli import app
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
 from animecli.tiling import TilePlan, plan_tiles, tiled_forward
 from tests.conftest import make_photo

@@ -17,7 +17,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from animecli.cli import app
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.training.distill import DistillConfig, train
 from tests.conftest import make_photo
 

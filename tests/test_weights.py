@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from animecli.cli import app
 from animecli.errors import WeightsError
-from animecli.models import Arch
+from animecli.models.spec import Arch
 from animecli.options import ModelChoice
 from animecli.weights import ModelEntry, load_generator, load_manifest, parse_manifest, save_manifest
 from tests.conftest import tiny_state_dict
@@ -201,7 +201,8 @@ def test_entry_paths(tiny_weights_dir: Path, tmp_path: Path) -> None:
 
 def test_lite_file_without_colour_skip_loads_as_zero_skip(tmp_path: Path) -> None:
     """lite files saved before the colour skip existed load, and compute exactly the old network."""
-    from animecli.models import ArchSpec, build_generator
+    from animecli.models.registry import build_generator
+    from animecli.models.spec import ArchSpec
 
     torch.manual_seed(3)
     new = build_generator(ArchSpec(Arch.LITE, width=0.125)).eval()

@@ -99,7 +99,7 @@ class GeneratorLite(nn.Module):
             SepConvNormLReLU(c32, c32, kernel_size=7, fast_norm=f, norm=n),
         ]
         # Separate module names for the two layouts, so that a state dict says
-        # which one it is made for (see animecli.models.detect_arch).
+        # which one it is made for (see animecli.models.registry.detect_arch).
         self.reduce: nn.Module | None = opening if slim_head else None
         self.up2 = nn.Sequential(*full_res) if slim_head else nn.Sequential(opening, *full_res)
         self.head = nn.Sequential(nn.Conv2d(c32, 3, kernel_size=1, bias=False))

@@ -33,7 +33,8 @@ from PIL import Image, ImageOps
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.engine import resolve_device
 from animecli.errors import UsageError, first_line
-from animecli.models import Arch, ArchSpec, build_generator, convert_layout, detect_arch
+from animecli.models.registry import build_generator, convert_layout, detect_arch
+from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Precision
 from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss

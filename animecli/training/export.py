@@ -11,7 +11,8 @@ import torch
 
 from animecli.atomic import atomic_write
 from animecli.errors import UsageError, WeightsError
-from animecli.models import Arch, ArchSpec, build_generator
+from animecli.models.registry import build_generator
+from animecli.models.spec import Arch, ArchSpec
 from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
 NON_COMMERCIAL = (

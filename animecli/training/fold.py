@@ -17,8 +17,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from animecli.models import Arch, ArchSpec, build_generator, detect_arch
 from animecli.models.norm import FastGroupNorm
+from animecli.models.registry import build_generator, detect_arch
+from animecli.models.spec import Arch, ArchSpec
 
 # The lite2 layers that lose their norm in lite3: (conv, norm) are entries 1 and 2 of each.
 FOLDED_LAYERS = ("stem.0", "up1.0", "up1.1", "reduce", "up2.0", "up2.1")

@@ -1,7 +1,7 @@
 """What is known about each generator architecture without building it (no torch import).
 
 The names and build options of the architectures (:class:`Arch`, :class:`ArchSpec`),
-and their measured activation memory per pixel. :mod:`animecli.models` builds the
+and their measured activation memory per pixel. :mod:`animecli.models.registry` builds the
 networks; this module lets the weights layer and the torch-free onnxruntime engine
 (:mod:`animecli.lean`) describe a model without importing torch.
 """
@@ -80,26 +80,3 @@ def activation_bytes_per_pixel(arch: str, half: bool = False, graph: str = "eage
     table = _BYTES_PER_PIXEL.get(graph, _BYTES_PER_PIXEL["eager"])
     bpp = table.get(arch, table["v2"])
     return bpp // 2 if half else bpp
-
-
-# The activations' budget on a CPU without --max-memory. Activations only: the interpreter
-# with torch and onnxruntime (~300 MB) and a large photo's uint8 buffers (input and output,
-# 144 MB each at 48 MP) come on top. 768 MB keeps an 8000×6000 photo under 1.5 GB in all
-# (docs/models.md).
-CPU_BUDGET_MB = 768
-
-
-def needs_tiling(height: int, width: int, tile: int, budget_bytes: int, bytes_per_pixel: int) -> bool:
-    """Whether an image is run in tiles: the rule of both engines.
-
-    Args:
-        height, width: the image's processed size.
-        tile: ``--tile``: 0 = never, > 0 = tile any image with a longer side, < 0 = automatic.
-        budget_bytes: the activations' memory budget.
-        bytes_per_pixel: the untiled graph's activation memory per pixel.
-    """
-    if tile == 0:
-        return False
-    if tile > 0:
-        return max(height, width) > tile
-    return height * width * bytes_per_pixel > budget_bytes

@@ -1,0 +1,116 @@
+"""The registry: builds a generator from its :class:`~animecli.models.spec.ArchSpec`, and tells
+the architecture of a state dict from its keys (imports torch).
+
+Network classes hold only the network; which file holds which weights is the
+business of :mod:`animecli.weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from animecli.models.lite import GeneratorLite
+from animecli.models.spec import Arch, ArchSpec
+from animecli.models.v2 import GeneratorV2
+
+__all__ = [
+    "build_generator",
+    "convert_layout",
+    "count_macs",
+    "detect_arch",
+    "lite2_to_lite",
+    "lite_to_lite2",
+]
+
+
+def build_generator(spec: ArchSpec) -> nn.Module:
+    """Build an untrained generator, in eval mode, for ``spec``."""
+    model: nn.Module
+    if spec.arch is Arch.V2:
+        model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
+    else:
+        model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch in (Arch.LITE2, Arch.LITE3),
+                              lean_norms=spec.arch is Arch.LITE3)
+    return model.eval()
+
+
+# The first conv of each architecture: its key tells the arch, its shape the width.
+_STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
+# lite2 has lite's stem; its half-resolution ``reduce`` layer tells them apart;
+# lite3 (lite2 without norms in its first conv and its decoder) has a biased first conv.
+_LITE2_KEY = "reduce.0.weight"
+_LITE3_KEY = "stem.0.1.bias"
+
+
+def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | None:
+    """Guess (arch, width) from a state dict's keys, or ``None`` if it matches none."""
+    for arch, key in _STEM_KEYS.items():
+        if key in state_dict:
+            if arch is Arch.LITE and _LITE2_KEY in state_dict:
+                arch = Arch.LITE3 if _LITE3_KEY in state_dict else Arch.LITE2
+            return arch, int(state_dict[key].shape[0]) / 32.0
+    return None
+
+
+# The last stage's three layers, by name, in each layout (lite2 runs the first at half resolution).
+_LAST_STAGE = {Arch.LITE: ("up2.0.", "up2.1.", "up2.2."), Arch.LITE2: ("reduce.", "up2.0.", "up2.1.")}
+
+
+def _rename_last_stage(state_dict: Mapping[str, torch.Tensor], src: Arch, dst: Arch) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for old, new in zip(_LAST_STAGE[src], _LAST_STAGE[dst], strict=True):
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def lite_to_lite2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a ``lite`` state dict's keys for ``lite2`` (a starting point for fine-tuning).
+
+    The two share every layer; lite2 runs the first one of ``up2`` at half
+    resolution as ``reduce``, so the same weights give a different (close)
+    image until the student is fine-tuned.
+    """
+    return _rename_last_stage(state_dict, Arch.LITE, Arch.LITE2)
+
+
+def lite2_to_lite(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`lite_to_lite2` (e.g. to start a ``lite`` student from a ``lite2`` one)."""
+    return _rename_last_stage(state_dict, Arch.LITE2, Arch.LITE)
+
+
+def convert_layout(state_dict: Mapping[str, torch.Tensor], arch: Arch) -> Mapping[str, torch.Tensor]:
+    """``state_dict`` renamed for ``arch`` if it is the other one of lite / lite2, else unchanged."""
+    found = detect_arch(state_dict)
+    if found is not None and found[0] != arch and {found[0], arch} == {Arch.LITE, Arch.LITE2}:
+        return _rename_last_stage(state_dict, found[0], arch)
+    return state_dict
+
+
+def count_macs(model: nn.Module, height: int, width: int) -> int:
+    """Multiply-accumulates of the convolutions for one (1, 3, height, width) input.
+
+    Only convolutions are counted: they are over 99% of the work.
+    """
+    total = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(mod, nn.Conv2d)
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += int(out.numel()) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
