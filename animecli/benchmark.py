@@ -230,7 +230,7 @@ _BENCH_HINTS = (
 
 def _resolve_model(name: str) -> _Model:
     """A model by manifest name, weights path, or ``v2``/``lite`` (seeded random weights)."""
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     if name in (a.value for a in Arch):
         torch.manual_seed(0)
@@ -256,7 +256,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _default_models() -> tuple[list[_Model], list[str]]:
-    from animecli.weights import load_manifest
+    from animecli.weights.manifest import load_manifest
 
     notes = []
     models = []

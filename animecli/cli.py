@@ -341,7 +341,7 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
 @models_app.command("list")
 def models_list() -> None:
     """Show the named models: shipped students and pullable upstream checkpoints."""
-    from animecli.weights import InstallState, load_manifest
+    from animecli.weights.manifest import InstallState, load_manifest
 
     try:
         manifest = load_manifest()
@@ -382,7 +382,7 @@ def models_info(name: Annotated[str, typer.Argument(help="Model name.")]) -> Non
     """Everything the manifest records about one model."""
     import json
 
-    from animecli.weights import InstallState, load_manifest
+    from animecli.weights.manifest import InstallState, load_manifest
 
     try:
         manifest = load_manifest()
@@ -400,7 +400,8 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
     """Download an upstream checkpoint into the cache (ANIMECLI_HOME or the platform cache folder)."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from animecli.weights import load_manifest, pull
+    from animecli.weights.manifest import load_manifest
+    from animecli.weights.resolve import pull
 
     try:
         entry = load_manifest().get(name)
@@ -417,7 +418,7 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
             def notice(message: str) -> None:
                 err.print(f"warning: {escape(_printable(message))}", soft_wrap=True)
 
-            # pull, not hub.download: it checks that a first download loads as the model.
+            # pull, not download.download: it checks that a first download loads as the model.
             path = pull(entry, progress, notice)
     except AnimecliError as exc:
         raise _fail(exc) from None
@@ -503,7 +504,7 @@ def distill(
     out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
     if publish:
         from animecli.training.export import export_student
-        from animecli.weights import load_manifest
+        from animecli.weights.manifest import load_manifest
 
         try:
             earlier = load_manifest(publish_dir).models.get(publish)
@@ -541,7 +542,7 @@ def evaluate_cmd(
     from animecli.atomic import atomic_write_bytes
     from animecli.options import ModelChoice
     from animecli.training.evaluate import evaluate
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     _check_output_files({"--sheet": sheet, "--json": json_out})
     try:

@@ -32,7 +32,8 @@ from animecli.io.transforms import UInt8Array, pad_array
 from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.ort import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
-from animecli.weights import Manifest, WeightsFile, resolve_file
+from animecli.weights.manifest import Manifest
+from animecli.weights.resolve import WeightsFile, resolve_file
 
 # Set to 0 to always use the PyTorch engine (for side-by-side measurements and as an escape hatch).
 LEAN_ENV = "ANIMECLI_LEAN"

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from animecli.dirs import cache_dir
 from animecli.errors import GraphError, SetupError, first_line
-from animecli.hub import cache_dir
 from animecli.options import Backend
 
 OPSET = 17

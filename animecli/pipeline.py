@@ -28,7 +28,7 @@ from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
 
 if TYPE_CHECKING:
     from animecli.engine import Engine
-    from animecli.weights import LoadedModel
+    from animecli.weights.resolve import LoadedModel
 
 RecordFn = Callable[[FileRecord], None]
 
@@ -293,7 +293,7 @@ def _cache_warning() -> str:
 def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
     """The model loaded in PyTorch and its engine (imports torch)."""
     from animecli.engine import Engine
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     loaded = load_generator(opts.model)
     engine = Engine(loaded.model, loaded.input_multiple, opts.engine, loaded.spec.arch.value,

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from animecli.engine import Engine
     from animecli.models.spec import ArchSpec
-    from animecli.weights import LoadedModel
+    from animecli.weights.resolve import LoadedModel
 
 INSTALL_HINT = "pip install 'animecli[ray]'"
 # Rows per Ray block: small enough that a few dozen images spread over every actor and the
@@ -256,7 +256,7 @@ class ConvertActor:
         import torch
 
         from animecli.engine import Engine
-        from animecli.weights import build_and_load
+        from animecli.weights.checkpoint import build_and_load
 
         torch.set_num_threads(max(1, engine.threads))
         model = build_and_load(spec, state_dict, "weights sent by the animecli driver")
@@ -355,7 +355,7 @@ def convert_on_ray(
         WeightsError: the weights cannot be loaded (checked on the driver before anything runs).
     """
     ray = require_ray()
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     opts = run.opts
     loaded = load_generator(opts.model)

@@ -23,7 +23,7 @@ from animecli import ort
 from animecli.backends import export_onnx, export_onnx_split
 from animecli.options import Backend, ModelChoice
 from animecli.ort import OrtSession, SplitGraph
-from animecli.weights import load_generator
+from animecli.weights.resolve import load_generator
 
 
 def main() -> None:

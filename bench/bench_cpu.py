@@ -76,7 +76,7 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
     from animecli.io.transforms import prepare
     from animecli.options import ModelChoice
     from animecli.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice(model_name))
     runners = {b: make_runner(loaded.model, b, threads=threads, digest=loaded.sha256, arch_key=loaded.spec.key)

@@ -46,7 +46,7 @@ from animecli.options import (
     WriteOptions,
 )
 from animecli.pipeline import run_convert
-from animecli.weights import load_manifest
+from animecli.weights.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

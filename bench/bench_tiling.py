@@ -34,7 +34,7 @@ from animecli.backends import OrtRunner, make_runner, onnxruntime_available
 from animecli.options import Backend, ModelChoice
 from animecli.tensors import from_model_range, image_to_tensor, tensor_to_image, to_model_range
 from animecli.tiling import TilePlan, plan_tiles, tiled_forward
-from animecli.weights import load_generator
+from animecli.weights.resolve import load_generator
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # (3, H, W) uint8 -> (3, H, W) uint8
 

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from animecli.options import ModelChoice
 from animecli.training.evaluate import square
 from animecli.training.teachers import OnnxTeacher
-from animecli.weights import ModelChoice, load_generator
+from animecli.weights.resolve import load_generator
 
 Generator = Callable[[torch.Tensor], torch.Tensor]
 

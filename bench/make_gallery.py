@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from animecli.options import ModelChoice
 from animecli.tensors import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
-from animecli.weights import load_generator, load_manifest
+from animecli.weights.manifest import load_manifest
+from animecli.weights.resolve import load_generator
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from animecli.weights import Manifest, ModelEntry, save_manifest, sha256_of
+from animecli.weights.manifest import Manifest, ModelEntry, save_manifest, sha256_of
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

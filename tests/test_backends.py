@@ -257,7 +257,7 @@ def test_int8_quality_guard_on_shipped_model(tmp_path: Path, name: str) -> None:
     """int8's PSNR against the teacher is within 1.5 dB of float32's, on a few held-out photos at 512 px."""
     from animecli.options import ModelChoice
     from animecli.training.evaluate import evaluate
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     teacher = SHARED / "teachers" / TEACHERS[name]
     if not (VAL.is_dir() and teacher.is_file()):

@@ -15,7 +15,8 @@ from animecli.training.distill import DistillConfig, train
 from animecli.training.evaluate import evaluate
 from animecli.training.export import export_student
 from animecli.training.losses import psnr, ssim
-from animecli.weights import load_generator, load_manifest
+from animecli.weights.manifest import load_manifest
+from animecli.weights.resolve import load_generator
 from tests.conftest import SHARED, make_photo, needs_shared
 
 TEACHER = SHARED / "teachers" / "animeganv3_cute.onnx"

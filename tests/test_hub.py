@@ -1,4 +1,4 @@
-"""Tests for :mod:`animecli.hub` against a real HTTP server on 127.0.0.1."""
+"""Tests for :mod:`animecli.weights.download` against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from animecli import hub
+from animecli.dirs import cache_dir
 from animecli.errors import DownloadError, WeightsError
-from animecli.hub import RemoteFile, cache_dir, download, sha256_file
+from animecli.weights import download as hub
+from animecli.weights.download import RemoteFile, download, sha256_file
 
 PAYLOAD = random.Random(1234).randbytes(48 * 1024)  # seeded: same bytes every run
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

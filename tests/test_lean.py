@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _torch_engine(opts: EngineOptions):  # type: ignore[no-untyped-def]
     from animecli.engine import Engine
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice())
     return Engine(loaded.model, loaded.input_multiple, opts, loaded.spec.arch.value,

@@ -16,7 +16,8 @@ from animecli.cli import app
 from animecli.errors import WeightsError
 from animecli.models.spec import Arch
 from animecli.options import ModelChoice
-from animecli.weights import Manifest, ModelEntry, load_generator, load_manifest, save_manifest
+from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest
+from animecli.weights.resolve import load_generator
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
 from tests.test_hub import HTML_PAGE, Site, running_site
 

@@ -1,4 +1,4 @@
-"""`animecli models pull` (:func:`animecli.weights.pull`) keeps only files that load as the model.
+"""`animecli models pull` (:func:`animecli.weights.resolve.pull`) keeps only files that load as the model.
 
 A manifest entry without a SHA-256 is trusted on first use: whatever the first pull
 receives is recorded. These tests serve what a real server may answer instead of the
@@ -20,15 +20,9 @@ import torch
 from animecli.errors import WeightsError
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import ModelChoice
-from animecli.weights import (
-    Manifest,
-    ModelEntry,
-    checkpoint_problem,
-    load_generator,
-    load_manifest,
-    pull,
-    save_manifest,
-)
+from animecli.weights.checkpoint import checkpoint_problem
+from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest
+from animecli.weights.resolve import load_generator, pull
 from tests.conftest import make_weights_dir, tiny_state_dict
 from tests.test_hub import CUT, HTML_PAGE, Site, running_site
 

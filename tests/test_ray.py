@@ -211,7 +211,7 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
     from animecli.io.discovery import Job
     from animecli.options import LoadOptions, WriteOptions
     from animecli.ray_engine import convert_jobs
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice())
     engine = Engine(loaded.model, loaded.input_multiple, EngineOptions(device="cpu"), loaded.spec.arch.value)

@@ -129,7 +129,7 @@ def test_too_little_context_shows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from animecli.engine import Engine
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     assert plan_lean(ModelChoice(), _cpu()) is None  # nothing cached yet
     loaded = load_generator(ModelChoice())
@@ -159,7 +159,7 @@ def test_both_engines_tile_lite3_by_its_banded_memory(lite3_dir: Path) -> None:
     it runs larger images whole, and both engines draw the line at the same size."""
     from animecli.engine import Engine
     from animecli.models.spec import activation_bytes_per_pixel
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     opts = _cpu(backend=Backend.ONNX, max_memory_mb=1)
     loaded = load_generator(ModelChoice())

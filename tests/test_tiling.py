@@ -79,7 +79,7 @@ def test_default_plan_on_the_shipped_model_stays_close() -> None:
 
     from animecli.options import ModelChoice
     from animecli.tensors import image_to_tensor
-    from animecli.weights import load_generator
+    from animecli.weights.resolve import load_generator
 
     model = load_generator(ModelChoice()).model
     # The shipped model at 1024², twice per photo: the slowest test of the run at the autouse

@@ -16,7 +16,8 @@ from animecli.cli import app
 from animecli.errors import WeightsError
 from animecli.models.spec import Arch
 from animecli.options import ModelChoice
-from animecli.weights import ModelEntry, load_generator, load_manifest, parse_manifest, save_manifest
+from animecli.weights.manifest import ModelEntry, load_manifest, parse_manifest, save_manifest
+from animecli.weights.resolve import load_generator
 from tests.conftest import tiny_state_dict
 
 runner = CliRunner()
@@ -114,7 +115,7 @@ def test_shipped_manifest_is_consistent() -> None:
         path = folder / entry.file
         assert path.is_file(), name
         assert path.stat().st_size == entry.size, name
-        from animecli.weights import sha256_of
+        from animecli.weights.manifest import sha256_of
 
         assert sha256_of(path) == entry.sha256, name
 

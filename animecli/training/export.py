@@ -13,7 +13,7 @@ from animecli.atomic import atomic_write
 from animecli.errors import UsageError, WeightsError
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from animecli.weights import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
+from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
 NON_COMMERCIAL = (
     "non-commercial use only (research, teaching, publications), inherited from the AnimeGAN teacher; "

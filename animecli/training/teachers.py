@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from animecli.errors import SetupError, UsageError, first_line
-from animecli.hub import sha256_file
+from animecli.weights.download import sha256_file
 
 
 @dataclass(frozen=True)

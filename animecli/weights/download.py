@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one download protocol (resume, retry, verify, trust on first use).
 """Download public upstream checkpoints into the local cache, safely.
 
 "Safely" means three things here:
@@ -30,7 +31,6 @@ import hashlib
 import http.client
 import os
 import re
-import sys
 import tempfile
 import time
 import urllib.error
@@ -44,7 +44,7 @@ from typing import IO
 from animecli.atomic import file_in_the_way
 from animecli.errors import DownloadError, WeightsError
 
-__all__ = ["CheckFn", "NoticeFn", "ProgressFn", "RemoteFile", "cache_dir", "download", "sha256_file"]
+__all__ = ["CheckFn", "NoticeFn", "ProgressFn", "RemoteFile", "download", "sha256_file"]
 
 ProgressFn = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, total_or_None)`` while a download runs."""
@@ -67,31 +67,6 @@ _TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _MANUAL = "or download the file by hand and pass --weights PATH"
-
-
-def cache_dir() -> Path:
-    """Return the folder that downloaded weights are kept in.
-
-    ``$ANIMECLI_HOME`` if set, else the platform cache dir: ``$XDG_CACHE_HOME/animecli``
-    or ``~/.cache/animecli`` on Linux, ``~/Library/Caches/animecli`` on macOS,
-    ``%LOCALAPPDATA%\\animecli`` on Windows. The folder is not created here.
-
-    Returns:
-        The cache folder (possibly not existing yet).
-    """
-    home = os.environ.get("ANIMECLI_HOME")
-    if home:
-        return Path(home).expanduser()
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        # The XDG spec says a relative value is invalid and must be ignored.
-        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "animecli"
 
 
 @dataclass(frozen=True)
