@@ -40,11 +40,7 @@ from torch import nn
 
 from animecli.atomic import atomic_write_bytes
 from animecli.errors import GraphError, SetupError, UsageError
-from animecli.models.lite import GeneratorLite
-from animecli.models.norm import FastGroupNorm
-from animecli.models.v2 import GeneratorV2
-from animecli.options import Backend
-from animecli.ort import (
+from animecli.inference.ort_session import (
     EXPORT_VERSION,
     ONNX_HINT,
     OPSET,
@@ -57,6 +53,10 @@ from animecli.ort import (
     onnxruntime_available,
     require_onnxruntime,
 )
+from animecli.models.lite import GeneratorLite
+from animecli.models.norm import FastGroupNorm
+from animecli.models.v2 import GeneratorV2
+from animecli.options import Backend
 
 __all__ = [
     "EXPORT_VERSION",
@@ -335,7 +335,7 @@ def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
     Args:
         model: the generator.
         feed: for a fixed-statistics graph: the norms read their statistics from it, each
-            at its index in module order (the order :func:`animecli.tiling.record_stats` uses).
+            at its index in module order (the order :func:`animecli.inference.tiling.record_stats` uses).
     """
     clone = copy.deepcopy(model).to("cpu", torch.float32).requires_grad_(False).eval()
     clone = clone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -426,7 +426,7 @@ def can_split(model: nn.Module) -> bool:
 def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, bytes]:
     """Export the encoder and the decoder of a ``lite3`` generator as two graphs.
 
-    The decoder has no whole-image norms, so :class:`~animecli.ort.OrtSession` can run it
+    The decoder has no whole-image norms, so :class:`~animecli.inference.ort_session.OrtSession` can run it
     on bands of rows (same result; far less memory on large photos).
 
     Args:
@@ -506,8 +506,8 @@ def calibration_images(
     """
     from PIL import Image
 
+    from animecli.inference.tensors import array_to_tensor, pad_batch, to_model_range
     from animecli.io.transforms import prepare
-    from animecli.tensors import array_to_tensor, pad_batch, to_model_range
 
     if folder is not None and not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
@@ -622,7 +622,7 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
 
     Bytes remembered from earlier in this process are written to ``path`` if it is missing
     (the cache folder may have changed, been cleaned, or hold an empty file): the torch-free
-    engine of a later run finds its graph only on disk (animecli.lean).
+    engine of a later run finds its graph only on disk (animecli.inference.ort_engine).
     """
     data = _MEMO.get(path.name, b"")
     if not data:
@@ -644,7 +644,7 @@ def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
 
 
 class OrtRunner(OrtSession):
-    """:class:`~animecli.ort.OrtSession` (same arguments) for tensors: what the PyTorch engine calls."""
+    """:class:`~animecli.inference.ort_session.OrtSession` (same arguments) for tensors, for the PyTorch engine."""
 
     memory_format = torch.contiguous_format
 
@@ -653,7 +653,7 @@ class OrtRunner(OrtSession):
         return torch.from_numpy(self.run_array(x.detach().to("cpu", torch.float32).contiguous().numpy()))
 
     def run_fixed(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        """One tile with frozen statistics (see :meth:`~animecli.ort.OrtSession.run_fixed_array`)."""
+        """One tile with frozen statistics (see :meth:`~animecli.inference.ort_session.OrtSession.run_fixed_array`)."""
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.run_fixed_array(arr, stats.detach().to("cpu", torch.float32).contiguous().numpy()))
 

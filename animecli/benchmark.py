@@ -43,12 +43,12 @@ from torch import nn
 
 from animecli.backends import default_calibration_dir, onnxruntime_available
 from animecli.errors import UsageError, WeightsError
+from animecli.inference.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.report import peak_rss_mb
-from animecli.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)
@@ -166,7 +166,7 @@ def cpu_name() -> str:
     Virtual machines often report a bare "Intel(R) Xeon(R) Processor"; the ISA (and AMX, which
     decides whether bfloat16 pays) is what tells their figures apart.
     """
-    from animecli.engine import cpu_has_amx
+    from animecli.inference.torch_engine import cpu_has_amx
 
     name = platform.processor() or platform.machine()
     try:
@@ -298,7 +298,7 @@ class _Path:
     def __init__(self, m: _Model, backend: Backend, opts: BenchOptions, device: str | None = None,
                  precision: Precision | None = None, batch_size: int | None = None,
                  compile: bool | None = None) -> None:
-        from animecli.engine import Engine
+        from animecli.inference.torch_engine import Engine
 
         model = build_generator(m.spec)
         model.load_state_dict(m.state)
@@ -336,7 +336,7 @@ class _UpstreamPath:
     """The plain AnimeGANv2 way: nn.GroupNorm, NCHW, eager float32 under no_grad, one image at a time."""
 
     def __init__(self, m: _Model, threads: int, device: str = "cpu") -> None:
-        from animecli.engine import resolve_device
+        from animecli.inference.torch_engine import resolve_device
 
         if threads > 0:
             torch.set_num_threads(threads)
@@ -446,7 +446,7 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         models = [_resolve_model(name) for name in opts.models]
     else:
         models, notes = _default_models()
-    from animecli.engine import cpu_has_amx, resolve_device
+    from animecli.inference.torch_engine import cpu_has_amx, resolve_device
 
     cpu = resolve_device(opts.device).type == "cpu"
     if opts.extra_precisions is None:
@@ -552,7 +552,7 @@ def _references(
 
 
 def _gpu_name(device: str) -> str:
-    from animecli.engine import resolve_device
+    from animecli.inference.torch_engine import resolve_device
 
     dev = resolve_device(device)
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"

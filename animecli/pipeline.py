@@ -27,7 +27,7 @@ from animecli.report import FileRecord, ReportWriter, Status, Summary, check_rep
 from animecli.state import RunState, Settings, Stamp, Verdict, stamp_of
 
 if TYPE_CHECKING:
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.weights.resolve import LoadedModel
 
 RecordFn = Callable[[FileRecord], None]
@@ -292,7 +292,7 @@ def _cache_warning() -> str:
 
 def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
     """The model loaded in PyTorch and its engine (imports torch)."""
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.weights.resolve import load_generator
 
     loaded = load_generator(opts.model)
@@ -310,9 +310,9 @@ def _convert(
 ) -> Summary:
     """The non-dry run, with the output folder locked."""
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
-    # torch is imported only if the run needs it (see animecli.lean).
+    # torch is imported only if the run needs it (see animecli.inference.ort_engine).
+    from animecli.inference.ort_engine import BatchRunner, OrtEngine, discard, plan_lean
     from animecli.io.writer import Saved, WriterPool, size_problem
-    from animecli.lean import BatchRunner, OrtEngine, discard, plan_lean
 
     plan = plan_lean(opts.model, opts.engine)
     engine: BatchRunner

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.models.spec import ArchSpec
     from animecli.weights.resolve import LoadedModel
 
@@ -255,7 +255,7 @@ class ConvertActor:
     ) -> None:
         import torch
 
-        from animecli.engine import Engine
+        from animecli.inference.torch_engine import Engine
         from animecli.weights.checkpoint import build_and_load
 
         torch.set_num_threads(max(1, engine.threads))
@@ -373,7 +373,7 @@ def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo
     import torch
 
     from animecli.backends import resolve_backend
-    from animecli.engine import resolve_precision
+    from animecli.inference.torch_engine import resolve_precision
 
     opts, s = run.opts, run.summary
     spec = loaded.spec

@@ -6,7 +6,7 @@ Usage: python bench/bench_bands.py [--model hayao] [--repeat 5] [--threads 0]
 For each size (H×W, random input in [-1, 1]) three onnxruntime runs are timed, interleaved
 round by round: the whole float32 graph (what ran before the split), the encoder + decoder
 without bands, and the encoder + decoder in bands (the default for large images:
-``animecli.ort.BAND_PIXELS`` pixels per band, ``BAND_HALO`` rows of context). It prints the
+``animecli.inference.ort_session.BAND_PIXELS`` pixels per band, ``BAND_HALO`` rows of context). It prints the
 median ms of each and the largest difference of the banded output from the whole graph's.
 Peak memory is ``bench/bench_memory.py``'s job (it needs one process per run).
 """
@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from animecli import ort
 from animecli.backends import export_onnx, export_onnx_split
+from animecli.inference import ort_session as ort
+from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.options import Backend, ModelChoice
-from animecli.ort import OrtSession, SplitGraph
 from animecli.weights.resolve import load_generator
 
 

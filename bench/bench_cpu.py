@@ -73,9 +73,9 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
 
     from animecli.backends import make_runner
     from animecli.benchmark import psnr
+    from animecli.inference.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
     from animecli.io.transforms import prepare
     from animecli.options import ModelChoice
-    from animecli.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
     from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice(model_name))

@@ -9,7 +9,7 @@ side is ``--long-side`` pixels and written as JPEGs to a temporary folder. Then 
 convert`` runs on that folder in a child process, once per engine and round, rounds
 interleaved so that a busy machine slows both alike:
 
-- ``torch-free``: the default CPU path (``animecli.lean``: onnxruntime on numpy arrays, no
+- ``torch-free``: the default CPU path (``animecli.inference.ort_engine``: onnxruntime on numpy arrays, no
   ``import torch``) — used when onnxruntime is installed and the model's graph is cached;
 - ``PyTorch``: the same command with ``ANIMECLI_LEAN=0`` (the PyTorch engine, what every run
   used before the torch-free path existed).

@@ -7,7 +7,7 @@ Each photo is centre-cropped and scaled to size×size and run untiled, then tile
 three ways, with the eager PyTorch backend and with onnxruntime (if installed):
 
 * ``sampled`` — the default plan: norm statistics pooled over a grid of small
-  full-resolution crops (``animecli.tiling.plan_tiles``), then the tiles;
+  full-resolution crops (``animecli.inference.tiling.plan_tiles``), then the tiles;
 * ``exact`` — statistics from a whole-image pass at full size (exact, but that
   pass costs an untiled run);
 * ``downscaled/4`` — statistics from the image scaled to a quarter.
@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageOps
 
 from animecli.backends import OrtRunner, make_runner, onnxruntime_available
+from animecli.inference.tensors import from_model_range, image_to_tensor, tensor_to_image, to_model_range
+from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.options import Backend, ModelChoice
-from animecli.tensors import from_model_range, image_to_tensor, tensor_to_image, to_model_range
-from animecli.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.weights.resolve import load_generator
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # (3, H, W) uint8 -> (3, H, W) uint8

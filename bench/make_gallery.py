@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from animecli.inference.tensors import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
 from animecli.options import ModelChoice
-from animecli.tensors import from_model_range, image_to_tensor, pad_batch, tensor_to_image, to_model_range
 from animecli.weights.manifest import load_manifest
 from animecli.weights.resolve import load_generator
 

@@ -57,7 +57,7 @@ def make_photo(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", 
     xs = torch.linspace(0, 255, w).view(1, 1, w).expand(3, h, w)
     ys = torch.linspace(0, 255, h).view(1, h, 1).expand(3, h, w)
     rgb = ((xs + ys) / 2 * 0.5 + tint.view(3, 1, 1) * 0.5).to(torch.uint8)
-    from animecli.tensors import tensor_to_image
+    from animecli.inference.tensors import tensor_to_image
 
     img = tensor_to_image(rgb)
     if mode != "RGB":

@@ -17,14 +17,14 @@ from animecli import backends
 from animecli.backends import export_onnx, make_runner, resolve_backend
 from animecli.benchmark import psnr
 from animecli.cli import app
-from animecli.engine import Engine
 from animecli.errors import SetupError, UsageError
+from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
+from animecli.inference.torch_engine import Engine
 from animecli.io.transforms import prepare
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions
 from animecli.state import Settings
-from animecli.tensors import array_to_tensor, from_model_range, image_to_tensor
 from tests.conftest import SHARED, make_photo, tiny_state_dict
 
 ort = pytest.importorskip("onnxruntime")
@@ -192,7 +192,7 @@ def test_tiled_image_with_int8_falls_back_to_eager(tiny_weights_dir: Path, tmp_p
 
 @pytest.mark.parametrize("arch", [Arch.LITE, Arch.LITE2, Arch.V2])
 def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
-    from animecli.tiling import TilePlan, tiled_forward
+    from animecli.inference.tiling import TilePlan, tiled_forward
 
     model = _tiny(arch, align_corners=False)
     runner = make_runner(model, Backend.ONNX, threads=1)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
 from animecli.cli import app
-from animecli.engine import cpu_has_amx  # the real probe (the autouse fixture patches the module's)
+from animecli.inference.torch_engine import cpu_has_amx
 from animecli.options import Backend
 from tests.conftest import make_photo
 
@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(autouse=True)
 def no_amx(monkeypatch: pytest.MonkeyPatch) -> None:
     """The row set must not depend on the CI machine's CPU (an AMX CPU adds an eager bf16 row)."""
-    monkeypatch.setattr("animecli.engine.cpu_has_amx", lambda: False)
+    monkeypatch.setattr("animecli.inference.torch_engine.cpu_has_amx", lambda: False)
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_bench_adds_a_bf16_row_on_amx(
     tiny_weights_dir: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     amx: bool, flags: list[str], want: list[str],
 ) -> None:
-    monkeypatch.setattr("animecli.engine.cpu_has_amx", lambda: amx)
+    monkeypatch.setattr("animecli.inference.torch_engine.cpu_has_amx", lambda: amx)
     js = tmp_path / "t.json"
     result = CliRunner().invoke(app, [
         "bench", "--model", "tiny", "--backend", "eager", "--images", str(photos), "--size", "32",

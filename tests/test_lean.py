@@ -1,4 +1,4 @@
-"""The torch-free CPU engine (animecli.lean): same pixels as the PyTorch engine's onnx backend, no torch."""
+"""The torch-free CPU engine (animecli.inference.ort_engine): the onnx backend's pixels, without torch."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean, torch_has_gpu_build
+from animecli.inference.tensors import pad_batch
 from animecli.io.transforms import pad_array
-from animecli.lean import LEAN_ENV, OrtEngine, plan_lean, torch_has_gpu_build
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
-from animecli.tensors import pad_batch
 from tests.conftest import make_photo
 
 pytest.importorskip("onnxruntime")
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torch_engine(opts: EngineOptions):  # type: ignore[no-untyped-def]
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice())

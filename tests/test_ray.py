@@ -206,8 +206,8 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
                                                                tiny_weights_dir: Path) -> None:
     """The actors' per-batch work, without Ray: failures per file; an unwritable output stops the rest."""
     import animecli.io.writer
-    from animecli.engine import Engine
     from animecli.errors import OutputError
+    from animecli.inference.torch_engine import Engine
     from animecli.io.discovery import Job
     from animecli.options import LoadOptions, WriteOptions
     from animecli.ray_engine import convert_jobs

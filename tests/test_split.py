@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from animecli import ort
 from animecli.backends import can_split, export_onnx, export_onnx_split
-from animecli.lean import LEAN_ENV, OrtEngine, plan_lean
+from animecli.inference import ort_session as ort
+from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
+from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice
-from animecli.ort import OrtSession, SplitGraph
 from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
 
 pytest.importorskip("onnxruntime")
@@ -128,7 +128,7 @@ def test_too_little_context_shows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.weights.resolve import load_generator
 
     assert plan_lean(ModelChoice(), _cpu()) is None  # nothing cached yet
@@ -157,7 +157,7 @@ def test_lean_plan_uses_the_two_graphs(lite3_dir: Path, monkeypatch: pytest.Monk
 def test_both_engines_tile_lite3_by_its_banded_memory(lite3_dir: Path) -> None:
     """The banded lite3 graph needs ~254 B/px, not the whole graph's 640: with the same budget
     it runs larger images whole, and both engines draw the line at the same size."""
-    from animecli.engine import Engine
+    from animecli.inference.torch_engine import Engine
     from animecli.models.spec import activation_bytes_per_pixel
     from animecli.weights.resolve import load_generator
 
@@ -184,7 +184,7 @@ def test_lite3_convert_without_torch(tmp_path: Path, lite3_dir: Path) -> None:
     make_photo(src / "small.png", (30, 20), seed=2)
     script = (
         "import json, sys\n"
-        "from animecli import ort\n"
+        "from animecli.inference import ort_session as ort\n"
         "ort.BAND_PIXELS, ort.MIN_BAND_ROWS = 16 * 44, 4  # bands of 16 rows\n"
         "from animecli.cli import app\n"
         "code = app(sys.argv[1:], standalone_mode=False)\n"

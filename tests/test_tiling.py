@@ -12,10 +12,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from animecli.cli import app
+from animecli.inference.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
+from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from animecli.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
-from animecli.tiling import TilePlan, plan_tiles, tiled_forward
 from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +77,8 @@ def test_default_plan_on_the_shipped_model_stays_close() -> None:
     (statistics of the image scaled down were 2.8–3.4/255 off)."""
     from PIL import ImageOps
 
+    from animecli.inference.tensors import image_to_tensor
     from animecli.options import ModelChoice
-    from animecli.tensors import image_to_tensor
     from animecli.weights.resolve import load_generator
 
     model = load_generator(ModelChoice()).model

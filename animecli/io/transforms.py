@@ -1,7 +1,7 @@
 """Pure image transforms between Pillow images and (H, W, 3) uint8 numpy arrays.
 
 Nothing here does I/O or imports torch; the loader, the writer and the
-torch-free onnxruntime engine call these (:mod:`animecli.tensors` has the
+torch-free onnxruntime engine call these (:mod:`animecli.inference.tensors` has the
 PyTorch side: model range, batching, padding of tensors).
 """
 
@@ -152,7 +152,7 @@ def pad_array(rgb: UInt8Array, multiple: int, min_size: int = 16) -> UInt8Array:
     Reflection keeps the image statistics (and so the whole-image normalisation)
     close to the unpadded image's; where the image is too small to reflect
     (pad ≥ side) the edge is repeated instead. The same rule and result as
-    :func:`animecli.tensors.pad_batch`; the caller crops the output back.
+    :func:`animecli.inference.tensors.pad_batch`; the caller crops the output back.
     """
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
     ph, pw = padded_size(h, w, multiple, min_size)

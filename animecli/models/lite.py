@@ -70,7 +70,7 @@ class GeneratorLite(nn.Module):
         n = not lean_norms  # whether the first conv and the decoder (up1, reduce, up2) have norms
         # Without whole-image norms in the decoder (lite3), each output row depends only on nearby
         # rows of encode()'s output and of the input: the decoder can then run on bands of rows
-        # (animecli.ort), holding only a band's full-resolution maps in memory.
+        # (animecli.inference.ort_session), holding only a band's full-resolution maps in memory.
         self.local_decoder = lean_norms and slim_head
         self.stem = nn.Sequential(
             ConvNormLReLU(3, c32, kernel_size=3, padding=1, fast_norm=f, reflect=False, norm=n),

@@ -3,7 +3,7 @@
 The names and build options of the architectures (:class:`Arch`, :class:`ArchSpec`),
 and their measured activation memory per pixel. :mod:`animecli.models.registry` builds the
 networks; this module lets the weights layer and the torch-free onnxruntime engine
-(:mod:`animecli.lean`) describe a model without importing torch.
+(:mod:`animecli.inference.ort_engine`) describe a model without importing torch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ArchSpec:
 
 def has_local_decoder(arch: Arch) -> bool:
     """Whether the architecture's decoder has no whole-image norms (``lite3``): its ONNX
-    export comes in two parts and the decoder runs on bands of rows (:mod:`animecli.ort`)."""
+    export comes in two parts and the decoder runs on bands of rows (:mod:`animecli.inference.ort_session`)."""
     return arch is Arch.LITE3
 
 

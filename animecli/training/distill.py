@@ -31,8 +31,8 @@ import torch
 from PIL import Image, ImageOps
 
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
-from animecli.engine import resolve_device
 from animecli.errors import UsageError, first_line
+from animecli.inference.torch_engine import resolve_device
 from animecli.models.registry import build_generator, convert_layout, detect_arch
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Precision

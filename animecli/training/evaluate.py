@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.errors import UsageError, first_line
-from animecli.tensors import tensor_to_image
+from animecli.inference.tensors import tensor_to_image
 from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
 from animecli.training.losses import psnr, ssim
 from animecli.training.teachers import OnnxTeacher

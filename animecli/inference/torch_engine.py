@@ -16,12 +16,10 @@ import torch
 from torch import nn
 
 from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
-from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.errors import SetupError, UsageError
 from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
-from animecli.io.transforms import UInt8Array
-from animecli.options import Backend, ClearCache, EngineOptions, Precision
-from animecli.tensors import (
+from animecli.inference.result import BatchResult, failure_reason, release_host_memory
+from animecli.inference.tensors import (
     array_to_tensor,
     arrays_to_batch,
     batch_to_arrays,
@@ -31,7 +29,9 @@ from animecli.tensors import (
     tensor_to_array,
     to_model_range,
 )
-from animecli.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
+from animecli.inference.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
+from animecli.io.transforms import UInt8Array
+from animecli.options import Backend, ClearCache, EngineOptions, Precision
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 

@@ -26,12 +26,12 @@ from typing import Protocol
 
 import numpy as np
 
-from animecli.batch import BatchResult, failure_reason, release_host_memory
 from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
+from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
+from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.io.transforms import UInt8Array, pad_array
 from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
-from animecli.ort import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.weights.manifest import Manifest
 from animecli.weights.resolve import WeightsFile, resolve_file
 
@@ -43,7 +43,7 @@ class BatchRunner(Protocol):
     """What the pipeline needs of an engine."""
 
     def run_batch(self, batch: Sequence[UInt8Array]) -> BatchResult:
-        """Stylise (H, W, 3) uint8 images of one size; see :meth:`animecli.engine.Engine.run_batch`."""
+        """Stylise (H, W, 3) uint8 images of one size; see :meth:`animecli.inference.torch_engine.Engine.run_batch`."""
         ...
 
 
@@ -182,7 +182,7 @@ class OrtEngine:
         return list(hwc)
 
     def run_batch(self, batch: Sequence[UInt8Array]) -> BatchResult:
-        """Stylise (H, W, 3) uint8 images of one size (see :meth:`animecli.engine.Engine.run_batch`)."""
+        """Stylise (H, W, 3) uint8 images of one size (see :meth:`animecli.inference.torch_engine.Engine.run_batch`)."""
         h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
         if self.needs_tiling(h, w):
             return self._torch_engine().run_batch(batch)

@@ -1,7 +1,7 @@
 """onnxruntime without torch: the cached graphs' names and a CPU session over numpy arrays.
 
 :mod:`animecli.backends` exports and quantises the graphs (with torch) and wraps
-:class:`OrtSession` for tensors; :mod:`animecli.lean` runs a cached graph with
+:class:`OrtSession` for tensors; :mod:`animecli.inference.ort_engine` runs a cached graph with
 numpy alone, so that a CPU conversion never imports torch (about 220–280 MB of
 resident memory, docs/speed.md).
 

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from animecli.inference.tensors import from_model_range, to_model_range
 from animecli.models.norm import FastGroupNorm
 from animecli.models.spec import activation_bytes_per_pixel
-from animecli.tensors import from_model_range, to_model_range
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (tile, stats) → output, for graphs that take the frozen statistics as an input:
