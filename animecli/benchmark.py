@@ -48,7 +48,7 @@ from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
-from animecli.report import peak_rss_mb
+from animecli.run.report import peak_rss_mb
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)

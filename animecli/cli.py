@@ -38,8 +38,8 @@ from animecli.options import (
 )
 
 if TYPE_CHECKING:
-    from animecli.pipeline import RunInfo
-    from animecli.report import FileRecord, Summary
+    from animecli.run.report import FileRecord, Summary
+    from animecli.run.session import RunInfo
 
 app = typer.Typer(
     name="animecli",
@@ -295,7 +295,7 @@ def _exit_code(summary: Summary, signum: int | None) -> int:
 def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summary:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from animecli.pipeline import run_convert
+    from animecli.run.convert import run_convert
 
     tty = out.is_terminal
     progress = Progress(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from animecli.benchmark import cpu_name
 from animecli.options import ConvertOptions, EngineOptions, Existing, LoadOptions, WriteOptions, auto_jobs
-from animecli.pipeline import run_convert
+from animecli.run.convert import run_convert
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -45,7 +45,7 @@ from animecli.options import (
     RayOptions,
     WriteOptions,
 )
-from animecli.pipeline import run_convert
+from animecli.run.convert import run_convert
 from animecli.weights.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,10 +97,10 @@ def driver_cost(count: int) -> None:
     file back (JSON decode, resume-state line, report row), as ``--engine ray`` does.
     """
     from animecli.io.discovery import Job
-    from animecli.pipeline import _Run
-    from animecli.ray_engine import _record_from_text, _record_to_text
-    from animecli.report import FileRecord, Status
-    from animecli.state import Settings
+    from animecli.run.ray import _record_from_text, _record_to_text
+    from animecli.run.report import FileRecord, Status
+    from animecli.run.resume import Settings
+    from animecli.run.session import Session
 
     work = Path(tempfile.mkdtemp(prefix="bench_driver_"))
     src = work / "in"
@@ -109,7 +109,7 @@ def driver_cost(count: int) -> None:
         (src / f"img_{i:06d}.jpg").write_bytes(b"x")
     opts = ConvertOptions((str(src),), work / "out", report=work / "r.json")
     (work / "out").mkdir()
-    run = _Run(opts, None)
+    run = Session(opts, None)
     run.settings = Settings("0" * 64, "lite/1.0/align", 1024, "same", 92, "", "float32")
     t0 = time.perf_counter()
     jobs = [j for j in run.plan(keep_stamps=True) if isinstance(j, Job)]

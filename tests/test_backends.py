@@ -24,7 +24,7 @@ from animecli.io.transforms import prepare
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions
-from animecli.state import Settings
+from animecli.run.resume import Settings
 from tests.conftest import SHARED, make_photo, tiny_state_dict
 
 ort = pytest.importorskip("onnxruntime")

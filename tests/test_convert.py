@@ -23,9 +23,9 @@ from animecli.backends import resolve_backend
 from animecli.io.discovery import Discovery, Ignored, Job
 from animecli.io.loader import load_one
 from animecli.io.transforms import image_to_array
-from animecli.lock import LOCK_NAME
 from animecli.options import Backend, LoadOptions, OutputFormat
-from animecli.report import FIELDS, FileRecord, ReportWriter, Status, Summary
+from animecli.run.lock import LOCK_NAME
+from animecli.run.report import FIELDS, FileRecord, ReportWriter, Status, Summary
 from tests.conftest import cli_convert, make_photo
 
 SUMMARY_KEYS = {
@@ -769,7 +769,7 @@ def test_a_lone_odd_size_does_not_hold_back_the_records(tmp_path: Path, tiny_wei
     """With --batch-size 4, one image of a size nobody shares runs after at most 2×4 arrivals,
     so the records after it are not held back to the end of the run."""
     from animecli.options import ConvertOptions, EngineOptions, LoadOptions, ModelChoice, WriteOptions
-    from animecli.pipeline import run_convert
+    from animecli.run.convert import run_convert
 
     src = tmp_path / "in"
     make_photo(src / "a00_odd.png", (40, 28))

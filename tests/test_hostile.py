@@ -370,7 +370,7 @@ def test_a_report_spool_that_cannot_be_written_is_one_line_and_the_outputs_are_k
     end the run with a traceback."""
     import io
 
-    from animecli import report
+    from animecli.run import report
 
     class Full(io.StringIO):
         def write(self, text: str) -> int:

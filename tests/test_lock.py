@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from animecli.errors import LockedError
-from animecli.lock import LOCK_NAME, Holder, OutputLock, is_alive, me
+from animecli.run.lock import LOCK_NAME, Holder, OutputLock, is_alive, me
 from tests.conftest import cli_convert, make_photo
 
 
@@ -57,7 +57,7 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     make_photo(src / "a.png")
     code = (
-        "import sys, time; from pathlib import Path; from animecli.lock import OutputLock\n"
+        "import sys, time; from pathlib import Path; from animecli.run.lock import OutputLock\n"
         "with OutputLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(30)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)

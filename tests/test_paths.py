@@ -171,7 +171,7 @@ def test_hidden_files_and_folders_are_passed_over_unless_asked(tmp_path: Path) -
 def test_a_run_that_fails_before_starting_replaces_an_earlier_report(tmp_path: Path, why: str,
                                                                     tiny_weights_dir: Path) -> None:
     """A monitor reads the report: a previous run's success left at that path hid the failure."""
-    from animecli.lock import me
+    from animecli.run.lock import me
 
     photos, out, report = tmp_path / "p", tmp_path / "o", tmp_path / "last.json"
     make_photo(photos / "a.jpg", seed=1)

@@ -18,8 +18,8 @@ from typer.testing import Result
 
 from animecli.errors import SetupError, UsageError
 from animecli.options import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
-from animecli.ray_engine import INSTALL_HINT, plan_pool
-from animecli.report import FileRecord
+from animecli.run.ray import INSTALL_HINT, plan_pool
+from animecli.run.report import FileRecord
 from tests.conftest import cli_convert, make_photo
 
 # Ray Data reads its own deprecated settings when it copies its context: not ours to fix.
@@ -133,7 +133,7 @@ def test_ray_all_good_exits_0_and_csv_report(ray_instance: Any, tmp_path: Path) 
 
 @pytest.mark.slow  # Ray tests: ~65 s in all on 2 busy cores (Ray start, actors importing torch)
 def test_ray_stop_finishes_with_a_report_and_rerun_completes(ray_instance: Any, tmp_path: Path) -> None:
-    from animecli.pipeline import run_convert
+    from animecli.run.convert import run_convert
 
     src, out = tmp_path / "in", tmp_path / "out"
     for i in range(6):
@@ -210,7 +210,7 @@ def test_worker_rows_match_local_rules_and_stop_at_a_full_disk(tmp_path: Path, m
     from animecli.inference.torch_engine import Engine
     from animecli.io.discovery import Job
     from animecli.options import LoadOptions, WriteOptions
-    from animecli.ray_engine import convert_jobs
+    from animecli.run.ray import convert_jobs
     from animecli.weights.resolve import load_generator
 
     loaded = load_generator(ModelChoice())
@@ -248,7 +248,7 @@ def test_connect_puts_our_signal_handlers_back() -> None:
     exit 134, no report); the run's handlers must be the ones in place afterwards."""
     import signal
 
-    from animecli.ray_engine import _connect
+    from animecli.run.ray import _connect
 
     def ours(signum: int, frame: object) -> None:
         pass

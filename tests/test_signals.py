@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from animecli.atomic import TEMP_SUFFIX
 from animecli.cli import app
-from animecli.lock import LOCK_NAME
-from animecli.state import STATE_NAME
+from animecli.run.lock import LOCK_NAME
+from animecli.run.resume import STATE_NAME
 from tests.conftest import make_photo
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -128,7 +128,7 @@ def test_an_abort_still_writes_the_report_of_what_was_done(tmp_path: Path, tiny_
     """A second signal aborts mid-run (KeyboardInterrupt): the report is this run's, marked
     interrupted, not the previous run's file left in place."""
     from animecli.options import ConvertOptions, EngineOptions
-    from animecli.pipeline import run_convert
+    from animecli.run.convert import run_convert
 
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "r.json"
     for i in range(6):

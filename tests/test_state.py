@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from animecli.errors import OutputError
-from animecli.state import STATE_NAME, RunState, Settings, Stamp, Verdict
+from animecli.run.resume import STATE_NAME, RunState, Settings, Stamp, Verdict
 from tests.conftest import cli_convert, make_photo
 
 

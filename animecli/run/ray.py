@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from animecli.errors import FileError, OutputError, SetupError, UsageError
 from animecli.io.discovery import Job
 from animecli.options import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
-from animecli.pipeline import RunInfo, _Run, inference_record, load_failure_record
-from animecli.report import FileRecord, Status, Summary, rss_mb
+from animecli.run.report import FileRecord, Status, Summary, rss_mb
+from animecli.run.session import RunInfo, Session, inference_record, load_failure_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -331,12 +331,12 @@ def _rows(ray: Any, opts: ConvertOptions, pool: Pool, jobs: list[Job], model: to
 
 
 def convert_on_ray(
-    run: _Run,
+    run: Session,
     on_start: Callable[[RunInfo], None] | None,
     stop: threading.Event | None,
     t0: float,
 ) -> Summary:
-    """The non-dry run of :func:`animecli.pipeline.run_convert` on a Ray cluster (output folder locked).
+    """The non-dry run of :func:`animecli.run.convert.run_convert` on a Ray cluster (output folder locked).
 
     Args:
         run: the run's state (options, report, resume state, callbacks).
@@ -367,7 +367,7 @@ def convert_on_ray(
             ray.shutdown()
 
 
-def _drive(ray: Any, run: _Run, loaded: LoadedModel, on_start: Callable[[RunInfo], None] | None,
+def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunInfo], None] | None,
            stop: threading.Event | None, t0: float) -> Summary:
     """Size the pool, plan, and stream the jobs through it, emitting rows in input order."""
     import torch

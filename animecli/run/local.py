@@ -1,0 +1,200 @@
+"""``--engine local``: the non-dry run in this process: streaming loader → engine → writer pool,
+records emitted in the order the files were found."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from animecli.errors import FileError, GraphError, OutputError
+from animecli.io.loader import Loaded, StreamingLoader
+from animecli.options import ConvertOptions
+from animecli.run.report import FileRecord, Status, Summary, rss_mb
+
+if TYPE_CHECKING:
+    from animecli.inference.torch_engine import Engine
+    from animecli.weights.resolve import LoadedModel
+
+from animecli.run.session import RunInfo, Session, inference_record, load_failure_record
+
+
+def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
+    """Permissions refused a sub-folder of OUTPUT, not OUTPUT itself: the files that go there
+    fail and the rest of the run carries on (OUTPUT itself was checked when it was locked)."""
+    folder = exc.denied_folder
+    if folder is None:
+        return False
+    try:
+        folder, root = folder.resolve(), output.resolve()
+    except OSError:
+        return False
+    return folder != root and folder.is_relative_to(root)
+
+
+def _cache_warning() -> str:
+    from animecli.backends import cache_warning  # imported with the PyTorch engine only
+
+    return cache_warning()
+
+
+def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
+    """The model loaded in PyTorch and its engine (imports torch)."""
+    from animecli.inference.torch_engine import Engine
+    from animecli.weights.resolve import load_generator
+
+    loaded = load_generator(opts.model)
+    engine = Engine(loaded.model, loaded.input_multiple, opts.engine, loaded.spec.arch.value,
+                    weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    return loaded, engine
+
+
+def convert_local(
+    run: Session,
+    on_start: Callable[[RunInfo], None] | None,
+    stop: threading.Event | None,
+    t0: float,
+) -> Summary:
+    """The non-dry run in this process, with the output folder locked."""
+    opts = run.opts
+    # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
+    # torch is imported only if the run needs it (see animecli.inference.ort_engine).
+    from animecli.inference.ort_engine import BatchRunner, OrtEngine, discard, plan_lean
+    from animecli.io.writer import Saved, WriterPool, size_problem
+
+    plan = plan_lean(opts.model, opts.engine)
+    engine: BatchRunner
+    lean: OrtEngine | None = None
+    if plan is not None:
+        try:
+            lean = OrtEngine(plan, opts.engine, lambda: _torch_engine(opts)[1])
+        except GraphError:  # a damaged cache file: the PyTorch engine compiles the model again
+            discard(plan)
+    if plan is not None and lean is not None:
+        engine = lean
+        name, digest, spec = plan.weights.name, plan.weights.sha256, plan.spec
+        device, precision, backend = lean.device, lean.precision_name, lean.backend
+    else:
+        loaded_model, torch_engine = _torch_engine(opts)
+        engine = torch_engine
+        name, digest, spec = loaded_model.name, loaded_model.sha256, loaded_model.spec
+        device, precision, backend = str(torch_engine.device), torch_engine.precision_name, torch_engine.backend
+    s = run.summary
+    s.model, s.device, s.backend, s.precision = name, device, backend.value, precision
+    if on_start:
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if lean is not None else _cache_warning()))
+    w = opts.write
+    run.use_settings(digest, spec.key, s.precision, backend)
+
+    batch_size = max(1, opts.engine.batch_size)
+    pending: dict[tuple[int, int], list[tuple[int, Loaded]]] = {}
+    # Every record goes through the writer's queue, so the report lists files in the order they
+    # were found even though outputs are written in the background.
+    writer: WriterPool[tuple[int, Loaded | None, FileRecord]] = WriterPool(
+        w.workers, depth=max(2 * w.workers, batch_size))
+    # Records are numbered as files arrive and emitted in that order: with --batch-size N, images
+    # of one size run together, so results can finish out of order (at most the batch-mates wait).
+    arrived = itertools.count()
+    finished: list[tuple[int, FileRecord]] = []  # a heap of final records not yet emitted
+    next_seq = [0]
+
+    def emit_in_order(everything: bool = False) -> None:
+        while finished and (everything or finished[0][0] == next_seq[0]):
+            seq, rec = heapq.heappop(finished)
+            next_seq[0] = seq + 1
+            run.emit(rec)
+
+    def report_saved(wait: bool = False) -> None:
+        """Emit the records of results the writer has finished with (in the order the files arrived)."""
+        for (seq, it, rec), outcome in writer.finished(wait):
+            if outcome is None or it is None:
+                pass  # nothing was written for it: the record is final as it is
+            elif isinstance(outcome, Saved):
+                rec.status, rec.save_ms = Status.CONVERTED, outcome.save_ms
+                try:
+                    run.saved(it.job)
+                except OutputError as exc:  # the output is written; the resume state could not be
+                    s.fatal = s.fatal or str(exc)
+                if outcome.notes:
+                    rec.notes = "; ".join(filter(None, [rec.notes, *outcome.notes]))
+            else:
+                rec.reason = outcome.reason if isinstance(outcome, FileError) else str(outcome)
+                if isinstance(outcome, OutputError) and not _only_a_subfolder(outcome, opts.output):
+                    s.fatal = s.fatal or str(outcome)
+            if it is not None:
+                rec.rss_mb = rss_mb()  # after the write: what converting this file left resident
+            heapq.heappush(finished, (seq, rec))
+        emit_in_order()
+
+    def flush(key: tuple[int, int]) -> None:
+        items = pending.pop(key)
+        result = engine.run_batch([it.rgb for _, it in items if it.rgb is not None])
+        share = result.infer_ms / len(items)
+        for (seq, it), out, err in zip(items, result.images, result.errors, strict=False):
+            rec = inference_record(it, share, result.gpu_peak_mb, result.note)
+            if out is None:
+                rec.reason = err or "inference failed"
+                rec.rss_mb = rss_mb()
+                writer.passthrough((seq, None, rec))
+            else:
+                writer.submit((seq, it, rec), out, it.job.dst, opts.write, it.alpha, it.icc, it.exif)
+                it.rgb = None  # the input's pixels are no longer needed while the output waits
+        del items, result  # drop the batch's tensors before the next one is formed
+        report_saved()
+
+    try:
+        try:
+            with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
+                for got in loader:
+                    if s.fatal:
+                        break  # the output became unwritable: every later file would fail the same way
+                    if not isinstance(got, Loaded):
+                        rec = run.passthrough_record(got)
+                        if rec is not None:
+                            writer.passthrough((next(arrived), None, rec))
+                            report_saved()
+                        continue
+                    if got.error is None:
+                        # Known before the model runs: an output too large for its format.
+                        got.error = size_problem(got.job.dst, *got.processed_size)
+                    if got.error is not None:
+                        run.stamps.pop(got.job.dst, None)
+                        writer.passthrough((next(arrived), None, load_failure_record(got)))
+                        report_saved()
+                        continue
+                    key = got.processed_size
+                    seq = next(arrived)
+                    pending.setdefault(key, []).append((seq, got))
+                    if len(pending[key]) >= batch_size:
+                        flush(key)
+                    elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
+                        flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
+                    if pending:
+                        # An image of a size no other shares would wait for a partner to the end of the
+                        # run, holding back every later record (emitted in arrival order): after 2×N
+                        # arrivals it runs in a smaller batch.
+                        oldest = min(pending, key=lambda k: pending[k][0][0])
+                        if seq - pending[oldest][0][0] >= 2 * batch_size:
+                            flush(oldest)
+                    if stop is not None and stop.is_set():
+                        s.interrupted = True
+                        break
+                if not s.interrupted and not s.fatal:
+                    for key in list(pending):
+                        flush(key)
+        except OutputError as exc:
+            s.fatal = s.fatal or str(exc)
+        finally:
+            report_saved(wait=True)  # outputs already computed are written, even when interrupted
+            writer.close()
+            emit_in_order(everything=True)  # after a stop, images that were never run leave gaps
+    except KeyboardInterrupt:
+        # A second Ctrl-C/SIGTERM aborts at once: the report still tells what was done (a
+        # previous run's report must not stand in for this one).
+        s.interrupted = True
+        run.finish(t0)
+        raise
+    return run.finish(t0)
