@@ -21,7 +21,7 @@ Peak RSS is measured per row in a fresh child process (``spawn``) that loads the
 model, builds the backend and converts the image set once: the high-water mark of
 a process doing only that.
 
-This module never prints; :mod:`animecli.cli` renders the result.
+This module never prints; :mod:`animecli.cli.bench` renders the result.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def needs_shared(*parts: str) -> pytest.MarkDecorator:
 
 def cli_convert(*args: object, cpu: bool = True) -> Result:
     """``animecli convert ARGS`` through Typer's runner (on CPU unless told otherwise, so results are deterministic)."""
-    from animecli.cli import app
+    from animecli.cli.app import app
 
     argv = ["convert", *(str(a) for a in args)]
     if cpu:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_bytes, remove_stale_temps
-from animecli.cli import app
+from animecli.cli.app import app
 from tests.conftest import make_photo
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from animecli import backends
 from animecli.backends import export_onnx, make_runner, resolve_backend
 from animecli.benchmark import psnr
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.errors import SetupError, UsageError
 from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.inference.torch_engine import Engine

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.inference.torch_engine import cpu_has_amx
 from animecli.options import Backend
 from tests.conftest import make_photo

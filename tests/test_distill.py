@@ -90,7 +90,7 @@ def test_distill_command_publishes_into_a_weights_folder(tmp_path: Path) -> None
     pytest.importorskip("onnxruntime")
     from typer.testing import CliRunner
 
-    from animecli.cli import app
+    from animecli.cli.app import app
 
     photos = tmp_path / "photos"
     for i in range(2):

@@ -115,7 +115,7 @@ def test_convert_runs_without_importing_torch(tmp_path: Path, tiny_weights_dir: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = (
         "import json, sys\n"
-        "from animecli.cli import app\n"
+        "from animecli.cli.app import app\n"
         "code = app(sys.argv[1:], standalone_mode=False)\n"
         "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
     )

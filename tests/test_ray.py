@@ -167,7 +167,7 @@ def test_missing_ray_is_a_setup_error_with_the_install_hint(tmp_path: Path, monk
 def test_help_does_not_import_ray() -> None:
     import subprocess
 
-    code = "import sys; from animecli.cli import app; assert 'ray' not in sys.modules, 'ray imported'"
+    code = "import sys; from animecli.cli.app import app; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

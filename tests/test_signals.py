@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from animecli.atomic import TEMP_SUFFIX
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.run.lock import LOCK_NAME
 from animecli.run.resume import STATE_NAME
 from tests.conftest import make_photo
@@ -106,10 +106,11 @@ def test_ctrl_c_while_the_cli_imports_is_exit_130_without_a_traceback() -> None:
 def test_a_second_sigterm_aborts_with_143(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first signal asks for a clean stop; a second aborts at once, with its own exit code
     (a double SIGTERM from a supervisor is not a Ctrl-C: 143, not 130)."""
-    from animecli import cli
+    from animecli.cli import app as cli
+    from animecli.cli.signals import Signals
 
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        sig = cli._Signals()
+        sig = Signals()
         sig._handle(signum, None)
         assert sig.stop.is_set() and sig.received == signum
         with pytest.raises(KeyboardInterrupt) as info:

@@ -186,7 +186,7 @@ def test_lite3_convert_without_torch(tmp_path: Path, lite3_dir: Path) -> None:
         "import json, sys\n"
         "from animecli.inference import ort_session as ort\n"
         "ort.BAND_PIXELS, ort.MIN_BAND_ROWS = 16 * 44, 4  # bands of 16 rows\n"
-        "from animecli.cli import app\n"
+        "from animecli.cli.app import app\n"
         "code = app(sys.argv[1:], standalone_mode=False)\n"
         "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
     )

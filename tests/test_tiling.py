@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.inference.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
 from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.models.registry import build_generator

@@ -16,7 +16,7 @@ import torch
 from click.testing import Result
 from typer.testing import CliRunner
 
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.training.distill import DistillConfig, train

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from animecli.cli import app
+from animecli.cli.app import app
 from animecli.errors import WeightsError
 from animecli.models.spec import Arch
 from animecli.options import ModelChoice

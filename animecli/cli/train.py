@@ -1,0 +1,157 @@
+"""``animecli distill`` and ``animecli eval``: train a student from an ONNX teacher, and score one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from animecli.errors import AnimecliError
+from animecli.options import (
+    Precision,
+)
+
+if TYPE_CHECKING:
+    pass
+from animecli.cli.console import EXIT_FAILED, EXIT_USAGE, check_output_files, err, fail, out, printable
+
+
+def distill(
+    teacher: Annotated[Path, typer.Option(help="ONNX teacher generator (see shared/teachers/README.md).")],
+    photos: Annotated[Path, typer.Option(help="Folder of training photos.")],
+    work_dir: Annotated[Path, typer.Option(help="Cache of teacher outputs and checkpoints; rerun to resume.")],
+    output: Annotated[Path, typer.Option(help="Where to write the trained student's state dict (.pt).")],
+    arch: Annotated[str, typer.Option(help="Student architecture: lite3 (lite2 without norms in its first conv and decoder; --init a lite/lite2 student to fold them), lite2 (slim full-resolution head), lite or v2.")] = "lite",
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 4000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 8,
+    crop_size: Annotated[int, typer.Option(min=32, help="Side of the training crops.")] = 256,
+    pair_size: Annotated[int, typer.Option(min=64, help="Side of the cached teacher pairs (fixed-size teachers: their size).")] = 512,
+    num_pairs: Annotated[int, typer.Option(min=1, help="Teacher pairs to cache.")] = 400,
+    final_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of steps on whole pairs.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 2e-3,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip photos whose name contains this (repeatable).")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Use only photos whose name contains this (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    init: Annotated[Path | None, typer.Option(help="Start from this student's weights (e.g. another style); ignored when resuming.")] = None,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU if present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 also helps on CPUs with AMX. fp16 is refused.")] = Precision.AUTO,
+    publish: Annotated[str | None, typer.Option(help="Also publish the student under this model name (file + manifest entry).")] = None,
+    publish_dir: Annotated[Path, typer.Option(help="Weights folder to publish into.")] = Path("weights"),
+    style: Annotated[str, typer.Option(help="Style description for the manifest entry.")] = "",
+    make_default: Annotated[bool, typer.Option("--default", help="Make the published model the default.")] = False,
+) -> None:
+    """Train a student generator to imitate a teacher (knowledge distillation). Resumable."""
+    import time
+
+    import torch
+
+    from animecli.atomic import atomic_write
+    from animecli.models.spec import Arch
+    from animecli.training.distill import DistillConfig, check_output, train
+    from animecli.training.export import check_model_name
+
+    if arch not in {a.value for a in Arch}:
+        err.print(f"error: --arch {escape(printable(arch))}: unknown; use one of {', '.join(a.value for a in Arch)}")
+        raise typer.Exit(EXIT_USAGE)
+    check_output_files({"--output": output})  # now, not after hours of training
+    try:
+        if publish is not None:
+            check_model_name(publish)
+        cfg = DistillConfig(
+            teacher=teacher, photos=photos, work_dir=work_dir, arch=Arch(arch), pair_size=pair_size,
+            num_pairs=num_pairs, crop_size=crop_size, final_size=pair_size, final_fraction=final_fraction,
+            batch_size=batch_size, steps=steps, lr=lr, photo_filter=tuple(exclude or ()),
+            include=tuple(include or ()), seed=seed, threads=threads, init=init, device=device,
+            precision=precision,
+        )
+        check_output(output, cfg)
+        last = [0.0]
+
+        def progress(stage: str, i: int, n: int, parts: dict[str, float]) -> None:
+            if time.monotonic() - last[0] > 10 or i == n:
+                last[0] = time.monotonic()
+                figures = " ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                err.print(f"{stage} {i}/{n} {figures}", markup=False)
+
+        def notice(line: str) -> None:
+            err.print(f"note: {escape(printable(line))}", soft_wrap=True)
+
+        sd = train(cfg, progress, notice)
+    except AnimecliError as exc:
+        raise fail(exc) from None
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        # Atomic: a failed write (disk full) must not leave a cut student where a good one was.
+        atomic_write(output, lambda f: torch.save(sd, f))
+    except OSError as exc:
+        err.print(f"error: could not write {escape(printable(str(output)))} ({escape(str(exc.strerror or exc))}); "
+                  f"the checkpoint in {escape(printable(str(work_dir)))} holds the weights: free space and rerun "
+                  "the same command (it finishes at once)")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"student written to {output}; evaluate it with `animecli eval --weights {output} --teacher {teacher}`")
+    if publish:
+        from animecli.training.export import export_student
+        from animecli.weights.manifest import load_manifest
+
+        try:
+            earlier = load_manifest(publish_dir).models.get(publish)
+        except AnimecliError:  # no manifest there yet: export starts one
+            earlier = None
+        try:
+            entry = export_student(
+                sd, publish_dir, publish, Arch(arch), style=style or f"distilled from {teacher.name}",
+                source=f"animecli distill from {teacher.name} on {photos}",
+                extra={"teacher": teacher.name, "training_steps": steps, "batch_size": batch_size,
+                       "crop_size": crop_size, "num_pairs": num_pairs, "lr": lr},
+                make_default=make_default,
+            )
+        except AnimecliError as exc:
+            raise fail(exc) from None
+        # Replacing is what the documented retrain commands rely on; say so, with what was there.
+        was = (f"; it replaces the earlier {publish} ({earlier.file}, sha256 {earlier.sha256 or '?'})"
+               if earlier is not None else "")
+        out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256}){was}", soft_wrap=True)
+
+
+def evaluate_cmd(
+    weights: Annotated[Path, typer.Option(help="Student state dict.")],
+    teacher: Annotated[Path, typer.Option(help="The ONNX teacher it imitates.")],
+    photos: Annotated[Path, typer.Option(help="Validation photos.")],
+    size: Annotated[int, typer.Option(min=64, help="Evaluation side (the teacher's size for fixed-size teachers).")] = 512,
+    sheet: Annotated[Path | None, typer.Option(help="Write a photo / teacher / student contact sheet PNG.")] = None,
+    cache: Annotated[Path, typer.Option(help="Cache of teacher outputs.")] = Path(".animecli-eval-cache"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the per-photo figures as JSON.")] = None,
+) -> None:
+    """PSNR and SSIM of a student against its teacher on held-out photos."""
+    import json
+
+    from animecli.atomic import atomic_write_bytes
+    from animecli.options import ModelChoice
+    from animecli.training.evaluate import evaluate
+    from animecli.weights.resolve import load_generator
+
+    check_output_files({"--sheet": sheet, "--json": json_out})
+    try:
+        student = load_generator(ModelChoice(weights=weights)).model
+        result = evaluate(student, teacher, photos, size, cache, sheet)
+    except AnimecliError as exc:
+        raise fail(exc) from None
+    if result is None:
+        err.print(f"error: no readable photos in {photos}; pass a folder of .jpg/.png/.webp/.bmp photos")
+        raise typer.Exit(EXIT_USAGE)
+    for name, why in result.skipped:
+        err.print(f"skipped {escape(printable(name))}: cannot be read ({escape(why)})", soft_wrap=True)
+    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}"
+              + (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
+    if json_out:
+        atomic_write_bytes(json_out, json.dumps({
+            "psnr_db": result.psnr_db, "ssim": result.ssim, "count": result.count, "size": size,
+            "per_photo": [{"photo": n, "psnr_db": p, "ssim": q} for n, p, q in result.per_photo],
+            "skipped": [{"photo": n, "reason": why} for n, why in result.skipped],
+        }, indent=2).encode())
+
