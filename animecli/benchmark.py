@@ -41,8 +41,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from animecli.backends import default_calibration_dir, onnxruntime_available
 from animecli.errors import UsageError, WeightsError
+from animecli.inference.backends import default_calibration_dir, onnxruntime_available
 from animecli.inference.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models.registry import build_generator

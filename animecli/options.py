@@ -27,7 +27,7 @@ class Precision(str, Enum):
 
 
 class Backend(str, Enum):
-    """How the generator runs (see :mod:`animecli.backends`).
+    """How the generator runs (see :mod:`animecli.inference.backends`).
 
     ``eager``: plain PyTorch; ``traced``: TorchScript-traced and frozen; ``onnx``:
     onnxruntime on the CPU (float32); ``int8``: onnxruntime with statically quantised

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from animecli.backends import export_onnx, export_onnx_split
 from animecli.inference import ort_session as ort
+from animecli.inference.backends import export_onnx, export_onnx_split
 from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.options import Backend, ModelChoice
 from animecli.weights.resolve import load_generator

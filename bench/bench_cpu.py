@@ -71,8 +71,8 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
     import torch
     from PIL import Image
 
-    from animecli.backends import make_runner
     from animecli.benchmark import psnr
+    from animecli.inference.backends import make_runner
     from animecli.inference.tensors import array_to_tensor, from_model_range, pad_batch, to_model_range
     from animecli.io.transforms import prepare
     from animecli.options import ModelChoice

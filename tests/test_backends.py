@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from animecli import backends
-from animecli.backends import export_onnx, make_runner, resolve_backend
 from animecli.benchmark import psnr
 from animecli.cli.app import app
 from animecli.errors import SetupError, UsageError
+from animecli.inference import backends
+from animecli.inference.backends import export_onnx, make_runner, resolve_backend
 from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.inference.torch_engine import Engine
 from animecli.io.transforms import prepare
@@ -294,8 +294,8 @@ def test_arena_shrinks_only_after_an_outlier() -> None:
 
 def test_a_wrong_calibration_path_is_named_in_the_error(tmp_path: Path) -> None:
     """It blamed a missing bundled examples/ folder, never naming the path the user gave."""
-    from animecli.backends import calibration_images
     from animecli.errors import SetupError
+    from animecli.inference.backends import calibration_images
 
     (tmp_path / "f.jpg").write_bytes(b"x")
     for given, what in ((tmp_path / "typo", "does not exist"), (tmp_path / "f.jpg", "is a file")):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from animecli.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
-from animecli.backends import resolve_backend
+from animecli.inference.backends import resolve_backend
 from animecli.io.discovery import Discovery, Ignored, Job
 from animecli.io.loader import load_one
 from animecli.io.transforms import image_to_array
@@ -437,7 +437,7 @@ def test_json_report_schema_and_values(tmp_path: Path) -> None:
     s = report["summary"]
     assert set(s) == SUMMARY_KEYS
     assert (s["converted"], s["skipped"], s["failed"], s["ignored_non_images"]) == (1, 0, 1, 0)
-    # --backend auto on CPU: onnx when onnxruntime is installed, else traced (animecli.backends).
+    # --backend auto on CPU: onnx when onnxruntime is installed, else traced (animecli.inference.backends).
     auto = resolve_backend(Backend.AUTO, torch.device("cpu"), torch.float32).backend.value
     assert (s["model"], s["device"], s["precision"], s["backend"]) == ("tiny", "cpu", "float32", auto)
     assert s["interrupted"] is False and s["fatal"] == ""

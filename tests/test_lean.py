@@ -179,7 +179,7 @@ def test_a_damaged_cached_graph_is_compiled_again(
 ) -> None:
     """A cached graph that onnxruntime refuses (a disk error, a cut copy) is deleted and made
     again, on both engines' paths: the run converts and the next one finds a good cache."""
-    from animecli import backends
+    from animecli.inference import backends
     from animecli.models.spec import Arch
     from tests.conftest import cli_convert, make_weights_dir
 
@@ -203,7 +203,7 @@ def test_a_damaged_cached_graph_is_compiled_again(
 def test_a_damaged_cached_tiling_graph_is_compiled_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixed-statistics graph that tiles run through is cached too; damaged, it is remade
     (it used to fail every tiled image with 'delete the cache')."""
-    from animecli import backends
+    from animecli.inference import backends
     from animecli.models.spec import Arch
     from tests.conftest import cli_convert, make_weights_dir
 

@@ -1,6 +1,6 @@
 """onnxruntime without torch: the cached graphs' names and a CPU session over numpy arrays.
 
-:mod:`animecli.backends` exports and quantises the graphs (with torch) and wraps
+:mod:`animecli.inference.backends` exports and quantises the graphs (with torch) and wraps
 :class:`OrtSession` for tensors; :mod:`animecli.inference.ort_engine` runs a cached graph with
 numpy alone, so that a CPU conversion never imports torch (about 220–280 MB of
 resident memory, docs/speed.md).
@@ -69,7 +69,7 @@ class CompiledPaths:
         fp32: the exported float32 model.
         int8: the quantised model (its name also carries the calibration set's digest).
         fixed: the float32 tiling graph (norm statistics as an input; see
-            :func:`animecli.backends.export_onnx`).
+            :func:`animecli.inference.backends.export_onnx`).
         encoder, decoder: the float32 model in two parts, for a model whose decoder
             has no whole-image norms (see :class:`SplitGraph`).
     """
@@ -119,7 +119,7 @@ BAND_HALO = 20
 
 @dataclass(frozen=True)
 class SplitGraph:
-    """A generator exported in two parts (:func:`animecli.backends.export_onnx_split`).
+    """A generator exported in two parts (:func:`animecli.inference.backends.export_onnx_split`).
 
     Attributes:
         encoder: input ``input`` (N, 3, H, W) float32 in [-1, 1] → ``features``

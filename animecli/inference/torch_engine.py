@@ -1,7 +1,7 @@
 """The engine: runs a generator on CPU or GPU, one image or N at a time.
 
 It owns device and precision choice, the backend (eager, traced, onnx, int8:
-built by :mod:`animecli.backends`), the padding to the model's size
+built by :mod:`animecli.inference.backends`), the padding to the model's size
 multiple, and memory hygiene: tensors are
 ``del``-eted after each batch and the CUDA cache is emptied when asked; on
 CUDA out-of-memory the batch is halved and retried.
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from animecli.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.errors import SetupError, UsageError
+from animecli.inference.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.inference.tensors import (

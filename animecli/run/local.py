@@ -36,7 +36,7 @@ def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
 
 
 def _cache_warning() -> str:
-    from animecli.backends import cache_warning  # imported with the PyTorch engine only
+    from animecli.inference.backends import cache_warning
 
     return cache_warning()
 

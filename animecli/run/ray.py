@@ -372,7 +372,7 @@ def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunI
     """Size the pool, plan, and stream the jobs through it, emitting rows in input order."""
     import torch
 
-    from animecli.backends import resolve_backend
+    from animecli.inference.backends import resolve_backend
     from animecli.inference.torch_engine import resolve_precision
 
     opts, s = run.opts, run.summary

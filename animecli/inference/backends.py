@@ -1,3 +1,4 @@
+# Over 400 lines: backend choice, runners, export, int8 and the graph memo still share one module (to split).
 """Backends: how the generator's forward pass is executed.
 
 * ``eager``  — plain PyTorch, channels-last, :class:`~animecli.models.norm.FastGroupNorm`.
