@@ -38,10 +38,8 @@ ROW_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    """Every test here runs against the tiny models, never the shipped ones."""
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 convert = cli_convert

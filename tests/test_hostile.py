@@ -30,9 +30,8 @@ as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                              reason="root can read and write regardless of permissions")
 
 
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 convert = cli_convert

@@ -15,9 +15,8 @@ from tests.conftest import cli_convert, make_photo
 convert = cli_convert
 
 
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 def digest(path: Path) -> str:

@@ -20,10 +20,8 @@ from animecli.io.writer import Saved, WriterPool
 from animecli.options import LoadOptions, WriteOptions
 from tests.conftest import cli_convert, make_photo
 
-
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 def _jobs(tmp_path: Path, count: int) -> list[Job]:

@@ -14,10 +14,8 @@ from animecli.errors import OutputError
 from animecli.run.resume import STATE_NAME, RunState, Settings, Stamp, Verdict
 from tests.conftest import cli_convert, make_photo
 
-
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 convert = cli_convert
