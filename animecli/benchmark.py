@@ -1,3 +1,4 @@
+# Over 400 lines: one measurement (rows, reference, RSS child, table); to shrink with one engine picker.
 """``animecli bench``: every backend × model on a fixed image set, side by side.
 
 Each row converts the same images end to end, in memory: JPEG decode → prepare →

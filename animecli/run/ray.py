@@ -1,3 +1,4 @@
+# Over 400 lines: the driver and the actor side of one protocol (job rows in, report rows out) read best together.
 """``--engine ray``: the same conversion, with the model held by a pool of Ray actors.
 
 The driver (this process) does what the local engine does before and after

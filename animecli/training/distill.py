@@ -1,3 +1,4 @@
+# Over 400 lines: one training loop with its pair cache and checkpoint checks; to split (pairs, photos) later.
 """Train a student generator to imitate an ONNX teacher.
 
 Three stages, each resumable:
