@@ -484,7 +484,7 @@ def model_digest(model: nn.Module) -> str:
 
 def default_calibration_dir() -> Path | None:
     """The bundled ``examples/`` photos (source checkouts and editable installs), if present."""
-    folder = Path(__file__).resolve().parent.parent / "examples"
+    folder = Path(__file__).resolve().parents[2] / "examples"  # animecli/inference/ -> the source tree
     return folder if folder.is_dir() else None
 
 
