@@ -58,7 +58,7 @@ def test_recognises_generator(case: str, tmp_path: Path) -> None:
     assert g.output_name == onnx.load(str(path)).graph.output[0].name
     assert g.quantized is (arch is ImportedArch.V2_TF)
     assert len(g.sha256) == 64
-    assert getattr(g.module, "size_multiple") == multiple or arch is ImportedArch.V2_TF
+    assert g.module.size_multiple == multiple
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -145,9 +145,10 @@ def state_dict_for(model: nn.Module, facts: GraphFacts, path: Path | str) -> dic
         if len(norms) != len(facts.layer_norm_affine):
             raise refuse(path, f"found {len(facts.layer_norm_affine)} layer-norm scale/shift pairs, "
                                f"the generator has {len(norms)} norms")
-        for (name, m), (gamma, beta) in zip(norms, facts.layer_norm_affine, strict=True):
-            if gamma.size != m.weight.numel() or beta.size != m.weight.numel():
-                raise refuse(path, f"layer norm {name} has {gamma.size} scales, {m.weight.numel()} channels expected")
+        for (name, norm), (gamma, beta) in zip(norms, facts.layer_norm_affine, strict=True):
+            channels = norm.weight.numel()
+            if gamma.size != channels or beta.size != channels:
+                raise refuse(path, f"layer norm {name} has {gamma.size} scales, {channels} channels expected")
             sd[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(gamma, np.float32)).clone()
             sd[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(beta, np.float32)).clone()
     return sd
