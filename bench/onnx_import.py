@@ -82,9 +82,9 @@ def main() -> None:
                                         providers=["CPUExecutionProvider"])
             feed = {g.input_name: np.ascontiguousarray(
                 x.numpy().transpose(0, 2, 3, 1) if g.layout is Layout.NHWC else x.numpy())}
-            t_ort = timed(lambda: sess.run(None, feed))
+            t_ort = timed(lambda s=sess, f=feed: s.run(None, f))
             with torch.inference_mode():
-                t_ours = timed(lambda: g.module(x))
+                t_ours = timed(lambda m=g.module, t=x: m(t))
             speed.append((f"{path.name} {h}x{w}", t_ort, t_ours))
     if speed:
         print(f"\nmodel only, one image, {args.threads} threads, median of 5 (shared machine: noisy)")
