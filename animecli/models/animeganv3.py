@@ -1,0 +1,364 @@
+"""The AnimeGAN generators that the author publishes as ONNX files, as PyTorch modules.
+
+Written from the structure of the graphs (layer order, shapes, padding, the
+arithmetic of the norm chains), not from any other implementation:
+
+* :class:`AnimeGANv3Generator` — AnimeGANv3 (Hayao_36, Shinkai_37 and the other
+  full-size releases, about 1 M parameters): a U-Net-like encoder/decoder whose
+  every 3×3/7×7 conv is followed by :class:`LADE` and LeakyReLU(0.2), an
+  :class:`ExternalAttention` block at 1/8 resolution, and additive skips.
+* :class:`AnimeGANv3TinyGenerator` — AnimeGANv3 ``tiny_*`` releases (tiny_Cute,
+  0.6 M parameters): plain conv + LeakyReLU, one level deeper (1/16), two
+  residual bottleneck blocks, and a single :class:`LADE` on the last decoder conv.
+* :class:`GeneratorV2TF` — the AnimeGANv2 TensorFlow generator as exported to
+  ONNX. Its layers and parameters are exactly those of
+  :class:`~animecli.models.v2.GeneratorV2` (same state-dict keys), but the
+  TensorFlow graph upsamples with *asymmetric* bilinear interpolation
+  (``tf.image.resize`` without half-pixel centres) and its layer norms use
+  eps = 1e-12; see the class docstring.
+
+All three take and return (N, 3, H, W) float RGB in [-1, 1]; no ONNX needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animecli.models.norm import FastGroupNorm
+from animecli.models.v2 import GeneratorV2
+
+__all__ = [
+    "LADE",
+    "AnimeGANv3Generator",
+    "AnimeGANv3TinyGenerator",
+    "ConvLReLU",
+    "ExternalAttention",
+    "GeneratorV2TF",
+    "upsample2x_asymmetric",
+]
+
+# The LeakyReLU slope of every AnimeGAN generator.
+_SLOPE = 0.2
+
+
+def upsample2x_asymmetric(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear ×2 upsampling with TensorFlow's legacy ("asymmetric") sampling grid.
+
+    Output pixel ``o`` samples input position ``o / 2`` (no half-pixel shift),
+    so even outputs copy an input pixel and odd outputs average two neighbours;
+    the last odd row/column repeats the edge. This is ONNX ``Resize`` with
+    ``coordinate_transformation_mode="asymmetric"``, which neither
+    ``align_corners=True`` nor ``False`` of ``F.interpolate`` reproduces.
+
+    Args:
+        x: (N, C, H, W) float tensor.
+
+    Returns:
+        (N, C, 2H, 2W) tensor of ``x``'s dtype.
+    """
+    n, c, h, w = x.shape
+    nxt = torch.cat((x[..., 1:], x[..., -1:]), dim=-1)
+    x = torch.stack((x, (x + nxt) * 0.5), dim=-1).reshape(n, c, h, 2 * w)
+    nxt = torch.cat((x[..., 1:, :], x[..., -1:, :]), dim=-2)
+    return torch.stack((x, (x + nxt) * 0.5), dim=-2).reshape(n, c, 2 * h, 2 * w)
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel (mean, biased variance) over H, W, in float32, each (N, C, 1, 1)."""
+    var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0, keepdim=True)
+    return mean, var
+
+
+class LADE(nn.Module):
+    """Linearly adaptive denormalisation (AnimeGANv3's norm).
+
+    ``x`` is instance-normalised (each channel over H, W) and then given the
+    per-channel mean and standard deviation of ``proj(x)``, a 1×1 conv of the
+    same input: ``(x - μx) / sqrt(σx² + eps) · sqrt(σt² + eps) + μt`` with
+    ``t = proj(x)``. There are no affine parameters besides ``proj``'s.
+
+    The files spell this out as GlobalAveragePool / Sub / Mul / GlobalAveragePool
+    / Add(eps) / Sqrt (/ Reciprocal) chains; ``eps`` is read from the file
+    (1e-5 in most, 0 in the fp16 Hayao conversion).
+
+    Args:
+        channels: C.
+        eps: added to both variances.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W), same dtype."""
+        t = self.proj(x)
+        mean_x, var_x = _moments(x)
+        mean_t, var_t = _moments(t)
+        scale = torch.sqrt(var_t + self.eps) / torch.sqrt(var_x + self.eps)
+        shift = mean_t - mean_x * scale
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class ConvLReLU(nn.Sequential):
+    """Reflect pad → conv (bias) → optional :class:`LADE` → LeakyReLU(0.2).
+
+    Stride 1 pads ``k // 2`` on every side; stride 2 (3×3) pads one row on top
+    and one column on the left only, as the files do.
+
+    Indices: ``0`` pad, ``1`` conv, ``2`` norm (``nn.Identity`` without one), ``3`` activation.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
+                 norm: bool = True, eps: float = 1e-5) -> None:
+        p = kernel_size // 2
+        # (left, right, top, bottom): stride 2 pads only before, so the 3×3 windows start at 0, 2, 4...
+        pad = (p, p, p, p) if stride == 1 else (p, p - 1, p, p - 1)
+        super().__init__(
+            nn.ReflectionPad2d(pad),
+            nn.Conv2d(in_ch, out_ch, kernel_size, stride),
+            LADE(out_ch, eps) if norm else nn.Identity(),
+            nn.LeakyReLU(_SLOPE, inplace=True),
+        )
+
+
+class ExternalAttention(nn.Module):
+    """AnimeGANv3's external-attention block with a residual connection.
+
+    ``a = key(inp(x))`` gives M memory-unit logits per pixel; a softmax over
+    all H·W positions, then a division by the sum over the M units (+ eps),
+    gives the attention map, which ``value`` maps back to C channels; ``out``
+    (1×1) and a residual add follow, then LeakyReLU(0.2). The softmax is over
+    the whole image, like the norms: the result depends on every pixel.
+
+    Args:
+        channels: C.
+        memory: M, the number of memory units (the files: C).
+        eps: added to the per-pixel sum (1e-9 in the files; 0 in the fp16 one).
+    """
+
+    def __init__(self, channels: int, memory: int, eps: float = 1e-9) -> None:
+        super().__init__()
+        self.eps = eps
+        self.inp = nn.Conv2d(channels, channels, 1)
+        self.key = nn.Conv2d(channels, memory, 1)
+        self.value = nn.Conv2d(memory, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W)."""
+        a = self.key(self.inp(x))
+        n, m, h, w = a.shape
+        attn = torch.softmax(a.reshape(n, m, h * w), dim=2)
+        attn = attn / (attn.sum(dim=1, keepdim=True) + self.eps)
+        y = self.out(self.value(attn.reshape(n, m, h, w)))
+        return F.leaky_relu(y + x, _SLOPE)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+class _OutLayer(nn.Sequential):
+    """Reflect pad 3 → 7×7 conv to RGB → tanh."""
+
+    def __init__(self, in_ch: int) -> None:
+        super().__init__(nn.ReflectionPad2d(3), nn.Conv2d(in_ch, 3, 7), nn.Tanh())
+
+
+class AnimeGANv3Generator(nn.Module):
+    """AnimeGANv3 generator (the full-size releases: Hayao_36, Shinkai_37, ...).
+
+    With ``base=32``: encoder 7×7 3→32 (1/1), s2 32→32, 32→64 (1/2), s2 64→64,
+    64→128 (1/4), s2 128→128, 128→128 (1/8), every conv followed by LADE and
+    LeakyReLU; external attention at 1/8; decoder of three stages, each
+    ×2 upsampling, a conv whose output gets the encoder feature of that
+    resolution added, and a second conv (128,128 | 64,64 | 32,32 channels); a
+    7×7 conv to RGB and tanh. 31 convs (13 of them the LADE projections),
+    1.02 M parameters.
+
+    Modules are registered in the order the files run their convs.
+
+    Args:
+        base: channels at full resolution (32 in the releases; small for tests).
+        eps: the LADE eps.
+        attn_eps: the external attention's eps.
+    """
+
+    def __init__(self, base: int = 32, eps: float = 1e-5, attn_eps: float = 1e-9) -> None:
+        super().__init__()
+        b1, b2, b4 = base, 2 * base, 4 * base
+
+        def block(i: int, o: int, k: int = 3, s: int = 1) -> ConvLReLU:
+            return ConvLReLU(i, o, k, s, norm=True, eps=eps)
+
+        self.enc = nn.ModuleList([
+            block(3, b1, 7), block(b1, b1, s=2), block(b1, b2), block(b2, b2, s=2),
+            block(b2, b4), block(b4, b4, s=2), block(b4, b4),
+        ])
+        self.attention = ExternalAttention(b4, b4, attn_eps)
+        self.dec = nn.ModuleList([
+            block(b4, b4), block(b4, b4), block(b4, b2), block(b2, b2), block(b2, b1), block(b1, b1),
+        ])
+        self.out_layer = _OutLayer(b1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input H and W must be multiples of this (three stride-2 levels)."""
+        return 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylise a batch.
+
+        Args:
+            x: (N, 3, H, W) RGB in [-1, 1]; H and W multiples of 8.
+
+        Returns:
+            (N, 3, H, W) RGB in [-1, 1].
+        """
+        e = self.enc
+        s1 = e[0](x)
+        s2 = e[2](e[1](s1))
+        s4 = e[4](e[3](s2))
+        h = self.attention(e[6](e[5](s4)))
+        d = self.dec
+        for i, skip in enumerate((s4, s2, s1)):
+            h = d[2 * i](upsample2x_asymmetric(h)) + skip
+            h = d[2 * i + 1](h)
+        out: torch.Tensor = self.out_layer(h)
+        return out
+
+
+class _Bottleneck(nn.Module):
+    """1×1 C→C/2 LeakyReLU, 3×3 C/2→C/2 LeakyReLU, 1×1 C/2→C, + x, LeakyReLU (tiny generators)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.reduce = ConvLReLU(channels, half, 1, norm=False)
+        self.conv = ConvLReLU(half, half, 3, norm=False)
+        self.expand = nn.Conv2d(half, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W)."""
+        return F.leaky_relu(self.expand(self.conv(self.reduce(x))) + x, _SLOPE)
+
+
+class AnimeGANv3TinyGenerator(nn.Module):
+    """AnimeGANv3 ``tiny`` generator (tiny_Cute).
+
+    With ``base=16``: encoder 7×7 3→16 (1/1), s2 16→16, 16→16 (1/2), s2 16→32,
+    32→32 (1/4), s2 32→64, 64→64 (1/8), s2 64→128, 128→128 (1/16), all conv +
+    LeakyReLU without norms; two bottleneck residual blocks (128→64→64→128);
+    decoder of four stages, each ×2 upsampling, a conv plus the encoder feature
+    of that resolution, and more convs (64,64,64 | 32,32,32 | 16,16,16 | 16,16);
+    the very last decoder conv has a :class:`LADE` (the only norm in the
+    network, ``final_norm``); a 7×7 conv to RGB and tanh. 28 convs, 0.6 M parameters.
+
+    Args:
+        base: channels at full resolution (16 in tiny_Cute).
+        final_norm: the LADE on the last decoder conv (tiny_Cute has it).
+        eps: that LADE's eps.
+    """
+
+    def __init__(self, base: int = 16, final_norm: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        b1, b2, b4, b8 = base, 2 * base, 4 * base, 8 * base
+
+        def block(i: int, o: int, k: int = 3, s: int = 1, norm: bool = False) -> ConvLReLU:
+            return ConvLReLU(i, o, k, s, norm=norm, eps=eps)
+
+        self.enc = nn.ModuleList([
+            block(3, b1, 7), block(b1, b1, s=2), block(b1, b1), block(b1, b2, s=2), block(b2, b2),
+            block(b2, b4, s=2), block(b4, b4), block(b4, b8, s=2), block(b8, b8),
+        ])
+        self.res = nn.ModuleList([_Bottleneck(b8), _Bottleneck(b8)])
+        self.dec = nn.ModuleList([
+            block(b8, b4), block(b4, b4), block(b4, b4),
+            block(b4, b2), block(b2, b2), block(b2, b2),
+            block(b2, b1), block(b1, b1), block(b1, b1),
+            block(b1, b1), block(b1, b1, norm=final_norm),
+        ])
+        self.out_layer = _OutLayer(b1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input H and W must be multiples of this (four stride-2 levels)."""
+        return 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylise a batch.
+
+        Args:
+            x: (N, 3, H, W) RGB in [-1, 1]; H and W multiples of 16.
+
+        Returns:
+            (N, 3, H, W) RGB in [-1, 1].
+        """
+        e = self.enc
+        s1 = e[0](x)
+        s2 = e[2](e[1](s1))
+        s4 = e[4](e[3](s2))
+        s8 = e[6](e[5](s4))
+        h = e[8](e[7](s8))
+        for r in self.res:
+            h = r(h)
+        d = self.dec
+        # Stage starts in ``dec``: 0, 3, 6, 9 (the last stage has two convs).
+        starts = (0, 3, 6, 9, len(d))
+        for i, skip in enumerate((s8, s4, s2, s1)):
+            h = d[starts[i]](upsample2x_asymmetric(h)) + skip
+            for j in range(starts[i] + 1, starts[i + 1]):
+                h = d[j](h)
+        out: torch.Tensor = self.out_layer(h)
+        return out
+
+
+class GeneratorV2TF(GeneratorV2):
+    """AnimeGANv2 generator as the TensorFlow original computes it.
+
+    Same layers, parameters and state-dict keys as
+    :class:`~animecli.models.v2.GeneratorV2` (a v2 state dict loads with
+    ``strict=True`` and vice versa). Two differences, both read from the
+    exported graph:
+
+    * upsampling is :func:`upsample2x_asymmetric` (TF1 ``resize_bilinear``,
+      no half-pixel centres), where ``GeneratorV2`` offers only
+      ``align_corners=True`` (the PyTorch ports) or half-pixel ×2;
+    * the one-group layer norms use ``norm_eps`` (TensorFlow's 1e-12, not 1e-5).
+
+    Args:
+        width: channel multiplier (1.0 = the release).
+        norm_eps: eps of every layer norm.
+    """
+
+    def __init__(self, width: float = 1.0, norm_eps: float = 1e-12) -> None:
+        super().__init__(width, align_corners=False, fast_norm=True)
+        for m in self.modules():
+            if isinstance(m, (FastGroupNorm, nn.GroupNorm)):
+                m.eps = norm_eps
+
+    @property
+    def size_multiple(self) -> int:
+        """Input H and W must be multiples of this (two stride-2 levels)."""
+        return 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylise a batch.
+
+        Args:
+            x: (N, 3, H, W) RGB in [-1, 1]; H and W multiples of 4.
+
+        Returns:
+            (N, 3, H, W) RGB in [-1, 1].
+        """
+        out = self.block_c(self.block_b(self.block_a(x)))
+        out = self.block_d(upsample2x_asymmetric(out))
+        out = self.block_e(upsample2x_asymmetric(out))
+        result: torch.Tensor = self.out_layer(out)
+        return result
