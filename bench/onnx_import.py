@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-from animecli.importer import Layout, import_onnx, psnr, run_onnxruntime
+from animecli.weights.onnx_import import Layout, import_onnx, psnr, run_onnxruntime
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from animecli.errors import WeightsError  # noqa: E402
-from animecli.importer import (  # noqa: E402
+from animecli.weights.onnx_import import (  # noqa: E402
     ImportedArch,
     Layout,
     check_against_onnxruntime,

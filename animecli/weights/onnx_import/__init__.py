@@ -17,10 +17,10 @@ from pathlib import Path
 
 from torch import nn
 
-from animecli.importer.check import check_against_onnxruntime, psnr, run_onnxruntime
-from animecli.importer.graph import load_graph, strip_activation_qdq
-from animecli.importer.mapping import ImportedArch, choose, state_dict_for
-from animecli.importer.recognise import Layout, NormKind, read_facts
+from animecli.weights.onnx_import.check import check_against_onnxruntime, psnr, run_onnxruntime
+from animecli.weights.onnx_import.graph import load_graph, strip_activation_qdq
+from animecli.weights.onnx_import.mapping import ImportedArch, choose, state_dict_for
+from animecli.weights.onnx_import.recognise import Layout, NormKind, read_facts
 
 __all__ = [
     "ImportedArch",

@@ -1,7 +1,7 @@
 """What an ONNX file holds, read from its graph: layout, names, sizes, the convs in order, norms, eps.
 
 The facts are read from the structure (which ops, which shapes, how values
-flow), never from file or node names; :mod:`animecli.importer.mapping` then
+flow), never from file or node names; :mod:`animecli.weights.onnx_import.mapping` then
 decides which of our generators they describe.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from animecli.importer.graph import Array, Graph, attr, refuse
+from animecli.weights.onnx_import.graph import Array, Graph, attr, refuse
 
 
 class Layout(str, Enum):

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from animecli.importer.graph import refuse
-from animecli.importer.recognise import ConvFact, GraphFacts, NormKind
 from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator, GeneratorV2TF
 from animecli.models.norm import FastGroupNorm
+from animecli.weights.onnx_import.graph import refuse
+from animecli.weights.onnx_import.recognise import ConvFact, GraphFacts, NormKind
 
 
 class ImportedArch(str, Enum):

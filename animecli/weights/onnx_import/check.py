@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from animecli.errors import SetupError
-from animecli.importer.graph import strip_activation_qdq
-from animecli.importer.recognise import Layout
+from animecli.weights.onnx_import.graph import strip_activation_qdq
+from animecli.weights.onnx_import.recognise import Layout
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -35,7 +35,7 @@ def run_onnxruntime(path: Path | str, x: torch.Tensor, layout: Layout, threads: 
 
     Args:
         float_activations: run the file with its activation Quantize/Dequantize
-            pairs removed (:func:`~animecli.importer.graph.strip_activation_qdq`).
+            pairs removed (:func:`~animecli.weights.onnx_import.graph.strip_activation_qdq`).
     """
     try:
         import onnxruntime as ort
