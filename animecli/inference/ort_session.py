@@ -144,13 +144,19 @@ def _register_shared_arena(ort: ModuleType) -> bool:
     """Register one arena for the split sessions to share; whether it is available.
 
     The encoder's maps are freed before the decoder runs, so one arena lets the decoder
-    reuse them; with an arena per session both would stay resident. Grown by what is
-    asked (not in powers of two): at 1024×1024 the default strategy kept ~100 MB more.
+    reuse them; with an arena per session both would stay resident. Grown in powers of
+    two (issue 23; see below).
     """
     if not _shared_arena:
         try:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+            # Issue 23: grown in powers of two (kNextPowerOfTwo = 0), not by what is asked (1).
+            # On a folder of mixed sizes each new shape's requests that did not fit a free chunk
+            # added a region of exactly that size, and the regions fragmented: peak RSS 634 vs
+            # 530 MiB over 60 mixed photos (bench/memory_mixed.py, docs/speed.md). Fewer, larger
+            # regions are reused across shapes; the ~100 MB it cost on one 1024² photo alone
+            # (session 8) is within what the mixed folder saves.
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 0}))
             _shared_arena.append(True)
         except Exception:  # an older onnxruntime, or one registered by someone else: separate arenas
             _shared_arena.append(False)
@@ -275,7 +281,9 @@ class OrtSession:
         h, w = int(x.shape[2]), int(x.shape[3])
         rows = band_rows(h, w)
         if rows >= h or h % 4:
-            (y,) = self._decoder.run(["output"], {"features": feats, "input": x})
+            # Issue 23: the shrink request goes to the decoder's (last) run too; given to the
+            # encoder only, the decoder's band maps stayed in the shared arena.
+            (y,) = self._decoder.run(["output"], {"features": feats, "input": x}, options)
             whole: Float32Array = y
             return whole
         out: Float32Array = np.empty_like(x)
@@ -284,7 +292,8 @@ class OrtSession:
             a, b = max(0, top - BAND_HALO), min(h, bottom + BAND_HALO)  # multiples of 4
             feed = {"features": np.ascontiguousarray(feats[:, :, a // 4 : b // 4]),
                     "input": np.ascontiguousarray(x[:, :, a:b])}
-            (band,) = self._decoder.run(["output"], feed)
+            last = bottom >= h  # issue 23: shrink after the last band (see above)
+            (band,) = self._decoder.run(["output"], feed, options if last else None)
             out[:, :, top:bottom] = band[:, :, top - a : bottom - a]
             del band, feed
         return out
