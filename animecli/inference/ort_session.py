@@ -152,10 +152,9 @@ def _register_shared_arena(ort: ModuleType) -> bool:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
             # Issue 23: grown in powers of two (kNextPowerOfTwo = 0), not by what is asked (1).
             # On a folder of mixed sizes each new shape's requests that did not fit a free chunk
-            # added a region of exactly that size, and the regions fragmented: peak RSS 634 vs
-            # 530 MiB over 60 mixed photos (bench/memory_mixed.py, docs/speed.md). Fewer, larger
-            # regions are reused across shapes; the ~100 MB it cost on one 1024² photo alone
-            # (session 8) is within what the mixed folder saves.
+            # added a region of exactly that size, and such regions fragment; fewer, larger ones
+            # are reused across shapes. Outputs are unchanged. Its effect on peak RSS is not
+            # proven yet: side by side in one run it measured within noise (docs/speed.md).
             ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 0}))
             _shared_arena.append(True)
         except Exception:  # an older onnxruntime, or one registered by someone else: separate arenas
