@@ -1,8 +1,9 @@
 """Fuzzing the loader: whatever the bytes, ``load_one`` returns an error line or a (3, H, W) uint8 image.
 
 Inputs are small valid encodings (PNG, JPEG, WebP, BMP, TIFF, GIF in several
-modes) with random byte flips, insertions and truncations, and plain random
-bytes, saved under an image extension.
+modes) and multi-frame TIFFs and GIFs with a damaged tail (tests/damaged.py), with
+random byte flips, insertions and truncations, and plain random bytes, saved under
+an image extension.
 
 200 examples by default (seconds, for CI). For a long run::
 
@@ -24,6 +25,7 @@ from PIL import Image
 from animecli.io.discovery import Job
 from animecli.io.loader import load_one
 from animecli.options import LoadOptions
+from tests import damaged
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("ANIMECLI_FUZZ_EXAMPLES", "10000" if _LONG else "200"))
@@ -65,6 +67,9 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, str]:
         fmt, draw(st.sampled_from(MODES)), draw(st.integers(1, 24)), draw(st.integers(1, 24)),
         draw(st.integers(0, 2**16)), draw(st.booleans()),
     ))
+    if draw(st.integers(0, 7)) == 0:  # instead: multi-frame, first page intact, damaged tail (issue 27)
+        kind = draw(st.sampled_from(sorted(damaged.KINDS)))
+        data, ext = bytearray(damaged.make(kind, draw(st.integers(0, 2**16)))), damaged.KINDS[kind]
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(st.sampled_from(["flip", "set", "insert", "delete"]))
         at = draw(st.integers(0, max(0, len(data) - 1)))

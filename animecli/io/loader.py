@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from animecli.io.discovery import Job
+from animecli.io.probe import first_frame, format_note
 from animecli.io.transforms import ORIENTATION_TAG, ROTATED_NOTE, UInt8Array, prepare
 from animecli.options import LoadOptions
 
@@ -115,7 +116,8 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
     t0 = time.perf_counter()
     out = Loaded(job)
     try:
-        with Image.open(job.src) as img:
+        with contextlib.ExitStack() as opened:
+            img = opened.enter_context(Image.open(job.src))
             w, h = img.size
             if opts.max_pixels and w * h > opts.max_pixels:
                 out.error = (
@@ -123,11 +125,11 @@ def load_one(job: Job, opts: LoadOptions) -> Loaded:
                     "(possible decompression bomb); raise --max-pixels if the file is trusted"
                 )
                 return out
-            frames = int(getattr(img, "n_frames", 1))
-            if frames > 1:
-                kind, unit = ("multi-page", "page") if img.format == "TIFF" else ("animated", "frame")
-                out.notes.append(f"{kind} ({frames} {unit}s): first {unit} converted")
-                img.seek(0)
+            # Counting frames must not fail a readable first page (a damaged tail): see animecli.io.probe.
+            img = opened.enter_context(first_frame(img, job.src, out.notes))
+            mislabelled = format_note(img.format, job.src)
+            if mislabelled:
+                out.notes.append(mislabelled)
             # Pillow turns a TIFF upright itself while loading its pixels, and drops the tag:
             # read the orientation first so that the report still says the image was rotated.
             turned_by_pillow = img.format == "TIFF" and img.getexif().get(ORIENTATION_TAG, 1) not in (None, 1)
