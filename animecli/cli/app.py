@@ -16,7 +16,7 @@ from animecli import __version__
 
 if TYPE_CHECKING:
     pass
-from animecli.cli import bench, convert, models, train
+from animecli.cli import bench, convert, models, startup, train
 from animecli.cli.console import err, out
 from animecli.cli.signals import EXIT_SIGNAL, Abort
 
@@ -39,12 +39,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Batch-convert folders of photos into anime-style images."""
-
+    if ctx.invoked_subcommand != "convert":  # convert takes a start-up signal over itself (cli.signals.Signals)
+        got = startup.release()
+        if got is not None:
+            err.print(startup.message(got))
+            raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(got), 130))
 
 
 app.command()(convert.convert)

@@ -31,6 +31,7 @@ from animecli.options import (
 if TYPE_CHECKING:
     from animecli.run.report import FileRecord, Summary
     from animecli.run.session import RunInfo
+from animecli.cli import startup
 from animecli.cli.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, out, printable
 from animecli.cli.signals import EXIT_SIGNAL, Signals
 
@@ -223,6 +224,12 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
             progress.update(task, completed=done[0], description=escape(printable(Path(rec.src).name[:40])))
 
     with Signals() as sig:
+        if sig.received is not None:  # a signal while starting up: nothing has run; the report says so
+            problem = startup.write_empty_report(opts.report)
+            if problem:
+                err.print(f"error: {escape(printable(problem))}", soft_wrap=True)
+            err.print(startup.message(sig.received))
+            raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(sig.received), 130))
         try:
             if progress:
                 progress.start()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     pass
+from animecli.cli import startup
 from animecli.cli.console import err
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -43,6 +44,10 @@ class Signals:
         if threading.current_thread() is threading.main_thread():
             for s in EXIT_SIGNAL:
                 self._old[s] = signal.signal(s, self._handle)
+            early = startup.take()  # received while starting up (animecli/cli/startup.py)
+            if early is not None:
+                self.received = early
+                self.stop.set()
         return self
 
     def __exit__(self, *exc: object) -> None:
