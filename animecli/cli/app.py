@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from animecli.cli import bench, convert, models, startup, train
 from animecli.cli.console import err, out
 from animecli.cli.signals import EXIT_SIGNAL, Abort
+from animecli.cli.usage import UsageGroup
 
 app = typer.Typer(
     name="animecli",
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=UsageGroup,  # one-line option errors, --help without type labels (animecli/cli/usage.py)
 )
 models_app = typer.Typer(help="List, inspect and download generator weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
