@@ -25,7 +25,10 @@ second Ctrl-C does during a run.
 What no Python code can cover: a signal in the first milliseconds, before the
 interpreter has run this module (interpreter start-up, ``site``), gets the default
 action: SIGTERM kills the process (return code -15), SIGINT raises KeyboardInterrupt
-in ``site`` or kills it. ``bench/signal_sweep.py --window`` measures that window.
+in ``site`` or kills it. ``bench/signal_sweep.py --window`` measures that window. The
+same holds at the other end: once a finished run's interpreter tears down, CPython puts
+the default handlers back (after the ``atexit`` callbacks), and a signal then kills the
+process although its outputs and report are complete.
 """
 
 from __future__ import annotations
