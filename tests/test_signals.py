@@ -125,6 +125,27 @@ def test_a_second_sigterm_aborts_with_143(monkeypatch: pytest.MonkeyPatch) -> No
         assert done.value.code == code
 
 
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_during_a_run_exits_with_its_own_code_through_typer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signum: int, code: int
+) -> None:
+    """The whole command line, Typer included: Typer turns any KeyboardInterrupt (our Abort is
+    one) into exit 130 and prints nothing, so a supervisor's double SIGTERM read as a Ctrl-C."""
+    import animecli.run.convert
+
+    def run_convert(*args: object) -> None:
+        os.kill(os.getpid(), signum)  # first: a clean stop is asked for
+        os.kill(os.getpid(), signum)  # second: abort now (raised from the handler, here)
+        pytest.fail("the second signal did not abort")
+
+    monkeypatch.setattr(animecli.run.convert, "run_convert", run_convert)
+    src = tmp_path / "in"
+    make_photo(src / "p.png", seed=0)
+    r = CliRunner().invoke(app, ["convert", str(src), str(tmp_path / "out"), "--device", "cpu"])
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert r.stderr.strip().endswith("aborted"), r.stderr
+
+
 def test_an_abort_still_writes_the_report_of_what_was_done(tmp_path: Path, tiny_weights_dir: Path) -> None:
     """A second signal aborts mid-run (KeyboardInterrupt): the report is this run's, marked
     interrupted, not the previous run's file left in place."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from animecli.run.session import RunInfo
 from animecli.cli import startup
 from animecli.cli.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, out, printable
-from animecli.cli.signals import EXIT_SIGNAL, Signals
+from animecli.cli.signals import EXIT_SIGNAL, Abort, Signals
 
 
 def _record_line(rec: FileRecord) -> str:
@@ -223,22 +223,27 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
         if progress is not None and task is not None:
             progress.update(task, completed=done[0], description=escape(printable(Path(rec.src).name[:40])))
 
-    with Signals() as sig:
-        if sig.received is not None:  # a signal while starting up: nothing has run; the report says so
-            problem = startup.write_empty_report(opts.report)
-            if problem:
-                err.print(f"error: {escape(printable(problem))}", soft_wrap=True)
-            err.print(startup.message(sig.received))
-            raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(sig.received), 130))
-        try:
-            if progress:
-                progress.start()
-            summary = run_convert(opts, on_record, on_start, sig.stop)
-        except AnimecliError as exc:
-            raise fail(exc) from None
-        finally:
-            if progress:
-                progress.stop()
+    try:
+        with Signals() as sig:
+            if sig.received is not None:  # a signal while starting up: nothing has run; the report says so
+                problem = startup.write_empty_report(opts.report)
+                if problem:
+                    err.print(f"error: {escape(printable(problem))}", soft_wrap=True)
+                err.print(startup.message(sig.received))
+                raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(sig.received), 130))
+            try:
+                if progress:
+                    progress.start()
+                summary = run_convert(opts, on_record, on_start, sig.stop)
+            except AnimecliError as exc:
+                raise fail(exc) from None
+            finally:
+                if progress:
+                    progress.stop()
+    except Abort as exc:  # a second signal: stop now
+        # Exit here, not through Typer: it turns any KeyboardInterrupt into 130, silently.
+        err.print("aborted")
+        raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(exc.signum), 130)) from None
     if summary.interrupted and sig.received is not None:
         err.print(_summary_line(summary), soft_wrap=True)
         err.print(f"interrupted by {signal.Signals(sig.received).name}; rerun the same command to continue")
