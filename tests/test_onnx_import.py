@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from animecli.errors import WeightsError  # noqa: E402
+from animecli.models.animeganv3 import upsample2x_asymmetric  # noqa: E402
 from animecli.weights.onnx_import import (  # noqa: E402
     ImportedArch,
     Layout,
@@ -19,7 +20,6 @@ from animecli.weights.onnx_import import (  # noqa: E402
     psnr,
     run_onnxruntime,
 )
-from animecli.models.animeganv3 import upsample2x_asymmetric  # noqa: E402
 from tests import onnx_graphs as graphs  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
