@@ -180,6 +180,40 @@ class RayOptions:
 
 
 @dataclass(frozen=True)
+class VideoOptions:
+    """How video inputs are converted (issue 25; see :mod:`animecli.run.video`).
+
+    Attributes:
+        crf: H.264 constant rate factor (0 = lossless … 51 = worst; 18–23 look good).
+        preset: x264 speed/size preset (``ultrafast`` … ``veryslow``).
+        temporal: carry the norm layers' statistics across frames (an exponential moving
+            average, reset on scene cuts) so colours do not pulse; ``None`` = the default
+            (off: on pans, zooms and cuts of real photos it did not lower the flicker of the
+            shipped models, bench/flicker.py, and on the CPU it needs eager PyTorch).
+        momentum: weight of the carried statistics in that average, in [0, 1).
+        batch_size: frames per forward pass (0 = ``--batch-size``).
+        queue: decoded and stylised frames waiting between the threads (bounded; memory does
+            not grow with the video's length).
+    """
+
+    crf: int = 20
+    preset: str = "medium"
+    temporal: bool | None = None
+    momentum: float = 0.8
+    batch_size: int = 0
+    queue: int = 4
+
+    @property
+    def carry(self) -> bool:
+        """Whether norm statistics are carried across frames (``temporal`` unset = off)."""
+        return self.temporal is True
+
+    def fingerprint(self) -> str:
+        """What of these options decides a video output (for the resume state)."""
+        return f"h264/crf={self.crf}/{self.preset}/temporal={self.momentum if self.carry else 0}"
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
     """Everything ``animecli convert`` needs.
 
@@ -194,6 +228,7 @@ class ConvertOptions:
         dry_run: list what would be converted, convert nothing.
         engine_kind: run locally, or on a Ray cluster.
         ray: cluster options (``engine_kind`` ray only).
+        video: how video inputs are converted.
     """
 
     inputs: tuple[str, ...]
@@ -208,3 +243,4 @@ class ConvertOptions:
     dry_run: bool = False
     engine_kind: EngineKind = EngineKind.LOCAL
     ray: RayOptions = RayOptions()
+    video: VideoOptions = VideoOptions()  # issue 25: video inputs

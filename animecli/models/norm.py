@@ -13,6 +13,8 @@ upstream state dicts load into it unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -49,6 +51,10 @@ class FastGroupNorm(nn.Module):
         self.pooled_margin: float | None = None
         # Set by networks whose norm input is a private conv output.
         self.inplace: bool = False
+        # Video (animecli.inference.temporal): given this layer and the statistics just computed, returns
+        # those to normalise with (carried across frames). Not applied to frozen statistics.
+        self.stats_hook: Callable[[FastGroupNorm, torch.Tensor, torch.Tensor],
+                                  tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def set_fixed_stats(self, stats: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """Use the given (mean, var), each shaped (N, 1, 1, 1) float32, instead of the input's."""
@@ -72,6 +78,8 @@ class FastGroupNorm(nn.Module):
                 mean, var = pooled_stats(x, self.pooled_margin)
             else:
                 mean, var = whole_image_stats(x)
+            if self.stats_hook is not None:  # before recording: tiles then use the carried statistics
+                mean, var = self.stats_hook(self, mean, var)
             if self.record_stats:
                 self.recorded = (mean.detach(), var.detach())
         rstd = torch.rsqrt(var + self.eps)
