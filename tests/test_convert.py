@@ -34,7 +34,7 @@ SUMMARY_KEYS = {
 }
 ROW_KEYS = {
     "src", "dst", "status", "reason", "input_size", "processed_size", "load_ms", "infer_ms", "save_ms",
-    "rss_mb", "gpu_peak_mb", "notes",
+    "rss_mb", "gpu_peak_mb", "notes", "frames", "fps", "ms_per_frame", "peak_rss_mb",
 }
 
 

@@ -16,7 +16,10 @@ from pathlib import Path
 from animecli.errors import UsageError
 from animecli.options import OutputFormat
 
-SUPPORTED = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+IMAGES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+# Issue 25: videos are converted to H.264 MP4 (animecli.run.video); --format applies to images only.
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+SUPPORTED = IMAGES | VIDEO_SUFFIXES
 _FORMAT_EXT = {OutputFormat.PNG: ".png", OutputFormat.JPG: ".jpg", OutputFormat.WEBP: ".webp"}
 # Inputs whose own format is a poor output: GIF has 256 colours, so ``--format same`` writes PNG.
 _SAME_EXT = {".gif": ".png"}
@@ -57,9 +60,16 @@ Found = Job | Ignored | Problem
 
 
 def output_name(src: Path, fmt: OutputFormat, suffix: str) -> str:
-    """``photo.JPG`` → ``photo{suffix}.jpg`` (or the chosen format's extension; GIF → PNG)."""
+    """``photo.JPG`` → ``photo{suffix}.jpg`` (or the chosen format's extension; GIF → PNG; a video → .mp4)."""
+    if is_video(src):
+        return f"{src.stem}{suffix}.mp4"
     ext = _FORMAT_EXT.get(fmt) or _SAME_EXT.get(src.suffix.lower(), src.suffix.lower())
     return f"{src.stem}{suffix}{ext}"
+
+
+def is_video(path: Path) -> bool:
+    """Whether ``path`` names a video input (by its extension)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def _has_magic(pattern: str) -> bool:

@@ -36,6 +36,8 @@ def run_convert(
     on_record: RecordFn | None = None,
     on_start: Callable[[RunInfo], None] | None = None,
     stop: threading.Event | None = None,
+    on_frames: Callable[[str, int, int], None] | None = None,
+    only: Callable[[Path], bool] | None = None,
 ) -> Summary:
     """Convert everything ``opts`` names.
 
@@ -45,6 +47,9 @@ def run_convert(
         on_start: called once the model is loaded, before the first file.
         stop: when set (e.g. by SIGINT), the run finishes the batch in hand,
             writes the report and returns with ``summary.interrupted``.
+        on_frames: a video's progress: (source, frames done, frames expected or 0).
+        only: take only the inputs for which this is true (``animecli watch``: files that
+            stopped growing); the others are passed over silently.
 
     Returns:
         The summary; ``summary.fatal`` is set if the output became unwritable.
@@ -62,7 +67,7 @@ def run_convert(
     try:
         check_inputs(opts.inputs, opts.output)
         if opts.dry_run:
-            run = Session(opts, on_record)
+            run = Session(opts, on_record, only)
             for item in run.plan(keep_stamps=False):
                 if isinstance(item, Job) and _is_empty(item.src):
                     # A stat, not a decode: --dry-run opens no image, but a zero-byte file cannot convert.
@@ -74,14 +79,14 @@ def run_convert(
             return run.finish(t0)
 
         with OutputLock(opts.output):  # before anything reads the resume state or writes an output
-            run = Session(opts, on_record)
+            run = Session(opts, on_record, only)
             locked = True
             try:
                 if opts.engine_kind is EngineKind.RAY:
                     from animecli.run.ray import convert_on_ray  # Ray only when asked for (an optional extra)
 
                     return convert_on_ray(run, on_start, stop, t0)
-                return convert_local(run, on_start, stop, t0)
+                return convert_local(run, on_start, stop, t0, on_frames)
             except AnimecliError as exc:
                 run.summary.fatal = run.summary.fatal or str(exc)
                 run.finish(t0)  # under the lock: it also closes the resume state

@@ -6,20 +6,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animecli.errors import FileError, GraphError, OutputError
+from animecli.io.discovery import Found, Job, is_video
 from animecli.io.loader import Loaded, StreamingLoader
-from animecli.options import ConvertOptions
+from animecli.options import Backend, ConvertOptions
 from animecli.run.report import FileRecord, Status, Summary, rss_mb
 
 if TYPE_CHECKING:
     from animecli.inference.torch_engine import Engine
     from animecli.weights.resolve import LoadedModel
 
-from animecli.run.session import RunInfo, Session, inference_record, load_failure_record
+from animecli.run.session import RunInfo, Session, Skip, inference_record, load_failure_record
 
 
 def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
@@ -57,8 +59,14 @@ def convert_local(
     on_start: Callable[[RunInfo], None] | None,
     stop: threading.Event | None,
     t0: float,
+    on_frames: Callable[[str, int, int], None] | None = None,
 ) -> Summary:
-    """The non-dry run in this process, with the output folder locked."""
+    """The non-dry run in this process, with the output folder locked.
+
+    Images stream through the loader and the writer pool; videos are set aside as discovery finds
+    them and converted after the images (:mod:`animecli.run.video`), reporting progress in frames
+    through ``on_frames`` (source, frames done, frames expected or 0).
+    """
     opts = run.opts
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
     # torch is imported only if the run needs it (see animecli.inference.ort_engine).
@@ -145,9 +153,20 @@ def convert_local(
         del items, result  # drop the batch's tensors before the next one is formed
         report_saved()
 
+    # Issue 25: videos are set aside as discovery finds them and converted after the images,
+    # one at a time (each streams its own frames through the engine).
+    videos: list[Job] = []
+
+    def images_only(items: Iterator[Found | Skip]) -> Iterator[Found | Skip]:
+        for item in items:
+            if isinstance(item, Job) and is_video(item.src):
+                videos.append(item)
+            else:
+                yield item
+
     try:
         try:
-            with StreamingLoader(run.plan(keep_stamps=True), opts.load) as loader:
+            with StreamingLoader(images_only(run.plan(keep_stamps=True)), opts.load) as loader:
                 for got in loader:
                     if s.fatal:
                         break  # the output became unwritable: every later file would fail the same way
@@ -191,6 +210,15 @@ def convert_local(
             report_saved(wait=True)  # outputs already computed are written, even when interrupted
             writer.close()
             emit_in_order(everything=True)  # after a stop, images that were never run leave gaps
+        if videos:
+            from animecli.run.video import run_videos  # PyAV only when there are videos
+
+            def torch_eager() -> Engine:
+                eager = replace(opts.engine, backend=Backend.EAGER, compile=False)
+                return _torch_engine(replace(opts, engine=eager))[1]
+
+            run_videos(videos, engine, torch_eager, opts, s, stop, on_frames, run.emit, run.saved,
+                       lambda job: run.stamps.pop(job.dst, None))
     except KeyboardInterrupt:
         # A second Ctrl-C/SIGTERM aborts at once: the report still tells what was done (a
         # previous run's report must not stand in for this one).

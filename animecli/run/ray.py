@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from animecli.errors import FileError, OutputError, SetupError, UsageError
-from animecli.io.discovery import Job
+from animecli.io.discovery import Job, is_video
 from animecli.options import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.run.report import FileRecord, Status, Summary, rss_mb
 from animecli.run.session import RunInfo, Session, inference_record, load_failure_record
@@ -390,7 +390,8 @@ def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunI
     # `auto` never resolves to int8, so the backend asked for keys the outputs as the local engine does.
     run.use_settings(loaded.sha256, spec.key, s.precision, opts.engine.backend)
     plan = list(run.plan(keep_stamps=True))  # discovery and resume decisions, here on the driver
-    jobs = [item for item in plan if isinstance(item, Job)]
+    # Videos stream through one engine in order (animecli.run.video); the actor pool takes images only.
+    jobs = [item for item in plan if isinstance(item, Job) and not is_video(item.src)]
     pool = replace(pool, workers=max(1, min(pool.workers, len(jobs))))
     s.device = pool.describe()
     if on_start:
@@ -401,6 +402,11 @@ def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunI
         for item in plan:
             if not isinstance(item, Job):
                 run.passthrough(item)
+                continue
+            if is_video(item.src):
+                run.stamps.pop(item.dst, None)
+                run.emit(FileRecord(str(item.src), str(item.dst), Status.FAILED,
+                                    "videos are converted by --engine local only; convert them without --engine ray"))
                 continue
             index, rec, fatal, backend = _record_from_text(next(rows))
             s.backend = backend or s.backend  # as the actors resolved it (auto)

@@ -47,6 +47,9 @@ class FileRecord:
         rss_mb: process resident memory after this file.
         gpu_peak_mb: peak CUDA memory of its batch.
         notes: remarks (resized, rotated, alpha kept, collisions …).
+        frames, fps, ms_per_frame, peak_rss_mb: videos only (issue 25): frames written, the
+            source frame rate, wall time per frame, and the highest resident memory seen while
+            converting it (0 for images).
     """
 
     src: str
@@ -61,12 +64,17 @@ class FileRecord:
     rss_mb: float = 0.0
     gpu_peak_mb: float = 0.0
     notes: str = ""
+    # Videos only (animecli.run.video); 0 for images.
+    frames: int = 0
+    fps: float = 0.0
+    ms_per_frame: float = 0.0
+    peak_rss_mb: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (status as its string, times rounded to 0.1 ms)."""
         d = asdict(self)
         d["status"] = self.status.value
-        for k in ("load_ms", "infer_ms", "save_ms", "rss_mb", "gpu_peak_mb"):
+        for k in ("load_ms", "infer_ms", "save_ms", "rss_mb", "gpu_peak_mb", "ms_per_frame", "peak_rss_mb"):
             d[k] = round(float(d[k]), 1)
         return d
 

@@ -54,6 +54,8 @@ class Settings:
         precision: compute precision actually used (``float32``, ``float16``…).
         backend: the backend when it changes the output (``int8``); "" for the float
             backends, whose outputs agree (so switching between them redoes nothing).
+        video: the video options that decide a video output (``VideoOptions.fingerprint``);
+            counted for ``.mp4`` outputs only (issue 25).
     """
 
     model_sha256: str
@@ -64,6 +66,7 @@ class Settings:
     suffix: str
     precision: str
     backend: str = ""
+    video: str = ""
 
     def fingerprint(self, dst: Path) -> str:
         """The fingerprint for an output at ``dst`` (quality is ignored for lossless formats)."""
@@ -74,6 +77,8 @@ class Settings:
         ]
         if self.backend:  # appended only when set, so fingerprints recorded before it existed still match
             parts.append(self.backend)
+        if self.video and dst.suffix.lower() == ".mp4":  # issue 25: a video output (images never are .mp4)
+            parts.append(self.video)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 

@@ -83,8 +83,10 @@ _REDO_NOTE = {
 class Session:
     """State of one conversion run (counts, report, callbacks, resume state); both engines drive one."""
 
-    def __init__(self, opts: ConvertOptions, on_record: RecordFn | None) -> None:
+    def __init__(self, opts: ConvertOptions, on_record: RecordFn | None,
+                 only: Callable[[Path], bool] | None = None) -> None:
         self.opts = opts
+        self.only = only  # animecli watch: the files ready to convert
         self.on_record = on_record
         self.summary = Summary()
         self.report = ReportWriter(opts.report) if opts.report else None
@@ -112,6 +114,8 @@ class Session:
             if not isinstance(item, Job):
                 yield item
                 continue
+            if self.only is not None and not self.only(item.src):
+                continue  # animecli watch: not ready yet (still growing), or already handled
             if keep_stamps and item.dst.parent not in cleaned:
                 # A run killed mid-write (SIGKILL, power cut) leaves its temp file behind; we hold
                 # the lock, so any temp file in a folder we write to is stale.
@@ -142,6 +146,7 @@ class Session:
             model_sha256, arch_key, self.opts.load.max_size, w.format.value, w.quality, w.suffix, precision,
             # Float backends agree to ~1e-5 (the same 8-bit output); int8 changes the pixels.
             backend="int8" if backend is Backend.INT8 else "",
+            video=self.opts.video.fingerprint(),  # issue 25: counts for video outputs only
         )
         self.state.compact()
 
