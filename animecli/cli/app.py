@@ -16,7 +16,7 @@ from animecli import __version__
 
 if TYPE_CHECKING:
     pass
-from animecli.cli import bench, convert, models, startup, train
+from animecli.cli import bench, convert, models, startup, train, watch
 from animecli.cli.console import err, out
 from animecli.cli.signals import EXIT_SIGNAL, Abort
 from animecli.cli.usage import UsageGroup
@@ -55,6 +55,8 @@ def main(
 
 
 app.command()(convert.convert)
+# The options after IN OUT are convert's, parsed by the convert command itself (animecli.cli.watch).
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(watch.watch)
 models_app.command("list")(models.models_list)
 models_app.command("info")(models.models_info)
 models_app.command("pull")(models.models_pull)

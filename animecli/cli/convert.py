@@ -24,6 +24,7 @@ from animecli.options import (
     OutputFormat,
     Precision,
     RayOptions,
+    VideoOptions,
     WriteOptions,
     auto_jobs,
 )
@@ -36,7 +37,8 @@ from animecli.cli.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, ou
 from animecli.cli.signals import EXIT_SIGNAL, Abort, Signals
 
 
-def _record_line(rec: FileRecord) -> str:
+def record_line(rec: FileRecord) -> str:
+    """One file's record as a printable line (``convert`` and ``watch``)."""
     return printable(_record_text(rec))
 
 
@@ -47,15 +49,21 @@ def _record_text(rec: FileRecord) -> str:
         return f"skipped {rec.src}: {rec.reason}"
     if rec.status.value == "planned":
         return f"would convert {rec.src} -> {rec.dst}" + (f" ({rec.notes})" if rec.notes else "")
-    parts = [rec.processed_size, f"load {rec.load_ms:.0f} ms", f"infer {rec.infer_ms:.0f} ms",
-             f"save {rec.save_ms:.0f} ms", f"rss {rec.rss_mb:.0f} MB"]
+    if rec.frames:  # a video (issue 25): per-frame figures instead of per-stage times
+        speed = 1000.0 / rec.ms_per_frame if rec.ms_per_frame else 0.0
+        parts = [rec.processed_size, f"{rec.frames} frames at {rec.fps:g} fps", f"{rec.ms_per_frame:.0f} ms/frame",
+                 f"{speed:.2f} frames/s", f"peak rss {rec.peak_rss_mb:.0f} MB"]
+    else:
+        parts = [rec.processed_size, f"load {rec.load_ms:.0f} ms", f"infer {rec.infer_ms:.0f} ms",
+                 f"save {rec.save_ms:.0f} ms", f"rss {rec.rss_mb:.0f} MB"]
     if rec.gpu_peak_mb:
         parts.append(f"gpu {rec.gpu_peak_mb:.0f} MB")
     note = f" [{rec.notes}]" if rec.notes else ""
     return f"converted {rec.src} -> {rec.dst} ({', '.join(parts)}){note}"
 
 
-def _summary_line(s: Summary) -> str:
+def summary_line(s: Summary) -> str:
+    """The run's totals as one line."""
     done = f"{s.planned} would be converted" if s.planned else f"{s.converted} converted"  # planned: --dry-run
     text = (f"{done}, {s.skipped} skipped, {s.failed} failed"
             + (f", {s.ignored} non-image files ignored" if s.ignored else "")
@@ -98,6 +106,9 @@ def convert(
     address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (e.g. auto, or HOST:6379); default: RAY_ADDRESS, else a local Ray instance.")] = None,
     num_gpus_per_worker: Annotated[float | None, typer.Option(min=0.0, help="--engine ray: GPUs per model actor (0 = CPU actors; 0.5 = two per GPU); default: 1 if the cluster has GPUs, else 0.")] = None,
     workers: Annotated[int, typer.Option(min=0, help="--engine ray: model actors; 0 = as many as the cluster's GPUs (or CPUs) allow.")] = 0,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="Videos: H.264 quality, 0 (lossless) to 51 (worst); 18-23 look good.")] = 20,
+    preset: Annotated[str, typer.Option(help="Videos: x264 preset, ultrafast ... veryslow (slower = smaller files).")] = "medium",
+    temporal: Annotated[bool | None, typer.Option("--temporal/--no-temporal", help="Videos: carry the norm statistics across frames (reset on scene cuts) so colours do not pulse; default off (bench/flicker.py: no gain on pans and zooms with the shipped models). Runs the model in eager PyTorch.")] = None,
 ) -> None:
     """Convert photos to anime style: [bold]animecli convert photos/ out/[/].
 
@@ -106,6 +117,20 @@ def convert(
     3 another run is writing to the same OUTPUT (its lock file OUTPUT/.animecli.lock);
     130/143 interrupted (after finishing the current image and writing the report).
     """
+    opts = convert_options(**locals())  # every parameter above, by name (animecli watch parses them too)
+    summary = _run_with_display(opts, quiet, verbose)
+    _finish_convert(summary, quiet)
+
+
+def convert_options(
+    paths: list[str], model: str | None, weights: Path | None, arch: str | None, recursive: bool, hidden: bool,
+    max_size: int, max_pixels: int, device: str, precision: Precision, backend: Backend, batch_size: int,
+    prefetch: int, jobs: str, threads: int, calibration: Path | None, compile_model: bool, clear_cache: ClearCache,
+    tile: str, max_memory: int, fmt: OutputFormat, quality: int, suffix: str, overwrite: bool, verify: bool,
+    report: Path | None, dry_run: bool, quiet: bool, verbose: bool, engine_kind: EngineKind, address: str | None,
+    num_gpus_per_worker: float | None, workers: int, crf: int, preset: str, temporal: bool | None,
+) -> ConvertOptions:
+    """``convert``'s arguments checked and turned into options (exits 2 on a bad one)."""
     if len(paths) < 2:
         err.print("error: give at least one INPUT and the OUTPUT folder, e.g. `animecli convert photos/ out/`")
         raise typer.Exit(EXIT_USAGE)
@@ -141,12 +166,24 @@ def convert(
         dry_run=dry_run,
         engine_kind=engine_kind,
         ray=RayOptions(address, num_gpus_per_worker, workers),
+        video=VideoOptions(crf=crf, preset=preset, temporal=temporal),
     )
-    summary = _run_with_display(opts, quiet, verbose)
+    if preset not in _PRESETS:
+        err.print(f"error: --preset {printable(preset)!r}: use one of {', '.join(_PRESETS)}")
+        raise typer.Exit(EXIT_USAGE)
+    return opts
+
+
+# x264's presets (animecli.io.video.PRESETS, repeated so that the CLI need not import the video module).
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def _finish_convert(summary: Summary, quiet: bool) -> None:
+    """Print the summary and exit with the run's code."""
     if summary.fatal:
         err.print(f"[bold red]error:[/] {escape(printable(summary.fatal))}", soft_wrap=True)
     if not quiet or summary.failed or summary.fatal:
-        (err if summary.failed or summary.fatal else out).print(_summary_line(summary), soft_wrap=True)
+        (err if summary.failed or summary.fatal else out).print(summary_line(summary), soft_wrap=True)
     if (summary.converted == 0 and summary.skipped == 0 and summary.failed == 0 and summary.planned == 0
             and not summary.interrupted):
         from animecli.io.discovery import SUPPORTED
@@ -154,7 +191,7 @@ def convert(
         kinds = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED))
         err.print(f"error: no images found in the inputs (supported: {kinds}); check the paths and extensions")
         raise typer.Exit(EXIT_USAGE)
-    raise typer.Exit(_exit_code(summary, None))
+    raise typer.Exit(exit_code(summary, None))
 
 
 def _tile(value: str) -> int:
@@ -188,7 +225,8 @@ def _jobs(value: str) -> tuple[int, int]:
     return load, save
 
 
-def _exit_code(summary: Summary, signum: int | None) -> int:
+def exit_code(summary: Summary, signum: int | None) -> int:
+    """The exit status: the signal's (130/143) when stopped by one, else 1 if anything failed, else 0."""
     if signum is not None:
         return EXIT_SIGNAL.get(signal.Signals(signum), 130)
     return EXIT_FAILED if summary.failed or summary.fatal else EXIT_OK
@@ -215,13 +253,18 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
 
     def on_record(rec: FileRecord) -> None:
         done[0] += 1
-        line = _record_line(rec)
+        line = record_line(rec)
         if rec.status.value == "failed":
             err.print(line, markup=False, soft_wrap=True)
         elif (verbose or not tty or opts.dry_run) and not quiet:
             out.print(line, markup=False, soft_wrap=True)
         if progress is not None and task is not None:
             progress.update(task, completed=done[0], description=escape(printable(Path(rec.src).name[:40])))
+
+    def on_frames(src: str, frames_done: int, total: int) -> None:  # a video's progress, in frames
+        if progress is not None and task is not None:
+            name = escape(printable(Path(src).name[:30]))
+            progress.update(task, description=f"{name} frame {frames_done}/{total or '?'}")
 
     try:
         with Signals() as sig:
@@ -234,7 +277,7 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
             try:
                 if progress:
                     progress.start()
-                summary = run_convert(opts, on_record, on_start, sig.stop)
+                summary = run_convert(opts, on_record, on_start, sig.stop, on_frames)
             except AnimecliError as exc:
                 raise fail(exc) from None
             finally:
@@ -245,8 +288,8 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
         err.print("aborted")
         raise typer.Exit(EXIT_SIGNAL.get(signal.Signals(exc.signum), 130)) from None
     if summary.interrupted and sig.received is not None:
-        err.print(_summary_line(summary), soft_wrap=True)
+        err.print(summary_line(summary), soft_wrap=True)
         err.print(f"interrupted by {signal.Signals(sig.received).name}; rerun the same command to continue")
-        raise typer.Exit(_exit_code(summary, sig.received))
+        raise typer.Exit(exit_code(summary, sig.received))
     return summary
 
