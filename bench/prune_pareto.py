@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import random
 import statistics
 import sys
 import time
@@ -93,6 +94,7 @@ def main() -> int:
     ap.add_argument("--val", type=int, default=0, help="use the first N val photos (0 = all)")
     ap.add_argument("--ratios", type=str, default="0.25,0.5,0.75")
     ap.add_argument("--prune-now", action="store_true", help="prune untuned points here when no file has them")
+    ap.add_argument("--l1-baseline", action="store_true", help="also untuned points ranked by filter L1 norm")
     ap.add_argument("--train-dir", type=Path, default=Path("../shared/photos/train"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
@@ -131,12 +133,14 @@ def main() -> int:
                     rows.append((f"{r:.2f} {label}" + (f" {steps} st ({wd.name})" if steps else f" ({wd.name})"),
                                  load_student(f)))
                     found = found or kind == "pruned"
-        if a.prune_now and not found:
-            import random
-
+        if (a.prune_now and not found) or a.l1_baseline:
             rng = random.Random(0)
-            scoring = [random_crops(list_photos(a.train_dir), 256, 1, rng) for _ in range(8)]
-            rows.append((f"{r:.2f} no fine-tune (here)", prune(teacher, r, scoring, multiple=8).eval()))
+            scoring = [random_crops(list_photos(a.train_dir), 256, 1, rng, 320) for _ in range(8)]
+            if a.prune_now and not found:
+                rows.append((f"{r:.2f} no fine-tune (here)", prune(teacher, r, scoring, multiple=8).eval()))
+            if a.l1_baseline:
+                rows.append((f"{r:.2f} no fine-tune, L1 ranking", prune(teacher, r, scoring, multiple=8,
+                                                                       criterion="l1").eval()))
     for f in a.student:
         rows.append((f.name, load_student(f)))
 

@@ -161,3 +161,12 @@ def test_student_file_round_trip_and_zero_loss_against_itself(model: PrunableGen
     total, parts = losses(copy.deepcopy(small), small, kept, x, hint_weight=1.0, edge_weight=0.5)
     assert float(total.detach()) == pytest.approx(0.0, abs=1e-7)
     assert parts["hint"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l1_baseline_ranks_a_zero_filter_last(model: PrunableGenerator) -> None:
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.get_submodule("dec.1.1").weight[2] = 0.0
+    plan = plan_pruning(m, 0.25, [], criterion="l1")
+    assert 2 not in plan.kept["dec1"].tolist()
+    assert float(plan.scores["dec1"][2]) == 0.0

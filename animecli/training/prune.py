@@ -53,6 +53,7 @@ __all__ = [
     "channel_importance",
     "compose",
     "feature_points",
+    "filter_l1",
     "gated",
     "plan_pruning",
     "prune",
@@ -236,6 +237,22 @@ def channel_importance(model: PrunableGenerator, photos: Sequence[torch.Tensor],
     return {g: s / max(1, count * probes) for g, s in scores.items()}
 
 
+def filter_l1(model: PrunableGenerator, keep_ends: bool = True) -> dict[str, torch.Tensor]:
+    """The baseline criterion: each channel's summed L1 norm of the filters that produce it.
+
+    Only for comparison (``bench/prune_pareto.py --l1-baseline``): behind a LADE
+    the norm divides the filter's scale away, so this ranking is close to arbitrary there.
+    """
+    spec = spec_for(model)
+    prunable = set(_prunable(spec, keep_ends))
+    scores = {g: torch.zeros(spec.width(model.widths, g), dtype=torch.float64) for g in prunable}
+    for name, out_g, in_g in spec.convs:
+        conv = model.get_submodule(name)
+        if out_g in prunable and out_g != in_g and isinstance(conv, nn.Conv2d):  # producers, not LADE projections
+            scores[out_g] += conv.weight.detach().abs().sum(dim=(1, 2, 3)).double()
+    return scores
+
+
 @dataclass(frozen=True)
 class PrunePlan:
     """Which channels of each group a pruned model keeps.
@@ -259,7 +276,7 @@ def _target(width: int, reference: int, ratio: float, multiple: int) -> int:
 
 def plan_pruning(model: PrunableGenerator, ratio: float, photos: Sequence[torch.Tensor], *,
                  keep_ends: bool = True, multiple: int = 1, reference: Sequence[int] | None = None,
-                 probes: int = 4, seed: int = 0) -> PrunePlan:
+                 probes: int = 4, seed: int = 0, criterion: str = "sensitivity") -> PrunePlan:
     """Choose the channels to keep.
 
     Args:
@@ -271,6 +288,8 @@ def plan_pruning(model: PrunableGenerator, ratio: float, photos: Sequence[torch.
         reference: the widths ``ratio`` is relative to (default: the model's
             own); pass the unpruned widths to prune gradually towards a total ratio.
         probes, seed: see :func:`channel_importance`.
+        criterion: ``"sensitivity"`` (:func:`channel_importance`, the default) or
+            ``"l1"`` (:func:`filter_l1`, a baseline for comparison).
 
     Raises:
         ValueError: ``ratio`` outside [0, 1).
@@ -285,7 +304,12 @@ def plan_pruning(model: PrunableGenerator, ratio: float, photos: Sequence[torch.
     kept = {g: torch.arange(spec.width(widths, g)) for g in spec.groups()}
     scores: dict[str, torch.Tensor] = {}
     if any(n < spec.width(widths, g) for g, n in targets.items()):
-        scores = channel_importance(model, photos, probes, seed, keep_ends)
+        if criterion == "l1":
+            scores = filter_l1(model, keep_ends)
+        elif criterion == "sensitivity":
+            scores = channel_importance(model, photos, probes, seed, keep_ends)
+        else:
+            raise ValueError(f"criterion must be 'sensitivity' or 'l1', got {criterion!r}")
         for g, n in targets.items():
             # Highest scores stay; sorted so the kept channels keep their order (ratio 0 is the identity).
             kept[g] = torch.sort(torch.topk(scores[g], n).indices).values
