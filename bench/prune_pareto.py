@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--val", type=int, default=0, help="use the first N val photos (0 = all)")
     ap.add_argument("--ratios", type=str, default="0.25,0.5,0.75")
     ap.add_argument("--prune-now", action="store_true", help="prune untuned points here when no file has them")
+    ap.add_argument("--prune-ends", action="store_true",
+                    help="--prune-now rows also prune the first conv's outputs / last conv's inputs")
     ap.add_argument("--l1-baseline", action="store_true", help="also untuned points ranked by filter L1 norm")
     ap.add_argument("--train-dir", type=Path, default=Path("../shared/photos/train"))
     ap.add_argument("--threads", type=int, default=2)
@@ -137,7 +139,9 @@ def main() -> int:
             rng = random.Random(0)
             scoring = [random_crops(list_photos(a.train_dir), 256, 1, rng, 320) for _ in range(8)]
             if a.prune_now and not found:
-                rows.append((f"{r:.2f} no fine-tune (here)", prune(teacher, r, scoring, multiple=8).eval()))
+                ends = " ends too" if a.prune_ends else ""
+                rows.append((f"{r:.2f} no fine-tune (here{ends})",
+                             prune(teacher, r, scoring, multiple=8, keep_ends=not a.prune_ends).eval()))
             if a.l1_baseline:
                 rows.append((f"{r:.2f} no fine-tune, L1 ranking", prune(teacher, r, scoring, multiple=8,
                                                                        criterion="l1").eval()))

@@ -312,7 +312,7 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         rng = random.Random(cfg.seed * 1_000_003 + stage * 100_003 + step)
-        t0 = time.perf_counter()
+        t0, ran_here = time.perf_counter(), 0
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
@@ -323,12 +323,13 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
             opt.step()
             step += 1
             ran += 1
+            ran_here += 1
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or (max_steps is not None and ran >= max_steps):
                 _save(cfg.checkpoint, {
                     "teacher_sha256": sha, "ratios": list(cfg.ratios), "stage": stage, "step": step,
                     "student": student_record(student, kept), "optimizer": opt.state_dict()})
-                rate = (time.perf_counter() - t0) / max(1, ran)
-                log(f"stage {stage} step {step}/{cfg.steps} loss {float(loss):.4f} "
+                rate = (time.perf_counter() - t0) / max(1, ran_here)
+                log(f"stage {stage} step {step}/{cfg.steps} loss {float(loss.detach()):.4f} "
                     + " ".join(f"{k} {v:.4f}" for k, v in parts.items()) + f" ({rate:.2f} s/step)")
             if max_steps is not None and ran >= max_steps and step < cfg.steps:
                 return None
