@@ -170,3 +170,46 @@ def test_l1_baseline_ranks_a_zero_filter_last(model: PrunableGenerator) -> None:
     plan = plan_pruning(m, 0.25, [], criterion="l1")
     assert 2 not in plan.kept["dec1"].tolist()
     assert float(plan.scores["dec1"][2]) == 0.0
+
+
+def _tiny_teacher_and_photos(tmp_path: Path) -> tuple[Path, Path]:
+    onnx = pytest.importorskip("onnx")
+    from PIL import Image
+
+    from tests import onnx_graphs as graphs
+
+    teacher = tmp_path / "tiny.onnx"
+    onnx.save(graphs.v3_tiny_graph(base=2), str(teacher))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    g = torch.Generator().manual_seed(3)
+    for i in range(3):
+        arr = (torch.rand(40, 56, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(photos / f"p{i}.png")
+    return teacher, photos
+
+
+def test_prune_distill_resumes_to_the_same_student(tmp_path: Path) -> None:
+    from animecli.training.prune_distill import PruneDistillConfig, run
+
+    teacher, photos = _tiny_teacher_and_photos(tmp_path)
+
+    def cfg(work: str) -> PruneDistillConfig:
+        return PruneDistillConfig(teacher=teacher, photos=photos, work_dir=tmp_path / work, ratios=(0.25, 0.5),
+                                  steps=2, crop=32, batch=1, score_photos=1, probes=1, multiple=1,
+                                  checkpoint_every=1, keep_ends=False)
+
+    whole = run(cfg("whole"))
+    assert whole is not None
+    calls = 0
+    cut = None
+    while cut is None:  # one step per call: every resume path (mid-stage, stage boundary) is taken
+        cut = run(cfg("cut"), max_steps=1)
+        calls += 1
+        assert calls < 10
+    assert calls >= 4
+    a, b = load_student(whole), load_student(cut)
+    t = load_student(cfg("whole").stage_file("pruned", 0.25))
+    assert a.widths == b.widths and sum(a.widths) < sum(t.widths)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k

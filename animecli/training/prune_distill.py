@@ -311,11 +311,12 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
         opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
-        rng = random.Random(cfg.seed * 1_000_003 + stage * 100_003 + step)
         t0, ran_here = time.perf_counter(), 0
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
+            # Seeded by the step, so a resumed run draws the same crops as an uninterrupted one.
+            rng = random.Random(cfg.seed * 1_000_003 + stage * 100_003 + step)
             x = random_crops(photos, cfg.crop, cfg.batch, rng, cfg.context)
             loss, parts = losses(student, teacher, kept, x, cfg.hint_weight, cfg.edge_weight)
             opt.zero_grad(set_to_none=True)
@@ -340,6 +341,8 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
         student, opt_state = None, None
         _save(cfg.checkpoint, {"teacher_sha256": sha, "ratios": list(cfg.ratios), "stage": stage, "step": 0,
                                "student": None, "optimizer": None})
+        if max_steps is not None and ran >= max_steps and stage < len(cfg.ratios):
+            return None
     final = cfg.stage_file("student", cfg.ratios[-1])
     if out is not None:
         rec = torch.load(final, weights_only=True)
