@@ -213,3 +213,22 @@ def test_prune_distill_resumes_to_the_same_student(tmp_path: Path) -> None:
     assert a.widths == b.widths and sum(a.widths) < sum(t.widths)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_prune_distill_goes_on_from_a_student(tmp_path: Path) -> None:
+    from animecli.training.prune_distill import PruneDistillConfig, run
+
+    teacher, photos = _tiny_teacher_and_photos(tmp_path)
+    common = {"teacher": teacher, "photos": photos, "steps": 1, "crop": 32, "batch": 1, "score_photos": 1,
+              "probes": 1, "multiple": 1, "keep_ends": False}
+    first = run(PruneDistillConfig(work_dir=tmp_path / "a", ratios=(0.5,), **common))  # type: ignore[arg-type]
+    assert first is not None
+    more = run(PruneDistillConfig(work_dir=tmp_path / "b", ratios=(0.75,), init=first, **common))  # type: ignore[arg-type]
+    assert more is not None
+    a, b = load_student(first), load_student(more)
+    assert all(wb <= wa for wa, wb in zip(a.widths, b.widths, strict=True)) and sum(b.widths) < sum(a.widths)
+    rec_a = torch.load(first, weights_only=True)
+    rec_b = torch.load(more, weights_only=True)
+    # Kept channels are still indices into the teacher's channels, a subset of the first run's.
+    for g, idx in rec_b["kept"].items():
+        assert set(idx.tolist()) <= set(rec_a["kept"][g].tolist())

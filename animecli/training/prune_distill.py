@@ -86,6 +86,8 @@ class PruneDistillConfig:
         seed: seeds crops and ranking.
         threads: torch threads (0 = leave torch's default).
         checkpoint_every: steps between checkpoints.
+        init: a student file of this module (of the same teacher) the first stage
+            prunes further, instead of the teacher (to go on from a finished run).
     """
 
     teacher: Path
@@ -106,6 +108,7 @@ class PruneDistillConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_every: int = 25
+    init: Path | None = None
 
     @property
     def checkpoint(self) -> Path:
@@ -292,9 +295,14 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
     while stage < len(cfg.ratios):
         ratio = cfg.ratios[stage]
         if student is None:
-            base = teacher if stage == 0 else load_student(cfg.stage_file("student", cfg.ratios[stage - 1]))
-            base_kept = kept if stage == 0 else torch.load(
-                cfg.stage_file("student", cfg.ratios[stage - 1]), weights_only=True)["kept"]
+            prev = cfg.stage_file("student", cfg.ratios[stage - 1]) if stage else cfg.init
+            base: PrunableGenerator = teacher
+            base_kept = kept
+            if prev is not None:
+                rec = torch.load(prev, weights_only=True)
+                if stage == 0 and rec.get("teacher_sha256") != sha:
+                    raise ValueError(f"--init {prev} was distilled from another teacher than {cfg.teacher}")
+                base, base_kept = _build(rec).eval(), rec["kept"]
             rng = random.Random(cfg.seed * 7919 + stage)
             scoring = [random_crops(photos, cfg.crop, 1, rng, cfg.context) for _ in range(cfg.score_photos)]
             t0 = time.perf_counter()
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also prune the first conv's outputs / last conv's inputs")
     ap.add_argument("--multiple", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None, help="prune this student further instead of the teacher")
     ap.add_argument("--max-steps", type=int, default=None,
                     help="stop after this many steps in this call (resume later)")
     a = ap.parse_args(argv)
@@ -383,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                              crop=a.crop, context=a.context, score_photos=a.score_photos, batch=a.batch,
                              lr=a.lr, hint_weight=a.hint_weight,
                              edge_weight=a.edge_weight, keep_ends=not a.prune_ends, multiple=a.multiple,
-                             threads=a.threads)
+                             threads=a.threads, init=a.init)
     done = run(cfg, a.out, progress=lambda m: print(m, flush=True), max_steps=a.max_steps)
     print(f"wrote {done}" if done else "stopped early; rerun the same command to resume", flush=True)
     return 0
