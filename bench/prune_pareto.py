@@ -79,6 +79,25 @@ def timed(model: torch.nn.Module, h: int, w: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+def gmacs(model: torch.nn.Module, side: int = 512) -> float:
+    """Conv multiply-accumulates (G) of one side×side image, counted on a 64² run and scaled (all convs are local)."""
+    total = 0
+
+    def hook(m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(m, torch.nn.Conv2d)
+        total += out.numel() * m.weight[0].numel()
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, 64, 64))
+    finally:
+        for h in hs:
+            h.remove()
+    return total * (side / 64) ** 2 / 1e9
+
+
 def file_mb(model: torch.nn.Module) -> float:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
@@ -152,7 +171,8 @@ def main() -> int:
           f"colour-filter figure (best per-image affine colour map) = {colour:.3f}")
     print(f"torch {torch.__version__} eager, {a.threads} threads, median of {a.repeat}; shared 2-core machine: "
           f"timings are noisy, compare within a run")
-    head = f"{'model':44} {'captured':>8} {'edge':>6} {'ms 512²':>8} {'ms 1024×688':>11} {'params':>9} {'MB':>6}"
+    head = (f"{'model':44} {'captured':>8} {'edge':>6} {'ms 512²':>8} {'ms 1024×688':>11} {'GMAC 512²':>9} "
+            f"{'params':>9} {'MB':>6}")
     print(head)
     print("-" * len(head))
     for name, m in rows:
@@ -166,8 +186,8 @@ def main() -> int:
         else:
             s1, s2 = timed(m, 512, 512, a.repeat), timed(m, 688, 1024, a.repeat)
         params = sum(p.numel() for p in m.parameters())
-        print(f"{name:44} {1 - err / base:8.3f} {edge:6.3f} {s1:8.0f} {s2:11.0f} {params:9d} {file_mb(m):6.2f}",
-              flush=True)
+        print(f"{name:44} {1 - err / base:8.3f} {edge:6.3f} {s1:8.0f} {s2:11.0f} {gmacs(m):9.2f} {params:9d} "
+              f"{file_mb(m):6.2f}", flush=True)
     return 0
 
 
