@@ -22,6 +22,8 @@ All three take and return (N, 3, H, W) float RGB in [-1, 1]; no ONNX needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,15 +143,20 @@ class ExternalAttention(nn.Module):
         channels: C.
         memory: M, the number of memory units (the files: C).
         eps: added to the per-pixel sum (1e-9 in the files; 0 in the fp16 one).
+        inner: output channels of ``inp`` (default C; fewer in pruned models).
+        value_channels: output channels of ``value`` (default C; fewer in pruned models).
     """
 
-    def __init__(self, channels: int, memory: int, eps: float = 1e-9) -> None:
+    def __init__(self, channels: int, memory: int, eps: float = 1e-9, inner: int | None = None,
+                 value_channels: int | None = None) -> None:
         super().__init__()
         self.eps = eps
-        self.inp = nn.Conv2d(channels, channels, 1)
-        self.key = nn.Conv2d(channels, memory, 1)
-        self.value = nn.Conv2d(memory, channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
+        inner = channels if inner is None else inner
+        value_channels = channels if value_channels is None else value_channels
+        self.inp = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(inner, memory, 1)
+        self.value = nn.Conv2d(memory, value_channels, 1)
+        self.out = nn.Conv2d(value_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W)."""
@@ -188,24 +195,48 @@ class AnimeGANv3Generator(nn.Module):
         base: channels at full resolution (32 in the releases; small for tests).
         eps: the LADE eps.
         attn_eps: the external attention's eps.
+        widths: the output channels of every layer, for structurally pruned
+            models (default: those ``base`` gives), in the order of
+            :meth:`default_widths`: ``enc[0..6]``, ``dec[0..5]``, then the
+            attention's ``inp``, ``key`` (memory units) and ``value``. The
+            additive skips need ``enc[0] == dec[4]``, ``enc[2] == dec[2]`` and
+            ``enc[4] == dec[0]``; the attention's residual keeps ``enc[6]``.
     """
 
-    def __init__(self, base: int = 32, eps: float = 1e-5, attn_eps: float = 1e-9) -> None:
+    WIDTHS = 16
+
+    def __init__(self, base: int = 32, eps: float = 1e-5, attn_eps: float = 1e-9,
+                 widths: Sequence[int] | None = None) -> None:
         super().__init__()
-        b1, b2, b4 = base, 2 * base, 4 * base
+        w = self.default_widths(base) if widths is None else tuple(int(v) for v in widths)
+        if len(w) != self.WIDTHS or min(w) < 1:
+            raise ValueError(f"AnimeGANv3Generator needs {self.WIDTHS} positive widths, got {w}")
+        if (w[0], w[2], w[4]) != (w[11], w[9], w[7]):
+            raise ValueError(f"AnimeGANv3Generator widths break the skip additions (enc0/2/4 vs dec4/2/0): {w}")
+        self.widths = w
+        self.eps = eps
+        self.attn_eps = attn_eps
+        e, d = w[:7], w[7:13]
 
         def block(i: int, o: int, k: int = 3, s: int = 1) -> ConvLReLU:
             return ConvLReLU(i, o, k, s, norm=True, eps=eps)
 
         self.enc = nn.ModuleList([
-            block(3, b1, 7), block(b1, b1, s=2), block(b1, b2), block(b2, b2, s=2),
-            block(b2, b4), block(b4, b4, s=2), block(b4, b4),
+            block(3, e[0], 7), block(e[0], e[1], s=2), block(e[1], e[2]), block(e[2], e[3], s=2),
+            block(e[3], e[4]), block(e[4], e[5], s=2), block(e[5], e[6]),
         ])
-        self.attention = ExternalAttention(b4, b4, attn_eps)
+        self.attention = ExternalAttention(e[6], w[14], attn_eps, inner=w[13], value_channels=w[15])
         self.dec = nn.ModuleList([
-            block(b4, b4), block(b4, b4), block(b4, b2), block(b2, b2), block(b2, b1), block(b1, b1),
+            block(e[6], d[0]), block(d[0], d[1]), block(d[1], d[2]), block(d[2], d[3]), block(d[3], d[4]),
+            block(d[4], d[5]),
         ])
-        self.out_layer = _OutLayer(b1)
+        self.out_layer = _OutLayer(d[5])
+
+    @staticmethod
+    def default_widths(base: int = 32) -> tuple[int, ...]:
+        """The release's layer widths for ``base`` (see ``widths``)."""
+        b1, b2, b4 = base, 2 * base, 4 * base
+        return (b1, b1, b2, b2, b4, b4, b4, b4, b4, b2, b2, b1, b1, b4, b4, b4)
 
     @property
     def size_multiple(self) -> int:
@@ -237,12 +268,13 @@ class AnimeGANv3Generator(nn.Module):
 class _Bottleneck(nn.Module):
     """1×1 C→C/2 LeakyReLU, 3×3 C/2→C/2 LeakyReLU, 1×1 C/2→C, + x, LeakyReLU (tiny generators)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, reduce: int | None = None, inner: int | None = None) -> None:
         super().__init__()
-        half = channels // 2
-        self.reduce = ConvLReLU(channels, half, 1, norm=False)
-        self.conv = ConvLReLU(half, half, 3, norm=False)
-        self.expand = nn.Conv2d(half, channels, 1)
+        reduce = channels // 2 if reduce is None else reduce
+        inner = channels // 2 if inner is None else inner
+        self.reduce = ConvLReLU(channels, reduce, 1, norm=False)
+        self.conv = ConvLReLU(reduce, inner, 3, norm=False)
+        self.expand = nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W)."""
@@ -264,27 +296,51 @@ class AnimeGANv3TinyGenerator(nn.Module):
         base: channels at full resolution (16 in tiny_Cute).
         final_norm: the LADE on the last decoder conv (tiny_Cute has it).
         eps: that LADE's eps.
+        widths: the output channels of every layer, for structurally pruned
+            models (default: those ``base`` gives), in the order of
+            :meth:`default_widths`: ``enc[0..8]``, then ``reduce`` and
+            ``conv`` of ``res[0]`` and of ``res[1]``, then ``dec[0..10]``.
+            The additive skips need ``enc[0] == dec[9]``, ``enc[2] == dec[6]``,
+            ``enc[4] == dec[3]`` and ``enc[6] == dec[0]``; the residual blocks keep ``enc[8]``.
     """
 
-    def __init__(self, base: int = 16, final_norm: bool = True, eps: float = 1e-5) -> None:
+    WIDTHS = 24
+
+    def __init__(self, base: int = 16, final_norm: bool = True, eps: float = 1e-5,
+                 widths: Sequence[int] | None = None) -> None:
         super().__init__()
-        b1, b2, b4, b8 = base, 2 * base, 4 * base, 8 * base
+        w = self.default_widths(base) if widths is None else tuple(int(v) for v in widths)
+        if len(w) != self.WIDTHS or min(w) < 1:
+            raise ValueError(f"AnimeGANv3TinyGenerator needs {self.WIDTHS} positive widths, got {w}")
+        e, r, d = w[:9], w[9:13], w[13:]
+        if (e[0], e[2], e[4], e[6]) != (d[9], d[6], d[3], d[0]):
+            raise ValueError(f"AnimeGANv3TinyGenerator widths break the skip additions (enc0/2/4/6 vs dec9/6/3/0): {w}")
+        self.widths = w
+        self.final_norm = final_norm
+        self.eps = eps
 
         def block(i: int, o: int, k: int = 3, s: int = 1, norm: bool = False) -> ConvLReLU:
             return ConvLReLU(i, o, k, s, norm=norm, eps=eps)
 
         self.enc = nn.ModuleList([
-            block(3, b1, 7), block(b1, b1, s=2), block(b1, b1), block(b1, b2, s=2), block(b2, b2),
-            block(b2, b4, s=2), block(b4, b4), block(b4, b8, s=2), block(b8, b8),
+            block(3, e[0], 7), block(e[0], e[1], s=2), block(e[1], e[2]), block(e[2], e[3], s=2),
+            block(e[3], e[4]), block(e[4], e[5], s=2), block(e[5], e[6]), block(e[6], e[7], s=2),
+            block(e[7], e[8]),
         ])
-        self.res = nn.ModuleList([_Bottleneck(b8), _Bottleneck(b8)])
+        self.res = nn.ModuleList([_Bottleneck(e[8], r[0], r[1]), _Bottleneck(e[8], r[2], r[3])])
+        ins = (e[8], *d[:-1])
         self.dec = nn.ModuleList([
-            block(b8, b4), block(b4, b4), block(b4, b4),
-            block(b4, b2), block(b2, b2), block(b2, b2),
-            block(b2, b1), block(b1, b1), block(b1, b1),
-            block(b1, b1), block(b1, b1, norm=final_norm),
+            block(ins[i], d[i], norm=final_norm and i == len(d) - 1) for i in range(len(d))
         ])
-        self.out_layer = _OutLayer(b1)
+        self.out_layer = _OutLayer(d[-1])
+
+    @staticmethod
+    def default_widths(base: int = 16) -> tuple[int, ...]:
+        """The release's layer widths for ``base`` (see ``widths``)."""
+        b1, b2, b4, b8 = base, 2 * base, 4 * base, 8 * base
+        enc = (b1, b1, b1, b2, b2, b4, b4, b8, b8)
+        dec = (b4, b4, b4, b2, b2, b2, b1, b1, b1, b1, b1)
+        return (*enc, b8 // 2, b8 // 2, b8 // 2, b8 // 2, *dec)
 
     @property
     def size_multiple(self) -> int:
