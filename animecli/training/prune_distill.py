@@ -1,6 +1,6 @@
 """Prune an imported AnimeGANv3 teacher and fine-tune the pruned copy by distillation from the teacher itself.
 
-The teacher is our float module of the ONNX file (:func:`animecli.importer.import_onnx`),
+The teacher is our float module of the ONNX file (:func:`animecli.weights.onnx_import.import_onnx`),
 run in torch on the fly (no onnxruntime, no cached pairs: the hint losses need its
 intermediate features). One run prunes in stages (``ratios``, e.g. 0.25 then 0.5 of
 the teacher's widths), ranking the channels of the current student each time
@@ -131,7 +131,7 @@ def load_teacher(path: Path) -> PrunableGenerator:
         WeightsError: not a readable generator (from the importer).
         TypeError: a generator the pruning does not support (AnimeGANv2).
     """
-    from animecli.importer import import_onnx
+    from animecli.weights.onnx_import import import_onnx
 
     module = import_onnx(path).module
     if not isinstance(module, (AnimeGANv3Generator, AnimeGANv3TinyGenerator)):
