@@ -158,14 +158,14 @@ def import_file(path: Path, digest: str | None = None, check: bool = True) -> Im
     found = cached_import(digest)
     if found is not None:
         return found
+    import importlib
+
     try:
-        from animecli.weights import onnx_import
+        onnx_import = importlib.import_module("animecli.weights.onnx_import")
     except ImportError as exc:
         raise SetupError(f"{path}: reading an ONNX file needs the onnx package ({exc.name} is not installed); "
                          f"{ONNX_EXTRA}") from None
     import torch
-
-    from animecli.weights.onnx_import.recognise import Layout
 
     g = onnx_import.import_onnx(path)
     check_db: float | None = None
@@ -194,7 +194,7 @@ def import_file(path: Path, digest: str | None = None, check: bool = True) -> Im
     spec = ArchSpec(arch, width, align_corners=False, norm_eps=norm_eps, attn_eps=attn_eps, final_norm=final)
     folder = imported_dir()
     sd_path = folder / f"{digest}.pt"
-    result = ImportedModel(spec, sd_path, g.size_multiple, g.fixed_size, Layout(g.layout).value, g.input_name,
+    result = ImportedModel(spec, sd_path, g.size_multiple, g.fixed_size, str(g.layout.value), g.input_name,
                            g.output_name, g.quantized, digest, check_db)
     import io
 
