@@ -134,7 +134,8 @@ def _eps_of(module: Any) -> tuple[float | None, float | None, bool]:
             attn_eps = float(m.eps)
     final = True
     if isinstance(module, AnimeGANv3TinyGenerator):
-        final = isinstance(module.dec[-1][2], LADE)
+        last = module.dec[len(module.dec) - 1]
+        final = isinstance(last, nn.Sequential) and isinstance(last[2], LADE)
     return norm_eps, attn_eps, final
 
 
@@ -182,14 +183,13 @@ def import_file(path: Path, digest: str | None = None, check: bool = True) -> Im
                 f"{path}: the imported {g.arch.value} generator does not reproduce the file "
                 f"({check_db:.1f} dB against onnxruntime, {CHECK_MIN_DB:.0f} dB needed); it is not supported"
             )
-    base = int(g.module.enc[0][1].out_channels) if hasattr(g.module, "enc") else None
     arch = Arch(g.arch.value)
-    if arch is Arch.V3:
-        width = (base or 32) / 32.0
-    elif arch is Arch.V3_TINY:
-        width = (base or 16) / 16.0
+    sd = g.module.state_dict()
+    # The first conv's output channels: 32 × width (v3, v2-tf) or 16 × width (tiny).
+    if arch is Arch.V2_TF:
+        width = int(sd["block_a.0.1.weight"].shape[0]) / 32.0
     else:
-        width = int(g.module.state_dict()["block_a.0.1.weight"].shape[0]) / 32.0
+        width = int(sd["enc.0.1.weight"].shape[0]) / (16.0 if arch is Arch.V3_TINY else 32.0)
     norm_eps, attn_eps, final = _eps_of(g.module)
     spec = ArchSpec(arch, width, align_corners=False, norm_eps=norm_eps, attn_eps=attn_eps, final_norm=final)
     folder = imported_dir()

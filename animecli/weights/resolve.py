@@ -186,10 +186,10 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
     path, spec = file.path, file.spec
     licence = "" if choice.weights is not None else (manifest or load_manifest()).get(file.name).licence
     if is_onnx_file(path):
-        found = import_file(path, file.sha256)
-        model = load_imported(found, fast_norm)
-        return LoadedModel(model, file.name, found.spec, found.size_multiple, file.sha256, path,
-                           licence or found.licence)
+        imp = import_file(path, file.sha256)
+        model = load_imported(imp, fast_norm)
+        return LoadedModel(model, file.name, imp.spec, imp.size_multiple, file.sha256, path,
+                           licence or imp.licence)
     sd = read_state_dict(path)
     if spec is None:
         found = detect_arch(sd)
