@@ -212,7 +212,7 @@ def load_user_manifest() -> Manifest:
     path = folder / MANIFEST_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none registered (or no cache folder: said where it is used)
         return Manifest(default="", models={}, folder=folder)
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{path}: unreadable list of registered models ({exc}); delete it and "
