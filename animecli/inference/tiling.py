@@ -92,11 +92,16 @@ SAMPLE_FRACTION = 1 / 9
 MIN_SAMPLE_SIDE = 48
 MAX_SAMPLE_SIDE = 192
 SAMPLE_MARGIN = 8
+# AnimeGANv3 (LADE: a mean and variance per channel, of two tensors, and the attention's per-unit
+# normaliser) needs larger crops: on a 1536×1024 val photo with the Hayao file, tiles vs whole were
+# 38.2 dB with 48-px crops, 49.2 dB with 128-px crops (32-px margin), 53.7 dB with 192-px ones
+# (16-px margin), 82.7 dB with exact whole-image statistics (bench/onnx_convert.py, docs/models.md).
+LADE_MIN_SAMPLE_SIDE = 128
 
 
 def plan_tiles(
     height: int, width: int, budget_bytes: int, bpp: int, multiple: int, overlap: int = 32,
-    tile: int | None = None, stats_bpp: int | None = None,
+    tile: int | None = None, stats_bpp: int | None = None, min_sample: int = MIN_SAMPLE_SIDE,
 ) -> TilePlan:
     """Largest tile (interior + 2·overlap) whose activations fit ``budget_bytes``, and the statistics sample.
 
@@ -109,6 +114,8 @@ def plan_tiles(
         tile: use this tile side (rounded down to the multiple) instead of the largest that fits.
         stats_bpp: bytes per pixel of the statistics pass, if it runs differently from the
             tiles (it runs in eager PyTorch); default ``bpp``.
+        min_sample: smallest side of a sampled crop (:data:`LADE_MIN_SAMPLE_SIDE` for models with
+            per-channel statistics, see :func:`min_sample_side`).
     """
     stats_bpp = stats_bpp or bpp
     overlap = -(-overlap // multiple) * multiple
@@ -121,7 +128,7 @@ def plan_tiles(
     stats_side = _round_down(min(max(height, width), side), multiple)
     grid, margin = SAMPLE_GRID, -(-SAMPLE_MARGIN // multiple) * multiple
     sample = _round_down(int(math.sqrt(SAMPLE_FRACTION * height * width) / grid), multiple)
-    sample = min(max(sample, MIN_SAMPLE_SIDE), MAX_SAMPLE_SIDE)
+    sample = min(max(sample, min_sample), max(MAX_SAMPLE_SIDE, min_sample))
 
     def batch_bytes() -> int:
         return grid * grid * (sample + 2 * margin) ** 2 * stats_bpp
@@ -129,8 +136,8 @@ def plan_tiles(
     # The crops run as one batch: keep it inside the budget (fewer, then smaller crops).
     while grid > 2 and batch_bytes() > budget_bytes:
         grid -= 1
-    while sample > MIN_SAMPLE_SIDE and batch_bytes() > budget_bytes:
-        sample = max(MIN_SAMPLE_SIDE, _round_down(sample * 3 // 4, multiple))
+    while sample > min_sample and batch_bytes() > budget_bytes:
+        sample = max(min_sample, _round_down(sample * 3 // 4, multiple))
     whole_bytes = height * width * stats_bpp
     if 2 * batch_bytes() >= whole_bytes and whole_bytes <= budget_bytes:
         # A small image: the crops would cost about as much as the exact whole-image pass.
@@ -168,6 +175,11 @@ def scalar_stats_only(model: nn.Module) -> bool:
     ONNX graph takes as its ``stats`` input (LADE's per-channel statistics and the attention's
     normaliser have no such graph: their tiles run in eager PyTorch)."""
     return all(isinstance(m, FastGroupNorm) for m in _norms(model))
+
+
+def min_sample_side(model: nn.Module) -> int:
+    """The smallest sampled-statistics crop for ``model``: larger where the statistics are per channel."""
+    return MIN_SAMPLE_SIDE if scalar_stats_only(model) else LADE_MIN_SAMPLE_SIDE
 
 
 def record_stats(
