@@ -47,7 +47,7 @@ from animecli.inference.backends import default_calibration_dir, onnxruntime_ava
 from animecli.inference.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models.registry import build_generator
-from animecli.models.spec import Arch, ArchSpec
+from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.run.report import peak_rss_mb
 
@@ -237,7 +237,7 @@ def _resolve_model(name: str) -> _Model:
         torch.manual_seed(0)
         spec = ArchSpec(Arch(name))
         model = build_generator(spec)
-        return _Model(f"{name} (random weights)", spec, _state(model), 4, None)
+        return _Model(f"{name} (random weights)", spec, _state(model), describe(spec.arch).size_multiple, None)
     path = Path(name)
     choice = ModelChoice(weights=path) if path.suffix == ".pt" or path.is_file() else ModelChoice(name)
     try:

@@ -60,6 +60,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 models_app.command("list")(models.models_list)
 models_app.command("info")(models.models_info)
 models_app.command("pull")(models.models_pull)
+models_app.command("add")(models.models_add)
 app.command()(train.distill)
 app.command("eval")(train.evaluate_cmd)
 app.command()(bench.bench)

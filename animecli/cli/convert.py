@@ -74,7 +74,7 @@ def summary_line(s: Summary) -> str:
 def convert(
     paths: Annotated[list[str], typer.Argument(help="INPUT... OUTPUT: image files, folders or globs, then the output folder.", metavar="INPUT... OUTPUT")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `animecli models list`); default: the shipped default.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A generator state dict to use instead of a named model.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A generator state dict, or an AnimeGAN ONNX file (AnimeGANv3, AnimeGANv2; needs the onnx extra; imported once and cached), to use instead of a named model.")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of --weights (v2, lite, lite2 or lite3); default: detected from its keys.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Descend into sub-folders (the tree is mirrored).")] = True,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also take hidden files and folders (names starting with '.') inside input folders; by default they are passed over. Files named as inputs are always taken.")] = False,
@@ -247,7 +247,9 @@ def _run_with_display(opts: ConvertOptions, quiet: bool, verbose: bool) -> Summa
 
     def on_start(info: RunInfo) -> None:
         if not quiet:
-            out.print(f"model {info.model} on {info.device} ({info.precision}, {info.backend})")
+            licence = f"; licence: {info.licence}" if info.licence else ""
+            out.print(f"model {info.model} on {info.device} ({info.precision}, {info.backend}){licence}",
+                      markup=False, soft_wrap=True)
         if info.warning:  # also with --quiet: it costs every run (a cron job's log shows it)
             err.print(f"warning: {escape(printable(info.warning))}", soft_wrap=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -98,3 +99,20 @@ def models_pull(name: Annotated[str, typer.Argument(help="Upstream model name, e
         raise fail(exc) from None
     out.print(f"{name}: {path}")
 
+
+
+def models_add(
+    file: Annotated[Path, typer.Argument(help="An AnimeGAN generator ONNX file (AnimeGANv3 or AnimeGANv2 export).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The model's name for --model NAME.")],
+) -> None:
+    """Register an ONNX generator file as a named model (converted once, kept in ANIMECLI_HOME/models)."""
+    from animecli.weights.imported import register_onnx
+
+    try:
+        entry, found = register_onnx(file, name)
+    except AnimecliError as exc:
+        raise fail(exc) from None
+    check = "not checked (onnxruntime not installed)" if found.check_db is None else \
+        f"matches onnxruntime at {found.check_db:.1f} dB"
+    out.print(f"{name}: {entry.arch.value}, size multiple {entry.input_multiple}, {check}; "
+              f"licence: {entry.licence}", soft_wrap=True, markup=False)

@@ -49,12 +49,13 @@ def distill(
     import torch
 
     from animecli.atomic import atomic_write
-    from animecli.models.spec import Arch
+    from animecli.models.spec import IMPORTED_ARCHS, Arch
     from animecli.training.distill import DistillConfig, check_output, train
     from animecli.training.export import check_model_name
 
-    if arch not in {a.value for a in Arch}:
-        err.print(f"error: --arch {escape(printable(arch))}: unknown; use one of {', '.join(a.value for a in Arch)}")
+    students = [a.value for a in Arch if a not in IMPORTED_ARCHS]  # the imported ones are teachers, not students
+    if arch not in students:
+        err.print(f"error: --arch {escape(printable(arch))}: unknown; use one of {', '.join(students)}")
         raise typer.Exit(EXIT_USAGE)
     check_output_files({"--output": output})  # now, not after hours of training
     try:

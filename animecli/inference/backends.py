@@ -54,6 +54,7 @@ from animecli.inference.ort_session import (
     onnxruntime_available,
     require_onnxruntime,
 )
+from animecli.models.animeganv3 import LADE, ExternalAttention, GeneratorV2TF
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm
 from animecli.models.v2 import GeneratorV2
@@ -347,8 +348,17 @@ def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
                 setattr(mod, name, ExportGroupNorm(child, feed, order[id(child)]))
     if isinstance(clone, GeneratorLite):
         setattr(clone, "skip", _MatMulSkip(clone.skip))  # noqa: B010  (the attribute is typed Conv2d)
-    wrapped: nn.Module = _V2Export(clone) if isinstance(clone, GeneratorV2) else clone
+    # GeneratorV2TF's own upsampling already keeps H and W dynamic (and is not _V2Export's).
+    v2 = isinstance(clone, GeneratorV2) and not isinstance(clone, GeneratorV2TF)
+    wrapped: nn.Module = _V2Export(clone) if v2 else clone
     return wrapped.eval()
+
+
+def has_fixed_stats_graph(model: nn.Module) -> bool:
+    """Whether a fixed-statistics (tiling) graph can be exported: every whole-image layer is a
+    one-group norm. AnimeGANv3's LADE (per-channel statistics of two tensors) and its attention
+    softmax have none: their tiles run in eager PyTorch with frozen statistics."""
+    return not any(isinstance(m, (LADE, ExternalAttention)) for m in model.modules())
 
 
 class _FixedStatsExport(nn.Module):
@@ -704,7 +714,9 @@ def make_runner(
         def fixed_graph() -> bytes:
             return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
-        tiles = _FixedGraph(fixed_graph, lambda: _discard([fixed_paths.fixed]))
+        tiles: _FixedGraph | None = None
+        if has_fixed_stats_graph(model):
+            tiles = _FixedGraph(fixed_graph, lambda: _discard([fixed_paths.fixed]))
         if not can_split(model):
             return _open_runner(lambda: _cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
                                 backend, threads, tiles)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animecli.inference.tensors import from_model_range, to_model_range
+from animecli.models.animeganv3 import LADE, ExternalAttention
 from animecli.models.norm import FastGroupNorm
 from animecli.models.spec import activation_bytes_per_pixel
 
@@ -91,11 +92,16 @@ SAMPLE_FRACTION = 1 / 9
 MIN_SAMPLE_SIDE = 48
 MAX_SAMPLE_SIDE = 192
 SAMPLE_MARGIN = 8
+# AnimeGANv3 (LADE: a mean and variance per channel, of two tensors, and the attention's per-unit
+# normaliser) needs larger crops: on a 1536×1024 val photo with the Hayao file, tiles vs whole were
+# 38.2 dB with 48-px crops, 49.2 dB with 128-px crops (32-px margin), 53.7 dB with 192-px ones
+# (16-px margin), 82.7 dB with exact whole-image statistics (bench/onnx_convert.py, docs/models.md).
+LADE_MIN_SAMPLE_SIDE = 128
 
 
 def plan_tiles(
     height: int, width: int, budget_bytes: int, bpp: int, multiple: int, overlap: int = 32,
-    tile: int | None = None, stats_bpp: int | None = None,
+    tile: int | None = None, stats_bpp: int | None = None, min_sample: int = MIN_SAMPLE_SIDE,
 ) -> TilePlan:
     """Largest tile (interior + 2·overlap) whose activations fit ``budget_bytes``, and the statistics sample.
 
@@ -108,6 +114,8 @@ def plan_tiles(
         tile: use this tile side (rounded down to the multiple) instead of the largest that fits.
         stats_bpp: bytes per pixel of the statistics pass, if it runs differently from the
             tiles (it runs in eager PyTorch); default ``bpp``.
+        min_sample: smallest side of a sampled crop (:data:`LADE_MIN_SAMPLE_SIDE` for models with
+            per-channel statistics, see :func:`min_sample_side`).
     """
     stats_bpp = stats_bpp or bpp
     overlap = -(-overlap // multiple) * multiple
@@ -120,7 +128,7 @@ def plan_tiles(
     stats_side = _round_down(min(max(height, width), side), multiple)
     grid, margin = SAMPLE_GRID, -(-SAMPLE_MARGIN // multiple) * multiple
     sample = _round_down(int(math.sqrt(SAMPLE_FRACTION * height * width) / grid), multiple)
-    sample = min(max(sample, MIN_SAMPLE_SIDE), MAX_SAMPLE_SIDE)
+    sample = min(max(sample, min_sample), max(MAX_SAMPLE_SIDE, min_sample))
 
     def batch_bytes() -> int:
         return grid * grid * (sample + 2 * margin) ** 2 * stats_bpp
@@ -128,8 +136,8 @@ def plan_tiles(
     # The crops run as one batch: keep it inside the budget (fewer, then smaller crops).
     while grid > 2 and batch_bytes() > budget_bytes:
         grid -= 1
-    while sample > MIN_SAMPLE_SIDE and batch_bytes() > budget_bytes:
-        sample = max(MIN_SAMPLE_SIDE, _round_down(sample * 3 // 4, multiple))
+    while sample > min_sample and batch_bytes() > budget_bytes:
+        sample = max(min_sample, _round_down(sample * 3 // 4, multiple))
     whole_bytes = height * width * stats_bpp
     if 2 * batch_bytes() >= whole_bytes and whole_bytes <= budget_bytes:
         # A small image: the crops would cost about as much as the exact whole-image pass.
@@ -138,18 +146,45 @@ def plan_tiles(
                     sample_margin=margin)
 
 
-def _norms(model: nn.Module) -> list[FastGroupNorm]:
-    return [m for m in model.modules() if isinstance(m, FastGroupNorm)]
+# A layer's recorded whole-image statistics: (mean, var) of a FastGroupNorm, each (N or 1, 1, 1, 1);
+# (μx, σx², μt, σt²) of a LADE, each (N or 1, C, 1, 1); (log-mean-exp,) of an external attention.
+Stats = tuple[torch.Tensor, ...]
+Frozen = FastGroupNorm | LADE | ExternalAttention
+
+
+def _norms(model: nn.Module) -> list[Frozen]:
+    """Every layer whose result depends on the whole image, in module order."""
+    return [m for m in model.modules() if isinstance(m, (FastGroupNorm, LADE, ExternalAttention))]
+
+
+def _freeze(layer: Frozen, stats: Stats | None) -> None:
+    if isinstance(layer, FastGroupNorm):
+        layer.set_fixed_stats(None if stats is None else (stats[0], stats[1]))
+    else:
+        layer.set_fixed_stats(stats)
 
 
 def supports_tiling(model: nn.Module) -> bool:
-    """True if the model's normalisations can be frozen (built with the fast norm)."""
+    """True if the model's whole-image statistics can be frozen (built with the fast norm;
+    AnimeGANv3's LADE norms and attention softmax)."""
     return bool(_norms(model))
+
+
+def scalar_stats_only(model: nn.Module) -> bool:
+    """Whether every frozen layer is a one-group norm, whose (mean, var) rows a fixed-statistics
+    ONNX graph takes as its ``stats`` input (LADE's per-channel statistics and the attention's
+    normaliser have no such graph: their tiles run in eager PyTorch)."""
+    return all(isinstance(m, FastGroupNorm) for m in _norms(model))
+
+
+def min_sample_side(model: nn.Module) -> int:
+    """The smallest sampled-statistics crop for ``model``: larger where the statistics are per channel."""
+    return MIN_SAMPLE_SIDE if scalar_stats_only(model) else LADE_MIN_SAMPLE_SIDE
 
 
 def record_stats(
     model: nn.Module, forward: Forward, x: torch.Tensor, pooled_margin: float | None = None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[Stats]:
     """Run ``x`` once and return every norm layer's (mean, var), in module order.
 
     Args:
@@ -166,7 +201,7 @@ def record_stats(
         n.pooled_margin = pooled_margin
     try:
         forward(x)
-        stats = []
+        stats: list[Stats] = []
         for n in norms:
             assert n.recorded is not None, "a norm layer was not reached by the statistics pass"
             stats.append(n.recorded)
@@ -198,7 +233,7 @@ def sample_origins(height: int, width: int, grid: int, side: int, multiple: int)
 def sampled_stats(
     model: nn.Module, forward: Forward, image: torch.Tensor, plan: TilePlan, multiple: int,
     dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[Stats]:
     """Whole-image norm statistics estimated from a grid of full-resolution crops (see the module doc).
 
     Args:
@@ -250,16 +285,17 @@ def tiled_forward(
         stats = _whole_image_stats(model, forward, image, plan, multiple, dtype, device, memory_format)
     norms = _norms(model)
     out = torch.empty((3, h, w), dtype=torch.uint8)
-    table = torch.tensor([[float(m.flatten()[0]), float(v.flatten()[0])] for m, v in stats], dtype=torch.float32)
     run_tile: Forward = forward
     if fixed_forward is not None:
+        table = torch.tensor([[float(s[0].flatten()[0]), float(s[1].flatten()[0])] for s in stats],
+                             dtype=torch.float32)
         memory_format = torch.contiguous_format
         fixed = fixed_forward
         run_tile = lambda x: fixed(x.float(), table)  # noqa: E731
     try:
         if fixed_forward is None:
-            for n, s in zip(norms, stats, strict=True):
-                n.set_fixed_stats(s)
+            for n, st in zip(norms, stats, strict=True):
+                _freeze(n, st)
         ov = plan.overlap
         # Every tile window has the same size (edge windows slide inwards, so their kept part
         # has more context, never less): one shape lets the allocator reuse the same blocks
@@ -279,14 +315,14 @@ def tiled_forward(
                 del x, y, piece
     finally:
         for n in norms:
-            n.set_fixed_stats(None)
+            _freeze(n, None)
     return out
 
 
 def _whole_image_stats(
     model: nn.Module, forward: Forward, image: torch.Tensor, plan: TilePlan, multiple: int,
     dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[Stats]:
     """Statistics from one pass over the whole image at (at most) ``plan.stats_side``."""
     _, h, w = image.shape
     scale = min(1.0, plan.stats_side / max(h, w))

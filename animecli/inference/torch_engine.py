@@ -29,7 +29,14 @@ from animecli.inference.tensors import (
     tensor_to_array,
     to_model_range,
 )
-from animecli.inference.tiling import FixedForward, bytes_per_pixel, plan_tiles, supports_tiling, tiled_forward
+from animecli.inference.tiling import (
+    FixedForward,
+    bytes_per_pixel,
+    min_sample_side,
+    plan_tiles,
+    supports_tiling,
+    tiled_forward,
+)
 from animecli.io.transforms import UInt8Array
 from animecli.options import Backend, ClearCache, EngineOptions, Precision
 
@@ -172,7 +179,8 @@ class Engine:
         whole, tile_bpp, stats_bpp = self._bpp()
         if not supports_tiling(self.model) or not needs_tiling(height, width, self.opts.tile, self.budget, whole):
             return None
-        plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp)
+        plan = plan_tiles(height, width, self.budget, tile_bpp, self.multiple, stats_bpp=stats_bpp,
+                          min_sample=min_sample_side(self.model))
         if self.opts.tile > 0:
             return self.opts.tile // self.multiple * self.multiple or self.multiple, plan.overlap
         return plan.tile, plan.overlap
@@ -189,7 +197,7 @@ class Engine:
         padded = pad_uint8(image, self.multiple)
         _, tile_bpp, stats_bpp = self._bpp()
         plan = plan_tiles(int(padded.shape[1]), int(padded.shape[2]), self.budget, tile_bpp, self.multiple, overlap,
-                          tile=tile, stats_bpp=stats_bpp)
+                          tile=tile, stats_bpp=stats_bpp, min_sample=min_sample_side(self.model))
         # The statistics pass runs the eager modules; the tiles run there too (frozen statistics
         # live in them; a traced graph would ignore them) or in onnxruntime's fixed-statistics graph.
         out = tiled_forward(self.model, self.model, padded, plan, self.multiple, self.dtype, self.device,

@@ -22,6 +22,7 @@ All three take and return (N, 3, H, W) float RGB in [-1, 1]; no ONNX needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -73,7 +74,53 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
-class LADE(nn.Module):
+def _pooled_moments(x: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, variance) pooled over a batch of crops of ONE image, borders left out.
+
+    The crops stand for the whole image (tiling's sampled statistics pass, see
+    :func:`animecli.models.norm.pooled_stats` for the scalar version).
+
+    Args:
+        x: (N, C, H, W) activations of N equal crops.
+        margin: fraction of H and of W left out on each side, in [0, 0.5).
+
+    Returns:
+        (mean, var), each (1, C, 1, 1) float32.
+    """
+    h, w = x.shape[-2:]
+    mh, mw = round(margin * h), round(margin * w)
+    if h - 2 * mh > 0 and w - 2 * mw > 0:
+        x = x[:, :, mh : h - mh, mw : w - mw]
+    mean, var = _moments(x)
+    # Equal-sized crops: the pooled mean is the mean of means, and E[x²] pools the same way.
+    pooled_mean = mean.mean(dim=0, keepdim=True)
+    pooled_var = ((var + mean * mean).mean(dim=0, keepdim=True) - pooled_mean * pooled_mean).clamp_min(0.0)
+    return pooled_mean, pooled_var
+
+
+class _Freezable(nn.Module):
+    """Statistics over the whole image that tiled inference can record once and then freeze.
+
+    The same protocol as :class:`~animecli.models.norm.FastGroupNorm`: with
+    :attr:`record_stats` set a forward pass keeps its statistics in
+    :attr:`recorded`; :meth:`set_fixed_stats` makes later passes (tiles) use
+    them instead of their own; :attr:`pooled_margin` makes a batch of crops
+    of one image pool theirs. None of it is part of the state dict.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fixed_stats: tuple[torch.Tensor, ...] | None = None
+        self.record_stats: bool = False
+        self.recorded: tuple[torch.Tensor, ...] | None = None
+        self.pooled_margin: float | None = None
+
+    def set_fixed_stats(self, stats: tuple[torch.Tensor, ...] | None) -> None:
+        """Use ``stats`` (what :attr:`recorded` held) instead of the input's own statistics."""
+        self.fixed_stats = stats
+
+
+class LADE(_Freezable):
     """Linearly adaptive denormalisation (AnimeGANv3's norm).
 
     ``x`` is instance-normalised (each channel over H, W) and then given the
@@ -84,6 +131,9 @@ class LADE(nn.Module):
     The files spell this out as GlobalAveragePool / Sub / Mul / GlobalAveragePool
     / Add(eps) / Sqrt (/ Reciprocal) chains; ``eps`` is read from the file
     (1e-5 in most, 0 in the fp16 Hayao conversion).
+
+    Tiling freezes the four statistics (μx, σx², μt, σt², each (N or 1, C, 1, 1)
+    float32, in that order): ``t`` is computed per tile, its moments are not.
 
     Args:
         channels: C.
@@ -98,8 +148,16 @@ class LADE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W), same dtype."""
         t = self.proj(x)
-        mean_x, var_x = _moments(x)
-        mean_t, var_t = _moments(t)
+        if self.fixed_stats is not None:
+            mean_x, var_x, mean_t, var_t = self.fixed_stats
+        else:
+            if self.pooled_margin is not None:
+                (mean_x, var_x), (mean_t, var_t) = (_pooled_moments(x, self.pooled_margin),
+                                                    _pooled_moments(t, self.pooled_margin))
+            else:
+                (mean_x, var_x), (mean_t, var_t) = _moments(x), _moments(t)
+            if self.record_stats:
+                self.recorded = (mean_x.detach(), var_x.detach(), mean_t.detach(), var_t.detach())
         scale = torch.sqrt(var_t + self.eps) / torch.sqrt(var_x + self.eps)
         shift = mean_t - mean_x * scale
         return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
@@ -130,7 +188,7 @@ class ConvLReLU(nn.Sequential):
         )
 
 
-class ExternalAttention(nn.Module):
+class ExternalAttention(_Freezable):
     """AnimeGANv3's external-attention block with a residual connection.
 
     ``a = key(inp(x))`` gives M memory-unit logits per pixel; a softmax over
@@ -138,6 +196,13 @@ class ExternalAttention(nn.Module):
     gives the attention map, which ``value`` maps back to C channels; ``out``
     (1×1) and a residual add follow, then LeakyReLU(0.2). The softmax is over
     the whole image, like the norms: the result depends on every pixel.
+
+    Tiling freezes the softmax's normaliser: per memory unit, the log of the
+    *mean* of ``exp(a)`` over the whole image (``lme``, (N or 1, M, 1) float32).
+    A tile then computes ``e = exp(a - lme)`` and ``e / (Σ_M e + eps·H·W)``:
+    the whole image's softmax is ``e / (H·W)`` with its own H·W, and a factor
+    common to every unit cancels in the division by their sum, except against
+    ``eps``, which is 1e-9 next to a sum of about M (so the tile's H·W stands in).
 
     Args:
         channels: C.
@@ -158,12 +223,39 @@ class ExternalAttention(nn.Module):
         self.value = nn.Conv2d(memory, value_channels, 1)
         self.out = nn.Conv2d(value_channels, channels, 1)
 
+    def _log_mean_exp(self, a: torch.Tensor) -> torch.Tensor:
+        """(N, M, H, W) logits → per-unit log-mean-exp over positions, (N, M, 1), or (1, M, 1) pooled."""
+        if self.pooled_margin is not None:
+            h, w = a.shape[-2:]
+            mh, mw = round(self.pooled_margin * h), round(self.pooled_margin * w)
+            if h - 2 * mh > 0 and w - 2 * mw > 0:
+                a = a[:, :, mh : h - mh, mw : w - mw]
+            n, m = a.shape[:2]
+            flat = a.float().permute(1, 0, 2, 3).reshape(1, m, -1)  # every crop's positions, per unit
+        else:
+            n, m = a.shape[:2]
+            flat = a.float().reshape(n, m, -1)
+        return torch.logsumexp(flat, dim=2, keepdim=True) - math.log(flat.shape[2])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W)."""
         a = self.key(self.inp(x))
         n, m, h, w = a.shape
-        attn = torch.softmax(a.reshape(n, m, h * w), dim=2)
-        attn = attn / (attn.sum(dim=1, keepdim=True) + self.eps)
+        if self.fixed_stats is not None:
+            e = torch.exp(a.reshape(n, m, h * w).float() - self.fixed_stats[0])
+            attn = (e / (e.sum(dim=1, keepdim=True) + self.eps * h * w)).to(a.dtype)
+        else:
+            if self.record_stats:
+                self.recorded = (self._log_mean_exp(a).detach(),)
+            if self.pooled_margin is not None:
+                # The crops' own softmax does not matter here: the pass only gathers statistics
+                # (later layers see attention from this crop's positions only, as in a tile).
+                lme = self._log_mean_exp(a)
+                e = torch.exp(a.reshape(n, m, h * w).float() - lme)
+                attn = (e / (e.sum(dim=1, keepdim=True) + self.eps * h * w)).to(a.dtype)
+            else:
+                attn = torch.softmax(a.reshape(n, m, h * w), dim=2)
+                attn = attn / (attn.sum(dim=1, keepdim=True) + self.eps)
         y = self.out(self.value(attn.reshape(n, m, h, w)))
         return F.leaky_relu(y + x, _SLOPE)
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator, GeneratorV2TF
 from animecli.models.lite import GeneratorLite
 from animecli.models.spec import Arch, ArchSpec
 from animecli.models.v2 import GeneratorV2
@@ -31,6 +32,15 @@ def build_generator(spec: ArchSpec) -> nn.Module:
     model: nn.Module
     if spec.arch is Arch.V2:
         model = GeneratorV2(spec.width, spec.align_corners, spec.fast_norm)
+    elif spec.arch is Arch.V3:
+        eps = 1e-5 if spec.norm_eps is None else spec.norm_eps
+        attn_eps = 1e-9 if spec.attn_eps is None else spec.attn_eps
+        model = AnimeGANv3Generator(round(32 * spec.width), eps, attn_eps)
+    elif spec.arch is Arch.V3_TINY:
+        eps = 1e-5 if spec.norm_eps is None else spec.norm_eps
+        model = AnimeGANv3TinyGenerator(round(16 * spec.width), spec.final_norm, eps)
+    elif spec.arch is Arch.V2_TF:
+        model = GeneratorV2TF(spec.width, 1e-12 if spec.norm_eps is None else spec.norm_eps)
     else:
         model = GeneratorLite(spec.width, spec.fast_norm, slim_head=spec.arch in (Arch.LITE2, Arch.LITE3),
                               lean_norms=spec.arch is Arch.LITE3)
@@ -43,10 +53,19 @@ _STEM_KEYS = {Arch.V2: "block_a.0.1.weight", Arch.LITE: "stem.0.1.weight"}
 # lite3 (lite2 without norms in its first conv and its decoder) has a biased first conv.
 _LITE2_KEY = "reduce.0.weight"
 _LITE3_KEY = "stem.0.1.bias"
+# AnimeGANv3: the attention block (full) or the residual bottlenecks (tiny); the first conv's
+# output channels are 32 × width (full) or 16 × width (tiny). animeganv2-tf has v2's keys:
+# only its manifest entry (or the ONNX file it came from) tells it apart.
+_V3_KEY = "attention.inp.weight"
+_V3_TINY_KEY = "res.0.reduce.1.weight"
+_V3_STEM = "enc.0.1.weight"
 
 
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | None:
     """Guess (arch, width) from a state dict's keys, or ``None`` if it matches none."""
+    if _V3_STEM in state_dict and (_V3_KEY in state_dict or _V3_TINY_KEY in state_dict):
+        tiny = _V3_TINY_KEY in state_dict
+        return (Arch.V3_TINY if tiny else Arch.V3), int(state_dict[_V3_STEM].shape[0]) / (16.0 if tiny else 32.0)
     for arch, key in _STEM_KEYS.items():
         if key in state_dict:
             if arch is Arch.LITE and _LITE2_KEY in state_dict:

@@ -19,6 +19,10 @@ class Arch(str, Enum):
     LITE = "lite"
     LITE2 = "lite2"
     LITE3 = "lite3"
+    # The AnimeGAN author's own generators, imported from their ONNX files (models/animeganv3.py).
+    V3 = "animeganv3"
+    V3_TINY = "animeganv3-tiny"
+    V2_TF = "animeganv2-tf"
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,90 @@ class ArchSpec:
         width: channel multiplier; 1.0 for every shipped model.
         align_corners: v2 upsampling mode (ignored by ``lite``).
         fast_norm: fast normalisation instead of ``nn.GroupNorm`` (same parameters).
+        norm_eps: the norms' eps where the file sets it (imported archs; ``None`` = the arch's default:
+            1e-5 for LADE, 1e-12 for ``animeganv2-tf``).
+        attn_eps: ``animeganv3``'s attention eps (``None`` = 1e-9).
+        final_norm: ``animeganv3-tiny``: the LADE on its last decoder conv (tiny_Cute has it).
     """
 
     arch: Arch = Arch.LITE
     width: float = 1.0
     align_corners: bool = True
     fast_norm: bool = True
+    norm_eps: float | None = None
+    attn_eps: float | None = None
+    final_norm: bool = True
 
     @property
     def key(self) -> str:
         """What changes the network's output besides its weights, e.g. ``lite2/1.0/noalign``:
         part of the resume fingerprint and of the compiled-graph cache names."""
-        return f"{self.arch.value}/{self.width}/{'align' if self.align_corners else 'noalign'}"
+        key = f"{self.arch.value}/{self.width}/{'align' if self.align_corners else 'noalign'}"
+        # Only the imported archs have these; the older keys (and their caches) stay as they were.
+        if self.norm_eps is not None:
+            key += f"/eps{self.norm_eps:g}"
+        if self.attn_eps is not None:
+            key += f"/aeps{self.attn_eps:g}"
+        if not self.final_norm:
+            key += "/nofinalnorm"
+        return key
+
+
+class NormKind(str, Enum):
+    """What a generator's normalisations compute statistics over (all of them whole-image)."""
+
+    NONE = "none"
+    GROUP = "group"  # one mean and variance per sample over (C, H, W): v2, lite*, animeganv2-tf
+    LADE = "lade"  # per-channel mean/variance of x and of a 1x1 projection of x: AnimeGANv3
+
+
+@dataclass(frozen=True)
+class ArchDescriptor:
+    """What the converter needs to know of an architecture before building it.
+
+    Attributes:
+        arch: the architecture.
+        size_multiple: input H and W are padded to a multiple of this (2 ** stride-2 levels).
+        tiling: tiles match the whole image (its whole-image statistics can be frozen).
+        norm: the kind of whole-image normalisation.
+        global_attention: a softmax over all positions (AnimeGANv3's external attention),
+            frozen for tiling like the norms.
+        precisions: compute dtypes it runs in (``fp16`` needs CUDA).
+        input_range: the (low, high) of its RGB input and output.
+        licence: the licence of the weights that exist for it ("" = per model, see the manifest).
+    """
+
+    arch: Arch
+    size_multiple: int
+    tiling: bool
+    norm: NormKind
+    global_attention: bool = False
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    licence: str = ""
+
+
+# The AnimeGAN author's weights (the ONNX releases, the AnimeGANv2 checkpoints and their conversions).
+NON_COMMERCIAL = ("non-commercial use only (research, teaching, publications), AnimeGAN author's weights; "
+                  "commercial use needs the AnimeGAN author's permission")
+
+DESCRIPTORS: dict[Arch, ArchDescriptor] = {
+    Arch.V2: ArchDescriptor(Arch.V2, 4, True, NormKind.GROUP),
+    Arch.LITE: ArchDescriptor(Arch.LITE, 4, True, NormKind.GROUP),
+    Arch.LITE2: ArchDescriptor(Arch.LITE2, 4, True, NormKind.GROUP),
+    Arch.LITE3: ArchDescriptor(Arch.LITE3, 4, True, NormKind.GROUP),
+    Arch.V3: ArchDescriptor(Arch.V3, 8, True, NormKind.LADE, global_attention=True, licence=NON_COMMERCIAL),
+    Arch.V3_TINY: ArchDescriptor(Arch.V3_TINY, 16, True, NormKind.LADE, licence=NON_COMMERCIAL),
+    Arch.V2_TF: ArchDescriptor(Arch.V2_TF, 4, True, NormKind.GROUP, licence=NON_COMMERCIAL),
+}
+
+
+def describe(arch: Arch) -> ArchDescriptor:
+    """The :class:`ArchDescriptor` of ``arch``."""
+    return DESCRIPTORS[arch]
+
+
+IMPORTED_ARCHS = frozenset({Arch.V3, Arch.V3_TINY, Arch.V2_TF})
 
 
 def has_local_decoder(arch: Arch) -> bool:
@@ -60,11 +136,18 @@ def has_local_decoder(arch: Arch) -> bool:
 # measured (peak RSS of whole converts, 1024×768 → 1600×1200 → 2048×1536: 312 → 598 → 907 MB),
 # so a 3:2 photo at --max-size 2048 runs whole (untiled 1600×1200 took 8 s and 598 MB; tiled
 # in the PyTorch engine, 21 s and 863 MB).
+# The imported archs (animeganv3*, animeganv2-tf) are estimates until measured the same way:
+# v3 keeps three full-resolution 32-channel maps alive (skip, conv, LADE projection, float32:
+# ~384 B/px) plus the 1/2 and 1/4 levels; tiny keeps 16 channels; v2-tf is v2.
 _BYTES_PER_PIXEL = {
-    "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640},
-    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640},
-    "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272},
-    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640},
+    "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640,
+              "animeganv3": 1024, "animeganv3-tiny": 512, "animeganv2-tf": 1536},
+    "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640,
+             "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+    "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
+                   "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+    "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640,
+                   "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 4096},
 }
 
 

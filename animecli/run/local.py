@@ -85,15 +85,20 @@ def convert_local(
         engine = lean
         name, digest, spec = plan.weights.name, plan.weights.sha256, plan.spec
         device, precision, backend = lean.device, lean.precision_name, lean.backend
+        from animecli.weights.manifest import load_manifest
+
+        licence = load_manifest().get(name).licence  # plan_lean runs named models only
     else:
         loaded_model, torch_engine = _torch_engine(opts)
         engine = torch_engine
         name, digest, spec = loaded_model.name, loaded_model.sha256, loaded_model.spec
         device, precision, backend = str(torch_engine.device), torch_engine.precision_name, torch_engine.backend
+        licence = loaded_model.licence
     s = run.summary
-    s.model, s.device, s.backend, s.precision = name, device, backend.value, precision
+    s.model, s.device, s.backend, s.precision, s.licence = name, device, backend.value, precision, licence
     if on_start:
-        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if lean is not None else _cache_warning()))
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if lean is not None else _cache_warning(),
+                         licence=s.licence))
     w = opts.write
     run.use_settings(digest, spec.key, s.precision, backend)
 

@@ -381,7 +381,7 @@ def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunI
     # Sized before planning: the precision (fp16 on GPU workers) is part of every output's fingerprint.
     pool = plan_pool(ray.cluster_resources(), opts.engine, opts.ray, jobs=1 << 30)
     dtype = resolve_precision(opts.engine.precision, torch.device(pool.device))
-    s.model, s.precision = loaded.name, str(dtype).removeprefix("torch.")
+    s.model, s.precision, s.licence = loaded.name, str(dtype).removeprefix("torch."), loaded.licence
     # The header names what the actors will run: they resolve `auto` with the same function
     # (onnx on CPU actors where onnxruntime is installed), and each row reports what actually ran.
     asked = opts.engine.backend
@@ -395,7 +395,7 @@ def _drive(ray: Any, run: Session, loaded: LoadedModel, on_start: Callable[[RunI
     pool = replace(pool, workers=max(1, min(pool.workers, len(jobs))))
     s.device = pool.describe()
     if on_start:
-        on_start(RunInfo(s.model, s.device, s.precision, s.backend))
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend, licence=s.licence))
     rows = _rows(ray, opts, pool, jobs, loaded.model, spec, loaded.input_multiple) if jobs else iter(())
     expected = 0
     try:

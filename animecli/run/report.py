@@ -97,6 +97,7 @@ class Summary:
     device: str = ""
     precision: str = ""
     backend: str = ""
+    licence: str = ""  # the weights' licence (the manifest entry's; non-commercial for AnimeGAN weights)
     interrupted: bool = False
     fatal: str = ""
 
@@ -130,6 +131,7 @@ class Summary:
             "device": self.device,
             "precision": self.precision,
             "backend": self.backend,
+            "licence": self.licence,
             "interrupted": self.interrupted,
             "fatal": self.fatal,
         }

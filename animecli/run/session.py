@@ -27,6 +27,7 @@ class RunInfo:
     precision: str
     backend: str
     warning: str = ""  # e.g. the compiled model could not be cached
+    licence: str = ""  # the weights' licence, said with the model (AnimeGAN weights: non-commercial)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from animecli.atomic import atomic_write_bytes
 from animecli.dirs import MANIFEST_NAME, cache_dir, weights_dir
 from animecli.errors import WeightsError
-from animecli.models.spec import Arch
+from animecli.models.spec import Arch, ArchSpec
 from animecli.weights.download import read_sidecar, sha256_file
 
 if TYPE_CHECKING:
@@ -60,12 +60,26 @@ class ModelEntry:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def user(self) -> bool:
+        """True for models registered with ``animecli models add`` (kept in ``<cache dir>/models``)."""
+        return bool(self.extra.get("user", False))
+
+    def spec(self) -> ArchSpec:
+        """The architecture and its options (eps of the imported archs, recorded in the entry)."""
+        eps, attn = self.extra.get("norm_eps"), self.extra.get("attn_eps")
+        return ArchSpec(self.arch, self.width, self.align_corners,
+                        norm_eps=None if eps is None else float(eps), attn_eps=None if attn is None else float(attn),
+                        final_norm=bool(self.extra.get("final_norm", True)))
+
+    @property
     def remote(self) -> bool:
         """True for upstream checkpoints that are downloaded with ``animecli models pull``."""
         return self.url is not None
 
     def path(self) -> Path:
         """Where this model's file is (or would be, once pulled)."""
+        if self.user:
+            return user_models_dir() / self.file
         return (cache_dir() if self.remote else weights_dir()) / self.file
 
     def to_json(self) -> dict[str, Any]:
@@ -116,7 +130,7 @@ class Manifest:
 
     def path_of(self, entry: ModelEntry) -> Path:
         """Where ``entry``'s file is: the cache for pulled models, else beside this manifest."""
-        if entry.remote or self.folder is None:
+        if entry.remote or entry.user or self.folder is None:
             return entry.path()
         return self.folder / entry.file
 
@@ -187,8 +201,40 @@ def parse_manifest(data: Mapping[str, Any], folder: Path | None = None) -> Manif
     return Manifest(default=str(data.get("default", "")), models=models, folder=folder)
 
 
+def user_models_dir() -> Path:
+    """Where ``animecli models add`` keeps registered models and their manifest: ``<cache dir>/models``."""
+    return cache_dir() / "models"
+
+
+def load_user_manifest() -> Manifest:
+    """The registered models (``<cache dir>/models/manifest.json``; empty when there is none)."""
+    folder = user_models_dir()
+    path = folder / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):  # none registered (or no cache folder: said where it is used)
+        return Manifest(default="", models={}, folder=folder)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable list of registered models ({exc}); delete it and "
+                           "`animecli models add` the files again") from None
+    manifest = parse_manifest(data, folder)
+    models = {n: e if e.user else ModelEntry(**{**e.__dict__, "extra": {**e.extra, "user": True}})
+              for n, e in manifest.models.items()}
+    return Manifest(default="", models=models, folder=folder)
+
+
 def load_manifest(folder: Path | None = None) -> Manifest:
-    """Read ``manifest.json`` from ``folder`` (default: :func:`weights_dir`)."""
+    """Read ``manifest.json`` from ``folder`` (default: :func:`weights_dir`), with the models
+    registered by ``animecli models add`` (their names never shadow shipped ones)."""
+    shipped = _load_manifest(folder)
+    user = load_user_manifest()
+    if not user.models:
+        return shipped
+    models = {**{n: e for n, e in user.models.items() if n not in shipped.models}, **shipped.models}
+    return Manifest(default=shipped.default, models=models, folder=shipped.folder)
+
+
+def _load_manifest(folder: Path | None = None) -> Manifest:
     folder = folder or weights_dir()
     path = folder / MANIFEST_NAME
     try:

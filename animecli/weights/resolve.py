@@ -21,6 +21,7 @@ from animecli.models.spec import Arch, ArchSpec
 from animecli.options import ModelChoice
 from animecli.weights.checkpoint import build_and_load, checkpoint_problem, read_state_dict
 from animecli.weights.download import NoticeFn, ProgressFn, RemoteFile, download
+from animecli.weights.imported import cached_import, import_file, is_onnx_file, load_imported
 from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, sha256_of
 
 if TYPE_CHECKING:
@@ -52,18 +53,42 @@ def pull(entry: ModelEntry, progress: ProgressFn | None = None, notice: NoticeFn
     """
     if entry.url is None:
         raise ValueError(f"model {entry.name!r} ships with animecli; there is nothing to pull")
-    spec = ArchSpec(entry.arch, entry.width, entry.align_corners)
-    remote = RemoteFile(entry.name, entry.url, entry.size, entry.sha256, kind=f"{entry.arch.value} checkpoint")
+    spec = entry.spec()
+    if is_onnx_file(Path(entry.file)):
+        remote = RemoteFile(entry.name, entry.url, entry.size, entry.sha256, kind=f"{entry.arch.value} ONNX file")
 
-    def check(path: Path) -> str | None:
-        return checkpoint_problem(path, spec)
+        def check(path: Path) -> str | None:
+            return onnx_problem(path, spec)
+    else:
+        remote = RemoteFile(entry.name, entry.url, entry.size, entry.sha256, kind=f"{entry.arch.value} checkpoint")
+
+        def check(path: Path) -> str | None:
+            return checkpoint_problem(path, spec)
 
     return download(remote, cache_dir(), progress, check=check, notice=notice)
 
 
+def onnx_problem(path: Path, spec: ArchSpec) -> str | None:
+    """Why a downloaded ONNX file is not the entry's generator, or ``None`` if it imports as ``spec.arch``
+    (and reproduces itself against onnxruntime, where installed)."""
+    from animecli.errors import AnimecliError
+
+    try:
+        found = import_file(path)
+    except AnimecliError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    if found.spec.arch is not spec.arch:
+        return f"an ONNX {found.spec.arch.value} generator, not {spec.arch.value}"
+    return None
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready generator and what is known about it."""
+    """A ready generator and what is known about it.
+
+    ``licence`` is the weights' (the manifest entry's; the AnimeGAN author's non-commercial one
+    for ONNX files); "" when unknown (a state dict given with ``--weights``).
+    """
 
     model: nn.Module
     name: str
@@ -71,6 +96,7 @@ class LoadedModel:
     input_multiple: int
     sha256: str
     path: Path
+    licence: str = ""
 
 
 def resolve(
@@ -79,6 +105,9 @@ def resolve(
     """Turn a :class:`ModelChoice` into (name, path, spec or None to detect, input multiple, expected sha256)."""
     if choice.weights is not None:
         spec = None
+        if choice.arch is not None and is_onnx_file(choice.weights):
+            raise WeightsError(f"--arch {choice.arch}: not for an ONNX file ({choice.weights}); its generator is "
+                               "recognised from the graph: drop --arch")
         if choice.arch is not None:
             try:
                 arch = Arch(choice.arch)
@@ -93,8 +122,7 @@ def resolve(
     if entry.remote and not path.is_file():
         raise WeightsError(f"model {name!r} is not downloaded yet; run `animecli models pull {name}` first")
     expected = manifest.expected_sha256(entry)
-    spec = ArchSpec(entry.arch, entry.width, entry.align_corners)
-    return name, path, spec, entry.input_multiple, expected
+    return name, path, entry.spec(), entry.input_multiple, expected
 
 
 @dataclass(frozen=True)
@@ -133,6 +161,11 @@ def resolve_file(choice: ModelChoice, manifest: Manifest | None = None) -> Weigh
             f"{path}: checksum mismatch (expected {expected[:12]}…, got {digest[:12]}…); "
             "the file is corrupt or was replaced: reinstall it or `animecli models pull` it again"
         )
+    if is_onnx_file(path):
+        # The spec and size multiple come from the file's graph: known without torch or onnx once it
+        # was imported (the torch-free engine can run it then), else detected on loading.
+        found = cached_import(digest)
+        spec, multiple = (None, multiple) if found is None else (found.spec, found.size_multiple)
     return WeightsFile(name, path, spec, multiple, digest)
 
 
@@ -151,6 +184,12 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
 
     file = resolve_file(choice, manifest)
     path, spec = file.path, file.spec
+    licence = "" if choice.weights is not None else (manifest or load_manifest()).get(file.name).licence
+    if is_onnx_file(path):
+        imp = import_file(path, file.sha256)
+        model = load_imported(imp, fast_norm)
+        return LoadedModel(model, file.name, imp.spec, imp.size_multiple, file.sha256, path,
+                           licence or imp.licence)
     sd = read_state_dict(path)
     if spec is None:
         found = detect_arch(sd)
@@ -167,4 +206,4 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
             spec = ArchSpec(spec.arch, found[1], spec.align_corners)
     spec = ArchSpec(spec.arch, spec.width, spec.align_corners, fast_norm)
     model = build_and_load(spec, sd, str(path))
-    return LoadedModel(model, file.name, spec, file.input_multiple, file.sha256, path)
+    return LoadedModel(model, file.name, spec, file.input_multiple, file.sha256, path, licence)
