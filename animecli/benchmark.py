@@ -28,6 +28,7 @@ This module never prints; :mod:`animecli.cli.bench` renders the result.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import multiprocessing
 import platform
@@ -43,8 +44,9 @@ from PIL import Image
 from torch import nn
 
 from animecli.errors import UsageError, WeightsError
-from animecli.inference.backends import default_calibration_dir, onnxruntime_available
+from animecli.inference.backends import onnxruntime_available
 from animecli.inference.tensors import array_to_tensor, image_to_tensor, tensor_to_image
+from animecli.io.photos import bundled_photos_dir, photo_files, read_photos
 from animecli.io.transforms import UInt8Array, array_to_image, prepare
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, describe
@@ -53,7 +55,6 @@ from animecli.run.report import peak_rss_mb
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)
-_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 ProgressFn = Callable[[str], None]
 
@@ -199,18 +200,12 @@ def load_images(folder: Path | None, size: int, limit: int) -> list[bytes]:
     if folder is not None and not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
         raise UsageError(f"--images {folder} {what}; pass a folder of photos")
-    folder = folder if folder is not None else default_calibration_dir()
+    folder = folder if folder is not None else bundled_photos_dir()
     if folder is None or not folder.is_dir():
         raise UsageError("no benchmark photos: the bundled examples/ folder is not here; pass --images DIR")
     out: list[bytes] = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS):
-        if len(out) >= limit:  # counts readable photos: a broken one is passed over, not counted
-            break
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, ValueError, SyntaxError):
-            continue
+    # Counts readable photos: a broken one is passed over, not counted.
+    for _, rgb in itertools.islice(read_photos(photo_files(folder), lambda img: img.convert("RGB")), limit):
         side = min(rgb.size)
         left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
         square = rgb.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)

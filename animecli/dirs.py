@@ -9,6 +9,10 @@ from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
 
+# The file suffixes read as photos, by every reader: convert's discovery, the bench, int8
+# calibration and training (lower case; compare with ``path.suffix.lower()``).
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
 
 def weights_dir() -> Path:
     """Folder of the shipped weights and their manifest.
@@ -23,7 +27,6 @@ def weights_dir() -> Path:
     if (source / MANIFEST_NAME).is_file():
         return source
     return Path(sys.prefix) / "share" / "animecli" / "weights"
-
 
 
 def cache_dir() -> Path:

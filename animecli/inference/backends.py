@@ -71,7 +71,6 @@ __all__ = [
     "Runner",
     "TorchRunner",
     "calibration_images",
-    "default_calibration_dir",
     "export_onnx",
     "exportable",
     "make_runner",
@@ -83,7 +82,6 @@ __all__ = [
 ]
 
 CALIBRATION_SIZE = 512
-_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class Runner(Protocol):
@@ -492,12 +490,6 @@ def model_digest(model: nn.Module) -> str:
 # int8 calibration
 
 
-def default_calibration_dir() -> Path | None:
-    """The bundled ``examples/`` photos (source checkouts and editable installs), if present."""
-    folder = Path(__file__).resolve().parents[2] / "examples"  # animecli/inference/ -> the source tree
-    return folder if folder.is_dir() else None
-
-
 def calibration_images(
     folder: Path | None, size: int = CALIBRATION_SIZE, multiple: int = 4, limit: int = 16
 ) -> list[torch.Tensor]:
@@ -515,29 +507,22 @@ def calibration_images(
     Raises:
         SetupError: no folder or no readable photos in it.
     """
-    from PIL import Image
-
     from animecli.inference.tensors import array_to_tensor, pad_batch, to_model_range
+    from animecli.io.photos import bundled_photos_dir, photo_files, read_photos
     from animecli.io.transforms import prepare
 
     if folder is not None and not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
         raise SetupError(f"--calibration {folder} {what}; pass a folder of a few of your photos")
-    folder = folder if folder is not None else default_calibration_dir()
+    folder = folder if folder is not None else bundled_photos_dir()
     if folder is None or not folder.is_dir():
         raise SetupError(
             "--backend int8 calibrates on real photos, and the bundled examples/ folder is not installed "
             "here; pass --calibration DIR (a few of your photos)"
         )
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS and p.is_file())[:limit]
     out = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img.load()
-                rgb = array_to_tensor(prepare(img, size).rgb)
-        except (OSError, ValueError, SyntaxError):
-            continue
+    # The first `limit` photo files, of which the unreadable ones are passed over.
+    for _, rgb in read_photos(photo_files(folder)[:limit], lambda img: array_to_tensor(prepare(img, size).rgb)):
         out.append(pad_batch(to_model_range(rgb.unsqueeze(0), torch.float32), multiple))
     if not out:
         raise SetupError(f"no readable photos in {folder} for int8 calibration; pass --calibration DIR")

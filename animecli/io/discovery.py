@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from animecli.dirs import PHOTO_SUFFIXES
 from animecli.errors import UsageError
 from animecli.options import OutputFormat
 
-IMAGES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # Issue 25: videos are converted to H.264 MP4 (animecli.run.video); --format applies to images only.
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
-SUPPORTED = IMAGES | VIDEO_SUFFIXES
+SUPPORTED = PHOTO_SUFFIXES | VIDEO_SUFFIXES  # what convert reads
 _FORMAT_EXT = {OutputFormat.PNG: ".png", OutputFormat.JPG: ".jpg", OutputFormat.WEBP: ".webp"}
 # Inputs whose own format is a poor output: GIF has 256 colours, so ``--format same`` writes PNG.
 _SAME_EXT = {".gif": ".png"}

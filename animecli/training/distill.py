@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.errors import UsageError, first_line
 from animecli.inference.torch_engine import resolve_device
+from animecli.io.photos import is_photo
 from animecli.models.registry import build_generator, convert_layout, detect_arch
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Precision
@@ -41,7 +42,6 @@ from animecli.training.fold import fold_lite2_into_lite3
 from animecli.training.losses import distill_loss
 from animecli.training.teachers import OnnxTeacher
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # Cached photos whose statistics fold a lite2 student into a lite3 one (see animecli.training.fold).
 FOLD_PHOTOS = 64
 
@@ -132,7 +132,7 @@ def list_photos(cfg: DistillConfig) -> list[Path]:
         raise UsageError(f"--photos {cfg.photos} is a file; pass the folder that holds the training photos")
     out = []
     for p in sorted(cfg.photos.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
+        if not is_photo(p):
             continue
         name = p.name.lower()
         if cfg.include and not any(w in name for w in cfg.include):

@@ -22,7 +22,8 @@ from PIL import Image, ImageOps
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.errors import UsageError, first_line
 from animecli.inference.tensors import tensor_to_image
-from animecli.training.distill import IMAGE_SUFFIXES, to_tensor, to_unit
+from animecli.io.photos import is_photo
+from animecli.training.distill import to_tensor, to_unit
 from animecli.training.losses import psnr, ssim
 from animecli.training.teachers import OnnxTeacher
 
@@ -99,7 +100,7 @@ def evaluate(
     blocker = file_in_the_way(cache)
     if blocker is not None:
         raise UsageError(f"--cache {cache}: {blocker} is a file, not a folder; choose another --cache folder")
-    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in photos.iterdir() if is_photo(p))
     rows: list[tuple[str, float, float]] = []
     skipped: list[tuple[str, str]] = []
     tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []

@@ -38,8 +38,9 @@ from PIL import Image
 from torch import nn
 
 from animecli.atomic import atomic_write
+from animecli.io.photos import is_photo
 from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator
-from animecli.training.distill import IMAGE_SUFFIXES, random_square, to_tensor, to_unit
+from animecli.training.distill import random_square, to_tensor, to_unit
 from animecli.training.losses import sobel_edges
 from animecli.training.prune import (
     PrunableGenerator,
@@ -183,7 +184,7 @@ def load_student(path: Path) -> PrunableGenerator:
 
 def list_photos(folder: Path) -> list[Path]:
     """Image files of ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_photo(p))
 
 
 def random_crops(photos: list[Path], size: int, count: int, rng: random.Random, context: int = 0) -> torch.Tensor:
