@@ -331,12 +331,10 @@ class _Path:
 class _UpstreamPath:
     """The plain AnimeGANv2 way: nn.GroupNorm, NCHW, eager float32 under no_grad, one image at a time."""
 
-    def __init__(self, m: _Model, threads: int, device: str = "cpu") -> None:
-        from animecli.inference.torch_engine import resolve_device
-
+    def __init__(self, m: _Model, threads: int, device: torch.device) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
-        self.device = resolve_device(device)
+        self.device = device
         spec = replace(m.spec, fast_norm=False)
         self.model = build_generator(spec)
         self.model.load_state_dict(m.state)
@@ -391,7 +389,9 @@ def _child_rss(payload: dict[str, Any]) -> float:
     torch.set_num_threads(opts.threads or torch.get_num_threads())
     path: _Path | _UpstreamPath
     if payload["backend"] == UPSTREAM:
-        path = _UpstreamPath(m, opts.threads, opts.device)
+        from animecli.inference.device import resolve_device
+
+        path = _UpstreamPath(m, opts.threads, resolve_device(opts.device))
     else:
         path = _row_path(m, payload["backend"], opts)
     path(payload["images"])
@@ -442,9 +442,11 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
         models = [_resolve_model(name) for name in opts.models]
     else:
         models, notes = _default_models()
-    from animecli.inference.torch_engine import cpu_has_amx, resolve_device
+    from animecli.inference.device import resolve_device
+    from animecli.inference.torch_engine import cpu_has_amx
 
-    cpu = resolve_device(opts.device).type == "cpu"
+    device = resolve_device(opts.device)
+    cpu = device.type == "cpu"
     if opts.extra_precisions is None:
         # On AMX, eager bfloat16 beats every float32 backend (1.5x the default model, 2.2x v2 on a
         # 2-core Xeon, docs/speed.md), but --precision auto stays float32 so that outputs do not
@@ -479,7 +481,7 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
             paths.append((m, label, _Path(m, Backend.EAGER, opts, precision=precision)))
     if opts.upstream:
         v2 = next((m for m in models if m.spec.arch is Arch.V2), None) or _resolve_model(Arch.V2.value)
-        paths.append((v2, UPSTREAM, _UpstreamPath(v2, opts.threads, opts.device)))
+        paths.append((v2, UPSTREAM, _UpstreamPath(v2, opts.threads, device)))
 
     outputs: dict[int, list[torch.Tensor]] = {}
     e2e: dict[int, list[float]] = {i: [] for i in range(len(paths))}
@@ -525,7 +527,7 @@ def run_bench(opts: BenchOptions, progress: ProgressFn | None = None) -> BenchRe
             gpu_peak_mb=None if cpu else gpu_peak[i],
         ))
     threads = opts.threads or torch.get_num_threads()
-    machine = cpu_name() if cpu else f"{_gpu_name(opts.device)}; host {cpu_name()}"
+    machine = cpu_name() if cpu else f"{_gpu_name(device)}; host {cpu_name()}"
     return BenchResult(tuple(rows), len(images), opts.size, opts.repeat, threads, machine, _versions(),
                        tuple(notes), device=opts.device, batch_size=opts.batch_size)
 
@@ -547,11 +549,8 @@ def _references(
     return reference
 
 
-def _gpu_name(device: str) -> str:
-    from animecli.inference.torch_engine import resolve_device
-
-    dev = resolve_device(device)
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+def _gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def _fmt(v: float | None, spec: str, suffix: str = "") -> str:

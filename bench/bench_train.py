@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from animecli.inference.torch_engine import resolve_device
+from animecli.inference.device import resolve_device
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Precision

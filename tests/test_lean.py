@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean, torch_has_gpu_build
+from animecli.inference.device import torch_has_gpu_build
+from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
 from animecli.inference.tensors import pad_batch
 from animecli.io.transforms import pad_array
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision

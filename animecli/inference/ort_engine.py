@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from animecli.inference.device import read_device
 from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
 from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
@@ -73,25 +73,6 @@ def discard(plan: LeanPlan) -> None:
             path.unlink()
 
 
-def torch_has_gpu_build() -> bool | None:
-    """Whether the installed torch is a CUDA or ROCm build, read from ``torch/version.py``
-    without importing torch; ``None`` if that cannot be told (then torch decides)."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    try:
-        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    for field in ("cuda", "hip"):
-        found = re.search(rf"^{field}\s*(?::[^=\n]*)?=\s*(.+?)\s*$", text, re.MULTILINE)
-        if found is None:
-            return None
-        if found.group(1) != "None":
-            return True
-    return False
-
-
 def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None = None) -> LeanPlan | None:
     """The torch-free plan for this run, or ``None`` when it needs the PyTorch engine.
 
@@ -108,7 +89,7 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
         return None
     if opts.precision not in (Precision.AUTO, Precision.FP32) or opts.backend not in (Backend.AUTO, Backend.ONNX):
         return None
-    if opts.device != "cpu" and not (opts.device == "auto" and torch_has_gpu_build() is False):
+    if not read_device(opts.device).surely_cpu():
         return None
     if importlib.util.find_spec("onnxruntime") is None:
         return None

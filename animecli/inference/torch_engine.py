@@ -17,6 +17,7 @@ from torch import nn
 
 from animecli.errors import SetupError, UsageError
 from animecli.inference.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
+from animecli.inference.device import resolve_device
 from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.inference.tensors import (
@@ -41,32 +42,6 @@ from animecli.io.transforms import UInt8Array
 from animecli.options import Backend, ClearCache, EngineOptions, Precision
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU. Asking for CUDA without it is an error, never a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
-            raise SetupError(
-                f"--device {name} asked for CUDA, but no CUDA GPU is usable (torch {torch.__version__}, {build}); "
-                "install a CUDA build of torch and a driver, or use --device cpu"
-            )
-        index = dev.index or 0
-        if index >= torch.cuda.device_count():
-            raise SetupError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present; use cuda:0"
-                f"..cuda:{torch.cuda.device_count() - 1}"
-            )
-    elif dev.type != "cpu":
-        raise UsageError(f"unsupported --device {name!r}; use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:

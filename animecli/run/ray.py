@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from animecli.errors import FileError, OutputError, SetupError, UsageError
+from animecli.inference.device import read_device
 from animecli.io.discovery import Job, is_video
 from animecli.options import Backend, ConvertOptions, EngineOptions, LoadOptions, RayOptions, WriteOptions
 from animecli.run.report import FileRecord, Status, Summary, rss_mb
@@ -106,7 +107,7 @@ def plan_pool(resources: Mapping[str, float], engine: EngineOptions, ray_opts: R
         SetupError: the cluster lacks the GPUs asked for.
     """
     device = engine.device
-    if device not in ("auto", "cpu", "cuda"):
+    if not read_device(device).plain:
         raise UsageError(
             f"--device {device!r} with --engine ray: use auto, cpu or cuda (Ray gives each worker its own "
             "GPU; choose how many with --num-gpus-per-worker)"

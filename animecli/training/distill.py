@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 
 from animecli.atomic import atomic_write, atomic_write_bytes, file_in_the_way
 from animecli.errors import UsageError, first_line
-from animecli.inference.torch_engine import resolve_device
+from animecli.inference.device import resolve_device
 from animecli.io.photos import is_photo
 from animecli.models.registry import build_generator, convert_layout, detect_arch
 from animecli.models.spec import Arch, ArchSpec
