@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from animecli.inference.device import read_device
-from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
+from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.io.transforms import UInt8Array, pad_array
@@ -129,8 +129,7 @@ class OrtEngine:
         self.session = OrtSession(graph, Backend.ONNX, opts.threads)
         self._fallback_factory = fallback
         self._fallback: BatchRunner | None = None
-        mb = opts.max_memory_mb if opts.max_memory_mb > 0 else CPU_BUDGET_MB
-        self.budget = mb * 2**20
+        self.budget = memory_budget(opts.max_memory_mb)  # on the CPU
 
     def needs_tiling(self, height: int, width: int) -> bool:
         """Whether the PyTorch engine would tile an image of this size (the same rule)."""

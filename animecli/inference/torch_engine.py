@@ -18,7 +18,7 @@ from torch import nn
 from animecli.errors import SetupError, UsageError
 from animecli.inference.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
 from animecli.inference.device import resolve_device
-from animecli.inference.memory import CPU_BUDGET_MB, needs_tiling
+from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.inference.tensors import (
     array_to_tensor,
@@ -115,7 +115,8 @@ class Engine:
         self.choice: BackendChoice = resolve_backend(requested, self.device, self.dtype)
         self.backend = self.choice.backend
         self.arch = arch
-        self.budget = self._memory_budget()
+        # Bytes the model's activations may use (--max-memory or an automatic share).
+        self.budget = memory_budget(self.opts.max_memory_mb, self._cuda_free if self.device.type == "cuda" else None)
         self.runner: Runner = make_runner(
             self.model, self.backend, threads=opts.threads, digest=weights_sha256,
             arch_key=arch_key or arch, calibration=opts.calibration, multiple=input_multiple,
@@ -131,14 +132,9 @@ class Engine:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.runner(x)
 
-    def _memory_budget(self) -> int:
-        """Bytes the model's activations may use (``--max-memory`` or an automatic share)."""
-        if self.opts.max_memory_mb > 0:
-            return self.opts.max_memory_mb * 2**20
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(free * 0.8)
-        return CPU_BUDGET_MB * 2**20
+    def _cuda_free(self) -> int:
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free)
 
     def _bpp(self) -> tuple[int, int, int]:
         """Bytes per pixel of (a whole image, a tile, the statistics pass) with this runner."""
