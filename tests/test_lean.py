@@ -180,7 +180,7 @@ def test_a_damaged_cached_graph_is_compiled_again(
 ) -> None:
     """A cached graph that onnxruntime refuses (a disk error, a cut copy) is deleted and made
     again, on both engines' paths: the run converts and the next one finds a good cache."""
-    from animecli.inference import backends
+    from animecli.inference import graph_cache
     from animecli.models.spec import Arch
     from tests.conftest import cli_convert, make_weights_dir
 
@@ -194,7 +194,7 @@ def test_a_damaged_cached_graph_is_compiled_again(
     assert graphs
     for g in graphs:
         g.write_bytes(g.read_bytes()[:5000])
-    backends._MEMO.clear()  # what a new process starts with: the graphs come from the disk
+    graph_cache.forget_all()  # what a new process starts with: the graphs come from the disk
     again = cli_convert(src, tmp_path / "again", *model, "--threads", "1")
     assert again.exit_code == 0, again.output
     assert (tmp_path / "again" / "a.png").read_bytes() == (tmp_path / "first" / "a.png").read_bytes()
@@ -204,7 +204,7 @@ def test_a_damaged_cached_graph_is_compiled_again(
 def test_a_damaged_cached_tiling_graph_is_compiled_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixed-statistics graph that tiles run through is cached too; damaged, it is remade
     (it used to fail every tiled image with 'delete the cache')."""
-    from animecli.inference import backends
+    from animecli.inference import graph_cache
     from animecli.models.spec import Arch
     from tests.conftest import cli_convert, make_weights_dir
 
@@ -216,7 +216,7 @@ def test_a_damaged_cached_tiling_graph_is_compiled_again(tmp_path: Path, monkeyp
     assert first.exit_code == 0, first.output
     (fixed,) = (tmp_path / "home").rglob("*fixed*.onnx")
     fixed.write_bytes(fixed.read_bytes()[:3000])
-    backends._MEMO.clear()
+    graph_cache.forget_all()
     again = cli_convert(src, tmp_path / "again", *args)
     assert again.exit_code == 0, again.output
     assert (tmp_path / "again" / "a.png").read_bytes() == (tmp_path / "first" / "a.png").read_bytes()
@@ -242,3 +242,27 @@ def test_a_cache_that_cannot_be_written_is_said_once(tmp_path: Path, tiny_weight
     monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))  # a writable cache: nothing to say
     ok = cli_convert(tmp_path / "in", tmp_path / "out_ok", "-q", "--threads", "1")
     assert ok.exit_code == 0 and "warning" not in ok.stderr
+
+
+def test_discarding_a_lean_plan_forgets_its_graphs_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph onnxruntime refused is deleted from the disk and from this process's memory: the
+    PyTorch engine that takes over must not write the same bytes back (it did: the memo kept them)."""
+    from animecli.inference import graph_cache
+    from animecli.inference.ort_engine import LeanPlan, discard
+    from animecli.models.spec import Arch, ArchSpec
+    from animecli.weights.resolve import WeightsFile
+
+    graph_cache.forget_all()
+    monkeypatch.setattr(graph_cache, "_MEMO_SIZE", 8)
+    enc, dec, whole = tmp_path / "m.enc.onnx", tmp_path / "m.dec.onnx", tmp_path / "m.onnx"
+    for path in (enc, dec, whole):
+        assert graph_cache.cached(path, lambda: b"damaged") == b"damaged"
+        assert path.exists() and graph_cache.remembered(path)
+    spec = ArchSpec(Arch.LITE3)
+    weights = WeightsFile("m", tmp_path / "m.pt", spec, 4, "0" * 64)
+    discard(LeanPlan(weights, spec, whole, (enc, dec)))
+    for path in (enc, dec, whole):
+        assert not path.exists()
+        assert not graph_cache.remembered(path)
+    assert graph_cache.cached(whole, lambda: b"made again") == b"made again"
+    graph_cache.forget_all()

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animecli.atomic import atomic_write_bytes
 from animecli.errors import GraphError, SetupError, UsageError
+from animecli.inference.graph_cache import cached, discard
 from animecli.inference.ort_session import (
     EXPORT_VERSION,
     ONNX_HINT,
@@ -50,7 +50,6 @@ from animecli.inference.ort_session import (
     SplitGraph,
     cache_key,
     compiled_paths,
-    nonempty_file,
     onnxruntime_available,
     require_onnxruntime,
 )
@@ -592,53 +591,6 @@ def quantize_int8(fp32_onnx: bytes, images: Sequence[torch.Tensor], workdir: Pat
 # onnxruntime runner
 
 
-# Graphs made or read in this process, by file name (which carries the weights' digest): a
-# second engine for the same model (tests, the bench, library users) skips the disk and export.
-_MEMO: dict[str, bytes] = {}
-_MEMO_SIZE = 4
-
-
-_UNCACHED: list[str] = []  # cache folders that refused a compiled graph, in this process
-
-
-def cache_warning() -> str:
-    """A one-line warning if a compiled graph could not be cached ('' if all were): every later
-    run then compiles the model again (seconds, and hundreds of MB, each time)."""
-    if not _UNCACHED:
-        return ""
-    where = _UNCACHED[-1]
-    _UNCACHED.clear()  # said once (per run)
-    return (f"could not cache the compiled model in {where}; every run compiles it again: "
-            "make that folder writable or set ANIMECLI_HOME to a writable folder")
-
-
-def _cached(path: Path, make: Callable[[], bytes]) -> bytes:
-    """Read ``path``, or make the bytes and store them there (best effort: an unwritable
-    cache only costs redoing the work next time).
-
-    Bytes remembered from earlier in this process are written to ``path`` if it is missing
-    (the cache folder may have changed, been cleaned, or hold an empty file): the torch-free
-    engine of a later run finds its graph only on disk (animecli.inference.ort_engine).
-    """
-    data = _MEMO.get(path.name, b"")
-    if not data:
-        with contextlib.suppress(OSError):
-            data = path.read_bytes()
-    made = not data
-    if made:
-        data = make()
-    if made or not nonempty_file(path):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
-        except OSError as exc:
-            _UNCACHED.append(f"{path.parent} ({exc.strerror or exc})")
-    if len(_MEMO) >= _MEMO_SIZE and path.name not in _MEMO:
-        _MEMO.pop(next(iter(_MEMO)))
-    _MEMO[path.name] = data
-    return data
-
-
 class OrtRunner(OrtSession):
     """:class:`~animecli.inference.ort_session.OrtSession` (same arguments) for tensors, for the PyTorch engine."""
 
@@ -697,13 +649,13 @@ def make_runner(
         fixed_paths = paths
 
         def fixed_graph() -> bytes:
-            return _cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
+            return cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
 
         tiles: _FixedGraph | None = None
         if has_fixed_stats_graph(model):
-            tiles = _FixedGraph(fixed_graph, lambda: _discard([fixed_paths.fixed]))
+            tiles = _FixedGraph(fixed_graph, lambda: discard([fixed_paths.fixed]))
         if not can_split(model):
-            return _open_runner(lambda: _cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
+            return _open_runner(lambda: cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
                                 backend, threads, tiles)
         # The whole graph is not needed (int8 exports it when asked for). Exported once for
         # both parts (the first run caches them; the torch-free engine needs both).
@@ -715,7 +667,7 @@ def make_runner(
             return parts[i]
 
         def split() -> SplitGraph:
-            return SplitGraph(_cached(paths.encoder, lambda: part(0)), _cached(paths.decoder, lambda: part(1)))
+            return SplitGraph(cached(paths.encoder, lambda: part(0)), cached(paths.decoder, lambda: part(1)))
 
         return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, tiles)
     fp32_path = paths.fp32
@@ -724,9 +676,9 @@ def make_runner(
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory(prefix="animecli-int8-") as tmp:
-            return quantize_int8(_cached(fp32_path, lambda: export_onnx(model)), images, Path(tmp))
+            return quantize_int8(cached(fp32_path, lambda: export_onnx(model)), images, Path(tmp))
 
-    return _open_runner(lambda: _cached(paths.int8, build), [paths.int8, fp32_path], backend, threads)
+    return _open_runner(lambda: cached(paths.int8, build), [paths.int8, fp32_path], backend, threads)
 
 
 @dataclass(frozen=True)
@@ -735,14 +687,6 @@ class _FixedGraph:
 
     make: Callable[[], bytes]
     discard: Callable[[], None]
-
-
-def _discard(files: list[Path]) -> None:
-    """Forget and delete cached graphs (onnxruntime refused them: damaged on disk)."""
-    for path in files:
-        _MEMO.pop(path.name, None)
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 def _open_runner(
@@ -759,5 +703,5 @@ def _open_runner(
     try:
         return runner()
     except GraphError:
-        _discard(files)
+        discard(files)
         return runner()

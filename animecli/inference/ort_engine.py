@@ -14,7 +14,6 @@ large enough to be tiled (tiling freezes norm statistics from an eager pass).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import time
@@ -25,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from animecli.inference import graph_cache
 from animecli.inference.device import read_device
 from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
@@ -67,10 +67,9 @@ class LeanPlan:
 
 
 def discard(plan: LeanPlan) -> None:
-    """Delete the plan's cached graphs (onnxruntime refused them): the PyTorch engine makes them again."""
-    for path in (plan.graph, *(plan.split or ())):
-        with contextlib.suppress(OSError):
-            path.unlink()
+    """Forget and delete the plan's cached graphs (onnxruntime refused them): the PyTorch engine
+    makes them again, not from this process's copy in memory."""
+    graph_cache.discard((plan.graph, *(plan.split or ())))
 
 
 def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None = None) -> LeanPlan | None:

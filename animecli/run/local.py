@@ -38,7 +38,7 @@ def _only_a_subfolder(exc: OutputError, output: Path) -> bool:
 
 
 def _cache_warning() -> str:
-    from animecli.inference.backends import cache_warning
+    from animecli.inference.graph_cache import cache_warning
 
     return cache_warning()
 
