@@ -232,3 +232,49 @@ def test_prune_distill_goes_on_from_a_student(tmp_path: Path) -> None:
     # Kept channels are still indices into the teacher's channels, a subset of the first run's.
     for g, idx in rec_b["kept"].items():
         assert set(idx.tolist()) <= set(rec_a["kept"][g].tolist())
+
+
+@pytest.mark.parametrize("keep_ends", [True, False])
+def test_a_pruned_state_dict_loads_through_the_one_safe_loader(model: PrunableGenerator, tmp_path: Path,
+                                                                 keep_ends: bool) -> None:
+    """A plain state dict of a pruned generator: its widths come from its shapes (weights_only, strict)."""
+    from animecli.models.registry import build_generator, detect_arch, fit_widths
+    from animecli.models.spec import Arch, ArchSpec
+    from animecli.options import ModelChoice
+    from animecli.weights.checkpoint import build_and_load
+    from animecli.weights.resolve import load_generator
+
+    small = prune(model, 0.5, _photos(), keep_ends=keep_ends).eval()
+    assert small.widths != model.widths
+    path = tmp_path / "pruned.pt"
+    torch.save(small.state_dict(), path)
+    arch = Arch.V3 if isinstance(model, AnimeGANv3Generator) else Arch.V3_TINY
+    sd = torch.load(path, weights_only=True)
+    found = detect_arch(sd)
+    assert found is not None and found[0] is arch
+    # (With the ends pruned too, a half-width model may be exactly the release's layout at a smaller width.)
+    assert build_generator(fit_widths(ArchSpec(arch, found[1]), sd)).widths == small.widths
+    # The unpruned model's own state dict keeps the release's widths (no widths recorded).
+    release_width = model.widths[0] / (32 if arch is Arch.V3 else 16)
+    assert fit_widths(ArchSpec(arch, release_width), model.state_dict()).widths is None
+    x = _photos(1)[0]
+    with torch.inference_mode():
+        want = small(x)
+        built = build_and_load(ArchSpec(arch), sd, str(path))
+        assert torch.equal(built(x), want)
+        loaded = load_generator(ModelChoice(weights=path))
+        assert loaded.spec.arch is arch and loaded.model.widths == small.widths
+        assert torch.equal(loaded.model(x), want)
+
+
+def test_pruned_weights_that_break_a_skip_addition_are_refused_in_one_line(tmp_path: Path) -> None:
+    from animecli.errors import WeightsError
+    from animecli.models.spec import Arch, ArchSpec
+    from animecli.weights.checkpoint import build_and_load
+
+    model = _models()[1]
+    sd = dict(prune(model, 0.5, _photos()).state_dict())
+    sd["enc.2.1.weight"] = sd["enc.2.1.weight"][:-1]  # enc2 now narrower than dec6, which it is added to
+    sd["enc.2.1.bias"] = sd["enc.2.1.bias"][:-1]
+    with pytest.raises(WeightsError, match=r"bad\.pt: weights do not fit the animeganv3-tiny architecture"):
+        build_and_load(ArchSpec(Arch.V3_TINY), sd, "bad.pt")

@@ -7,6 +7,7 @@ business of :mod:`animecli.weights`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -22,8 +23,10 @@ __all__ = [
     "convert_layout",
     "count_macs",
     "detect_arch",
+    "fit_widths",
     "lite2_to_lite",
     "lite_to_lite2",
+    "v3_widths",
 ]
 
 
@@ -35,10 +38,10 @@ def build_generator(spec: ArchSpec) -> nn.Module:
     elif spec.arch is Arch.V3:
         eps = 1e-5 if spec.norm_eps is None else spec.norm_eps
         attn_eps = 1e-9 if spec.attn_eps is None else spec.attn_eps
-        model = AnimeGANv3Generator(round(32 * spec.width), eps, attn_eps)
+        model = AnimeGANv3Generator(round(32 * spec.width), eps, attn_eps, widths=spec.widths)
     elif spec.arch is Arch.V3_TINY:
         eps = 1e-5 if spec.norm_eps is None else spec.norm_eps
-        model = AnimeGANv3TinyGenerator(round(16 * spec.width), spec.final_norm, eps)
+        model = AnimeGANv3TinyGenerator(round(16 * spec.width), spec.final_norm, eps, widths=spec.widths)
     elif spec.arch is Arch.V2_TF:
         model = GeneratorV2TF(spec.width, 1e-12 if spec.norm_eps is None else spec.norm_eps)
     else:
@@ -72,6 +75,42 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> tuple[Arch, float] | 
                 arch = Arch.LITE3 if _LITE3_KEY in state_dict else Arch.LITE2
             return arch, int(state_dict[key].shape[0]) / 32.0
     return None
+
+
+# The conv whose output channels are each width slot of the AnimeGANv3 generators, in the order of
+# their ``default_widths`` (``enc.i.1`` is block i's conv; the pad is ``.0``).
+_WIDTH_KEYS = {
+    Arch.V3: (*(f"enc.{i}.1.weight" for i in range(7)), *(f"dec.{i}.1.weight" for i in range(6)),
+              "attention.inp.weight", "attention.key.weight", "attention.value.weight"),
+    Arch.V3_TINY: (*(f"enc.{i}.1.weight" for i in range(9)),
+                   *(f"res.{r}.{part}.1.weight" for r in range(2) for part in ("reduce", "conv")),
+                   *(f"dec.{i}.1.weight" for i in range(11))),
+}
+
+
+def v3_widths(arch: Arch, state_dict: Mapping[str, torch.Tensor]) -> tuple[int, ...] | None:
+    """Every layer's output channels of an ``animeganv3``/``animeganv3-tiny`` state dict (pruned or not),
+    read from its conv weights' shapes; ``None`` for other archs or when a key is missing."""
+    keys = _WIDTH_KEYS.get(arch)
+    if keys is None or any(k not in state_dict or state_dict[k].dim() != 4 for k in keys):
+        return None
+    return tuple(int(state_dict[k].shape[0]) for k in keys)
+
+
+def fit_widths(spec: ArchSpec, state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
+    """``spec`` with the layer widths of a structurally pruned AnimeGANv3 state dict, else unchanged.
+
+    A file at the release's widths (for ``spec.width``) keeps ``widths=None``; so does one whose
+    keys do not fit (strict loading then explains what is wrong).
+    """
+    if spec.widths is not None:
+        return spec
+    found = v3_widths(spec.arch, state_dict)
+    if found is None:
+        return spec
+    default = (AnimeGANv3Generator.default_widths(round(32 * spec.width)) if spec.arch is Arch.V3
+               else AnimeGANv3TinyGenerator.default_widths(round(16 * spec.width)))
+    return spec if found == default else dataclasses.replace(spec, widths=found)
 
 
 # The last stage's three layers, by name, in each layout (lite2 runs the first at half resolution).

@@ -38,6 +38,10 @@ class ArchSpec:
             1e-5 for LADE, 1e-12 for ``animeganv2-tf``).
         attn_eps: ``animeganv3``'s attention eps (``None`` = 1e-9).
         final_norm: ``animeganv3-tiny``: the LADE on its last decoder conv (tiny_Cute has it).
+        widths: ``animeganv3`` / ``animeganv3-tiny`` structurally pruned (``animecli.training.prune``):
+            every layer's output channels, in the generator's ``default_widths`` order (``None`` = the
+            release's widths for ``width``). Read from a state dict's shapes on loading
+            (:func:`animecli.models.registry.fit_widths`), so no file has to record them.
     """
 
     arch: Arch = Arch.LITE
@@ -47,6 +51,7 @@ class ArchSpec:
     norm_eps: float | None = None
     attn_eps: float | None = None
     final_norm: bool = True
+    widths: tuple[int, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -60,6 +65,9 @@ class ArchSpec:
             key += f"/aeps{self.attn_eps:g}"
         if not self.final_norm:
             key += "/nofinalnorm"
+        # ``widths`` is left out on purpose: they follow from the weights, whose SHA-256 is in every
+        # cache name and fingerprint beside this key, and the torch-free engine (which never reads
+        # the file) must find the graphs the PyTorch path exported under the same name.
         return key
 
 

@@ -86,12 +86,21 @@ def _key_diff(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> str:
 
 
 def build_and_load(spec: ArchSpec, sd: Mapping[str, torch.Tensor], origin: str) -> nn.Module:
-    """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key."""
+    """Build ``spec`` and load ``sd`` with ``strict=True``; explain a mismatch key by key.
+
+    A structurally pruned ``animeganv3``/``animeganv3-tiny`` file is built at the layer widths its
+    shapes give (:func:`~animecli.models.registry.fit_widths`), then loaded just as strictly.
+    """
     import torch
 
-    from animecli.models.registry import build_generator
+    from animecli.models.registry import build_generator, fit_widths
 
-    model = build_generator(spec)
+    spec = fit_widths(spec, sd)
+    try:
+        model = build_generator(spec)
+    except ValueError as exc:  # pruned widths that break the generator's skip additions
+        raise WeightsError(f"{origin}: weights do not fit the {spec.arch.value} architecture ({exc}); "
+                           "pass a file made for animecli") from None
     if spec.arch is Arch.LITE and "head.0.weight" in sd and "skip.weight" not in sd:
         # lite files from before the colour skip existed: a zero skip is exactly that older network.
         sd = {**sd, "skip.weight": torch.zeros(3, 3, 1, 1), "skip.bias": torch.zeros(3)}

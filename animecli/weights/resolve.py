@@ -11,6 +11,7 @@ architecture before their digest is recorded.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,7 +181,7 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
     Raises:
         WeightsError: missing, unreadable, corrupt, mismatching or unknown weights.
     """
-    from animecli.models.registry import detect_arch
+    from animecli.models.registry import detect_arch, fit_widths
 
     file = resolve_file(choice, manifest)
     path, spec = file.path, file.spec
@@ -204,6 +205,6 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
         found = detect_arch(sd)
         if found is not None and found[0] is spec.arch:
             spec = ArchSpec(spec.arch, found[1], spec.align_corners)
-    spec = ArchSpec(spec.arch, spec.width, spec.align_corners, fast_norm)
+    spec = fit_widths(dataclasses.replace(spec, fast_norm=fast_norm), sd)
     model = build_and_load(spec, sd, str(path))
     return LoadedModel(model, file.name, spec, file.input_multiple, file.sha256, path, licence)
