@@ -243,7 +243,8 @@ SHIPPED = {name: ROOT / "weights" / entry["file"]
            if (ROOT / "weights" / entry["file"]).is_file()}
 VAL = SHARED / "photos" / "val"
 # Each shipped student's teacher (weights/README.md).
-TEACHERS = {"hayao": "animeganv3_hayao_512.onnx", "shinkai": "animeganv3_shinkai.onnx", "cute": "animeganv3_cute.onnx"}
+TEACHERS = {"hayao": "animeganv3_hayao_512.onnx", "shinkai": "animeganv3_shinkai.onnx", "cute": "animeganv3_cute.onnx",
+            "cute_lite3": "animeganv3_cute.onnx"}
 
 
 def test_every_shipped_student_has_a_teacher_for_the_quality_guard() -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from animecli.dirs import cache_dir
 from animecli.errors import WeightsError
-from animecli.models.spec import Arch, ArchSpec
+from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.options import ModelChoice
 from animecli.weights.checkpoint import build_and_load, checkpoint_problem, read_state_dict
 from animecli.weights.download import NoticeFn, ProgressFn, RemoteFile, download
@@ -207,4 +207,8 @@ def load_generator(choice: ModelChoice, fast_norm: bool = True, manifest: Manife
             spec = ArchSpec(spec.arch, found[1], spec.align_corners)
     spec = fit_widths(dataclasses.replace(spec, fast_norm=fast_norm), sd)
     model = build_and_load(spec, sd, str(path))
-    return LoadedModel(model, file.name, spec, file.input_multiple, file.sha256, path, licence)
+    # A --weights file has no manifest entry to give its size multiple: its architecture does (the
+    # AnimeGANv3 archs need 8 or 16; padding to 4 broke their skip additions in onnxruntime).
+    multiple = file.input_multiple if choice.weights is None else max(file.input_multiple,
+                                                                       describe(spec.arch).size_multiple)
+    return LoadedModel(model, file.name, spec, multiple, file.sha256, path, licence)
