@@ -36,7 +36,7 @@ from animecli.training.prune_distill import list_photos
 from animecli.weights.resolve import LoadedModel, load_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prune_pareto import affine_colour, grad_energy, val_photo  # noqa: E402
+from prune_pareto import affine_colour, grad_energy, val_photo
 
 
 def main() -> int:
@@ -51,7 +51,8 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None, help="teacher outputs cache file (.pt)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    rows: list[tuple[str, LoadedModel]] = [("teacher " + a.teacher.name, load_generator(ModelChoice(weights=a.teacher)))]
+    rows: list[tuple[str, LoadedModel]] = [("teacher " + a.teacher.name,
+                                            load_generator(ModelChoice(weights=a.teacher)))]
     rows += [(w.name, load_generator(ModelChoice(weights=w))) for w in a.weights]
     photos = list_photos(a.val_dir)[: a.val or None]
     xs = [val_photo(p) for p in photos]
