@@ -36,10 +36,9 @@ class Look:
     edge_ratio: float | None
     count: int
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        """JSON-ready: the three figures and the image count."""
-        return {"captured": self.captured, "colour_filter": self.colour_filter, "edge_ratio": self.edge_ratio,
-                "count": self.count}
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON-ready: the three figures (``None``, JSON null, where undefined)."""
+        return {"captured": self.captured, "colour_filter": self.colour_filter, "edge_ratio": self.edge_ratio}
 
 
 def affine_colour_map(photo: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ def affine_colour_map(photo: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     # Float64: the normal equations of a 512² image in float32 lose the small colour terms.
     design = torch.cat([photo.reshape(3, n).T.double(), torch.ones(n, 1, dtype=torch.float64)], 1)  # (n, 4)
     target = teacher.reshape(3, n).T.double()  # (n, 3)
-    coef = torch.linalg.lstsq(design, target).solution  # (4, 3): A transposed over b
+    coef: torch.Tensor = torch.linalg.lstsq(design, target).solution  # (4, 3): A transposed over b
     return (design @ coef).T.reshape(photo.shape).float().clamp(-1.0, 1.0)
 
 
