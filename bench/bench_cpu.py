@@ -12,8 +12,10 @@ round, so a busy machine slows them alike: compare ratios, not absolute times.
 ``--quality-photos DIR`` instead compares int8 with float32 (onnx) on every photo in
 DIR (long side scaled to ``--size``): PSNR of the int8 output against the float32
 output, mean / min / max, and the float32 onnx output against eager. With ``--teacher`` it
-also scores both against that teacher as ``animecli eval`` does (centre-cropped --size²),
-and says whether int8 stays within 1.5 dB of float32 there (issue 4's quality guard).
+also scores both against that teacher as ``animecli eval`` does (centre-cropped --size²):
+PSNR, SSIM, captured, what a colour filter reaches and the edge ratio
+(``animecli.training.look``), and says whether int8 stays within 1.5 dB of float32 there
+(issue 4's quality guard).
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def main() -> None:
 def quality(folder: Path, model_name: str | None, size: int, threads: int, teacher: Path | None = None) -> None:
     """Print int8-vs-float32 and onnx-vs-eager PSNR over every photo in ``folder``.
 
-    With ``teacher``: also each backend's PSNR/SSIM against the teacher (``animecli eval``'s
-    measure, photos centre-cropped to size×size), and int8's loss against float32 there —
-    issue 4's quality guard (≤ 1.5 dB).
+    With ``teacher``: also each backend's PSNR/SSIM and look figures (captured, colour filter,
+    edge ratio) against the teacher (``animecli eval``'s measure, photos centre-cropped to
+    size×size), and int8's loss against float32 there — issue 4's quality guard (≤ 1.5 dB).
     """
     import statistics
 
@@ -103,14 +105,17 @@ def quality(folder: Path, model_name: str | None, size: int, threads: int, teach
     if teacher is None:
         return
     from animecli.training.evaluate import evaluate
+    from animecli.training.look import fmt
 
     against: dict[Backend, tuple[float, float]] = {}
     for b, runner in runners.items():
         result = evaluate(runner, teacher, folder, size, Path(".animecli-eval-cache"), threads=threads)
-        assert result is not None
+        assert result is not None and result.look is not None
         against[b] = (result.psnr_db, result.ssim)
+        look = result.look
         print(f"{b.value} vs teacher {teacher.name} at {size}x{size}: PSNR {result.psnr_db:.2f} dB, "
-              f"SSIM {result.ssim:.3f} ({result.count} photos)")
+              f"SSIM {result.ssim:.3f}, captured {fmt(look.captured)}, colour filter {fmt(look.colour_filter)}, "
+              f"edge ratio {fmt(look.edge_ratio)} ({result.count} photos)")
     loss = against[Backend.ONNX][0] - against[Backend.INT8][0]
     verdict = "met" if loss <= 1.5 else "NOT met"
     print(f"int8 loses {loss:.2f} dB against the teacher (guard: at most 1.5 dB): {verdict}")

@@ -81,6 +81,9 @@ def test_distill_resume_export_eval(tmp_path: Path) -> None:
     result = evaluate(loaded.model, TEACHER, val, size=256, cache=tmp_path / "evalcache", sheet=tmp_path / "sheet.png")
     assert result is not None and result.count == 3
     assert 0 < result.psnr_db < 60 and -1 <= result.ssim <= 1
+    assert result.look is not None and result.look.count == 3 and len(result.per_photo_look) == 3
+    assert result.look.captured is not None and result.look.captured <= 1
+    assert result.look.edge_ratio is not None and result.look.edge_ratio > 0
     assert (tmp_path / "sheet.png").stat().st_size > 0
 
 

@@ -272,3 +272,22 @@ def test_eval_cache_in_the_way_is_a_one_line_error_and_an_unwritable_entry_is_sk
     r = _eval(weights, setup["teacher"], setup["photos"], "--cache", str(cache), "--json", str(js))
     assert r.exit_code == 0, r.output
     assert json.loads(js.read_text())["psnr_db"] == first
+
+
+def test_eval_reports_the_look_figures(setup: dict[str, Path], tmp_path: Path) -> None:
+    weights, js = tmp_path / "s.pt", tmp_path / "e.json"
+    torch.manual_seed(0)
+    torch.save(build_generator(ArchSpec(Arch.LITE, width=0.125)).state_dict(), weights)
+    r = _eval(weights, setup["teacher"], setup["photos"], "--cache", str(tmp_path / "c"), "--json", str(js))
+    assert r.exit_code == 0, r.output
+    assert "captured" in r.output and "a colour filter reaches" in r.output and "edge ratio" in r.output, r.output
+    got = json.loads(js.read_text())
+    # The toy teacher is a squashed channel swap: a per-photo affine colour map comes close to it,
+    # an untrained student does not (it is further from the teacher than the photo is).
+    assert 0.9 < got["colour_filter"] <= 1.0
+    assert got["captured"] < got["colour_filter"]
+    assert got["edge_ratio"] > 0
+    assert len(got["per_photo"]) == 3
+    for row in got["per_photo"]:
+        assert {"captured", "colour_filter", "edge_ratio"} <= row.keys()
+    assert f"captured {got['captured']:.3f}" in r.output

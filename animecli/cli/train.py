@@ -128,12 +128,18 @@ def evaluate_cmd(
     cache: Annotated[Path, typer.Option(help="Cache of teacher outputs.")] = Path(".animecli-eval-cache"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the per-photo figures as JSON.")] = None,
 ) -> None:
-    """PSNR and SSIM of a student against its teacher on held-out photos."""
+    """PSNR, SSIM and how much of the look it captures, of a student against its teacher on held-out photos.
+
+    captured = 1 − ΣMSE(student, teacher) / ΣMSE(photo, teacher): 1 is the teacher, 0 the unchanged
+    photo; the same figure for the best per-photo affine colour map says what a colour filter
+    reaches; edge ratio = mean gradient magnitude of the student / of the teacher.
+    """
     import json
 
     from animecli.atomic import atomic_write_bytes
     from animecli.options import ModelChoice
     from animecli.training.evaluate import evaluate
+    from animecli.training.look import fmt
     from animecli.weights.resolve import load_generator
 
     check_output_files({"--sheet": sheet, "--json": json_out})
@@ -147,12 +153,18 @@ def evaluate_cmd(
         raise typer.Exit(EXIT_USAGE)
     for name, why in result.skipped:
         err.print(f"skipped {escape(printable(name))}: cannot be read ({escape(why)})", soft_wrap=True)
-    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}"
-              + (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
+    look = result.look
+    figures = (f", captured {fmt(look.captured)} (a colour filter reaches {fmt(look.colour_filter)}), "
+               f"edge ratio {fmt(look.edge_ratio)}" if look is not None else "")
+    out.print(f"{result.count} photos at {size}px: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f}{figures}"
+              + (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""), soft_wrap=True)
     if json_out:
+        own = result.per_photo_look or (None,) * len(result.per_photo)
         atomic_write_bytes(json_out, json.dumps({
             "psnr_db": result.psnr_db, "ssim": result.ssim, "count": result.count, "size": size,
-            "per_photo": [{"photo": n, "psnr_db": p, "ssim": q} for n, p, q in result.per_photo],
+            **(look.as_dict() if look is not None else {}),
+            "per_photo": [{"photo": n, "psnr_db": p, "ssim": q, **(lk.as_dict() if lk is not None else {})}
+                          for (n, p, q), lk in zip(result.per_photo, own, strict=True)],
             "skipped": [{"photo": n, "reason": why} for n, why in result.skipped],
         }, indent=2).encode())
 

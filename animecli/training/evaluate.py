@@ -1,11 +1,12 @@
-"""Evaluate a student against its teacher: PSNR and SSIM on held-out photos, and a contact sheet.
+"""Evaluate a student against its teacher: PSNR, SSIM and the look figures on held-out photos, and a contact sheet.
 
 Each validation photo is scaled so its short side is ``size`` and centre-cropped
 to size×size (the fixed-size teachers accept nothing else), then run through
 both generators. Teacher outputs are cached on disk, keyed by the teacher file's
 SHA-256 and the exact input pixels (a name-based key served one folder's outputs
 for another's photos of the same names). Photos that cannot be read are skipped
-and listed.
+and listed. The look figures (captured, colour filter, edge ratio: ``animecli.training.look``)
+are computed on the same uint8 photo, teacher and student images as PSNR/SSIM.
 """
 
 from __future__ import annotations
@@ -24,19 +25,26 @@ from animecli.errors import UsageError, first_line
 from animecli.inference.tensors import tensor_to_image
 from animecli.io.photos import is_photo
 from animecli.training.distill import to_tensor, to_unit
+from animecli.training.look import Look, LookTally
 from animecli.training.losses import psnr, ssim
 from animecli.training.teachers import OnnxTeacher
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean and per-photo figures of one evaluation."""
+    """Mean and per-photo figures of one evaluation.
+
+    ``look`` holds the set's captured / colour-filter / edge-ratio figures, ``per_photo_look``
+    each photo's own, in the order of ``per_photo`` (name, PSNR dB, SSIM).
+    """
 
     psnr_db: float
     ssim: float
     count: int
     per_photo: tuple[tuple[str, float, float], ...]
     skipped: tuple[tuple[str, str], ...] = ()
+    look: Look | None = None
+    per_photo_look: tuple[Look, ...] = ()
 
 
 def square(path: Path, size: int) -> torch.Tensor:
@@ -78,7 +86,7 @@ def evaluate(
     sheet_count: int = 6,
     threads: int = 0,
 ) -> EvalResult | None:
-    """PSNR/SSIM of ``student`` against the teacher on every photo in ``photos``.
+    """PSNR/SSIM and the look figures of ``student`` against the teacher on every photo in ``photos``.
 
     Args:
         student: the generator, or any backend runner ((N,3,H,W) [-1,1] → same); ``None`` only
@@ -104,6 +112,8 @@ def evaluate(
     rows: list[tuple[str, float, float]] = []
     skipped: list[tuple[str, str]] = []
     tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    tally = LookTally()
+    looks: list[Look] = []
     for p in files:
         try:
             x = square(p, size)
@@ -118,6 +128,7 @@ def evaluate(
         s8 = ((s + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         yt, st = to_unit(y), to_unit(s8)
         rows.append((p.name, psnr(st, yt), float(ssim(st.unsqueeze(0), yt.unsqueeze(0)))))
+        looks.append(tally.add(to_unit(x), st, yt))
         if sheet is not None and len(tiles) < sheet_count:
             tiles.append((x, y, s8))
     if student is None or not rows:
@@ -130,6 +141,8 @@ def evaluate(
         count=len(rows),
         per_photo=tuple(rows),
         skipped=tuple(skipped),
+        look=tally.figures(),
+        per_photo_look=tuple(looks),
     )
 
 
