@@ -30,7 +30,7 @@ from tests.conftest import cli_convert, make_photo
 
 SUMMARY_KEYS = {
     "converted", "skipped", "failed", "ignored_non_images", "elapsed_s", "images_per_s", "peak_rss_mb",
-    "model", "device", "precision", "backend", "interrupted", "fatal",
+    "model", "device", "precision", "backend", "interrupted", "fatal", "licence",
 }
 ROW_KEYS = {
     "src", "dst", "status", "reason", "input_size", "processed_size", "load_ms", "infer_ms", "save_ms",
