@@ -12,8 +12,8 @@ pytest.importorskip("onnxruntime")
 
 from animecli.errors import WeightsError  # noqa: E402
 from animecli.models.animeganv3 import upsample2x_asymmetric  # noqa: E402
+from animecli.models.spec import Arch  # noqa: E402
 from animecli.weights.onnx_import import (  # noqa: E402
-    ImportedArch,
     Layout,
     check_against_onnxruntime,
     import_onnx,
@@ -36,15 +36,15 @@ def save(model: onnx.ModelProto, tmp_path: Path, name: str) -> Path:
 
 CASES = {
     # name: (builder, arch, layout, size multiple, fixed size, has norms, check size)
-    "v3_nhwc": (lambda: graphs.v3_graph(), ImportedArch.V3, Layout.NHWC, 8, None, True, (32, 48)),
-    "v3_nchw_fixed": (lambda: graphs.v3_graph(nhwc=False, size=(32, 40)), ImportedArch.V3, Layout.NCHW, 8,
+    "v3_nhwc": (lambda: graphs.v3_graph(), Arch.V3, Layout.NHWC, 8, None, True, (32, 48)),
+    "v3_nchw_fixed": (lambda: graphs.v3_graph(nhwc=False, size=(32, 40)), Arch.V3, Layout.NCHW, 8,
                       (32, 40), True, (32, 40)),
-    "v3_fp16": (lambda: graphs.v3_graph(fp16=True), ImportedArch.V3, Layout.NHWC, 8, None, True, (24, 32)),
-    "v3_eps0": (lambda: graphs.v3_graph(eps=0.0, seed=5), ImportedArch.V3, Layout.NHWC, 8, None, True, (32, 32)),
-    "tiny": (lambda: graphs.v3_tiny_graph(), ImportedArch.V3_TINY, Layout.NHWC, 16, None, True, (32, 48)),
-    "tiny_no_norm_nchw": (lambda: graphs.v3_tiny_graph(final_norm=False, nhwc=False), ImportedArch.V3_TINY,
+    "v3_fp16": (lambda: graphs.v3_graph(fp16=True), Arch.V3, Layout.NHWC, 8, None, True, (24, 32)),
+    "v3_eps0": (lambda: graphs.v3_graph(eps=0.0, seed=5), Arch.V3, Layout.NHWC, 8, None, True, (32, 32)),
+    "tiny": (lambda: graphs.v3_tiny_graph(), Arch.V3_TINY, Layout.NHWC, 16, None, True, (32, 48)),
+    "tiny_no_norm_nchw": (lambda: graphs.v3_tiny_graph(final_norm=False, nhwc=False), Arch.V3_TINY,
                           Layout.NCHW, 16, None, False, (48, 32)),
-    "v2_qdq": (lambda: graphs.v2_qdq_graph(), ImportedArch.V2_TF, Layout.NHWC, 4, (32, 32), True, (32, 32)),
+    "v2_qdq": (lambda: graphs.v2_qdq_graph(), Arch.V2_TF, Layout.NHWC, 4, (32, 32), True, (32, 32)),
 }
 
 
@@ -56,7 +56,7 @@ def test_recognises_generator(case: str, tmp_path: Path) -> None:
     assert (g.arch, g.layout, g.size_multiple, g.fixed_size, g.has_norms) == (arch, layout, multiple, fixed, norms)
     assert g.input_name == "image"
     assert g.output_name == onnx.load(str(path)).graph.output[0].name
-    assert g.quantized is (arch is ImportedArch.V2_TF)
+    assert g.quantized is (arch is Arch.V2_TF)
     assert len(g.sha256) == 64
     assert g.module.size_multiple == multiple
 
@@ -161,10 +161,10 @@ def test_refuses_generator_with_unexpected_widths(tmp_path: Path) -> None:
 
 REAL = {
     # file: (arch, size multiple, fixed size)
-    "animeganv3_hayao_512.onnx": (ImportedArch.V3, 8, (512, 512)),
-    "animeganv3_shinkai.onnx": (ImportedArch.V3, 8, None),
-    "animeganv3_cute.onnx": (ImportedArch.V3_TINY, 16, None),
-    "animeganv2_hayao_256.onnx": (ImportedArch.V2_TF, 4, (256, 256)),
+    "animeganv3_hayao_512.onnx": (Arch.V3, 8, (512, 512)),
+    "animeganv3_shinkai.onnx": (Arch.V3, 8, None),
+    "animeganv3_cute.onnx": (Arch.V3_TINY, 16, None),
+    "animeganv2_hayao_256.onnx": (Arch.V2_TF, 4, (256, 256)),
 }
 
 
@@ -193,7 +193,7 @@ def test_real_file(name: str) -> None:
     assert (g.arch, g.size_multiple, g.fixed_size, g.layout) == (arch, multiple, fixed, Layout.NHWC)
     size = fixed or (256, 384)
     x = _photo(*size)
-    if arch is ImportedArch.V2_TF:
+    if arch is Arch.V2_TF:
         # The file rounds every activation to 8 bits; our float module matches its float graph.
         assert check_against_onnxruntime(path, g.module, size, g.layout, x, float_activations=True) > 90.0
         assert check_against_onnxruntime(path, g.module, size, g.layout, x) > 25.0

@@ -183,7 +183,7 @@ def import_file(path: Path, digest: str | None = None, check: bool = True) -> Im
                 f"{path}: the imported {g.arch.value} generator does not reproduce the file "
                 f"({check_db:.1f} dB against onnxruntime, {CHECK_MIN_DB:.0f} dB needed); it is not supported"
             )
-    arch = Arch(g.arch.value)
+    arch = g.arch
     sd = g.module.state_dict()
     # The first conv's output channels: 32 × width (v3, v2-tf) or 16 × width (tiny).
     if arch is Arch.V2_TF:

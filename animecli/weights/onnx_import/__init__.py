@@ -17,13 +17,13 @@ from pathlib import Path
 
 from torch import nn
 
+from animecli.models.spec import Arch
 from animecli.weights.onnx_import.check import check_against_onnxruntime, psnr, run_onnxruntime
 from animecli.weights.onnx_import.graph import load_graph, strip_activation_qdq
-from animecli.weights.onnx_import.mapping import ImportedArch, choose, state_dict_for
+from animecli.weights.onnx_import.mapping import choose, state_dict_for
 from animecli.weights.onnx_import.recognise import Layout, NormKind, read_facts
 
 __all__ = [
-    "ImportedArch",
     "ImportedGenerator",
     "Layout",
     "check_against_onnxruntime",
@@ -53,7 +53,7 @@ class ImportedGenerator:
     """
 
     module: nn.Module
-    arch: ImportedArch
+    arch: Arch
     layout: Layout
     input_name: str
     output_name: str

@@ -9,7 +9,6 @@ the weights are copied over one to one and loaded with ``strict=True``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,16 @@ from torch import nn
 
 from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator, GeneratorV2TF
 from animecli.models.norm import FastGroupNorm
+from animecli.models.spec import Arch
 from animecli.weights.onnx_import.graph import refuse
 from animecli.weights.onnx_import.recognise import ConvFact, GraphFacts, NormKind
-
-
-class ImportedArch(str, Enum):
-    """The generator families the importer knows."""
-
-    V3 = "animeganv3"
-    V3_TINY = "animeganv3-tiny"
-    V2_TF = "animeganv2-tf"
 
 
 @dataclass(frozen=True)
 class Choice:
     """A family and the constructor arguments read from the file."""
 
-    arch: ImportedArch
+    arch: Arch
     base: int
     eps: float
     attn_eps: float
@@ -43,9 +35,9 @@ class Choice:
     def build(self) -> nn.Module:
         """The untrained module, in eval mode."""
         model: nn.Module
-        if self.arch is ImportedArch.V3:
+        if self.arch is Arch.V3:
             model = AnimeGANv3Generator(self.base, self.eps, self.attn_eps)
-        elif self.arch is ImportedArch.V3_TINY:
+        elif self.arch is Arch.V3_TINY:
             model = AnimeGANv3TinyGenerator(self.base, self.final_norm, self.eps)
         else:
             model = GeneratorV2TF(self.base / 32.0, self.eps)
@@ -76,16 +68,16 @@ def module_conv_signatures(model: nn.Module) -> list[tuple[int, ...]]:
     return sigs
 
 
-def _family(facts: GraphFacts) -> ImportedArch | None:
+def _family(facts: GraphFacts) -> Arch | None:
     slopes_ok = facts.leaky_slopes == frozenset({0.2})
     if not (facts.tanh_out and slopes_ok and facts.upsamples == facts.downsamples > 0):
         return None
     if facts.attention and facts.norm is NormKind.INSTANCE and facts.downsamples == 3:
-        return ImportedArch.V3
+        return Arch.V3
     if not facts.attention and facts.norm in (NormKind.INSTANCE, NormKind.NONE) and facts.downsamples == 4:
-        return ImportedArch.V3_TINY
+        return Arch.V3_TINY
     if not facts.attention and facts.norm is NormKind.LAYER and facts.downsamples == 2:
-        return ImportedArch.V2_TF
+        return Arch.V2_TF
     return None
 
 
@@ -105,7 +97,7 @@ def choose(facts: GraphFacts, path: Path | str) -> Choice:
     if arch is None:
         raise refuse(path, f"found {_describe(facts)}: not a known generator")
     base = int(facts.convs[0].weight.shape[0])
-    default_eps = 1e-12 if arch is ImportedArch.V2_TF else 1e-5
+    default_eps = 1e-12 if arch is Arch.V2_TF else 1e-5
     choice = Choice(arch, base,
                     default_eps if facts.norm_eps is None else facts.norm_eps,
                     1e-9 if facts.attn_eps is None else facts.attn_eps,
