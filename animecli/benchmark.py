@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -52,6 +52,9 @@ from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.run.report import peak_rss_mb
+
+if TYPE_CHECKING:
+    from animecli.inference.ort_engine import BatchRunner
 
 UPSTREAM = "upstream-equivalent"
 DEFAULT_BACKENDS = (Backend.EAGER, Backend.TRACED, Backend.ONNX, Backend.INT8)
@@ -160,6 +163,9 @@ class _Model:
     state: dict[str, torch.Tensor]
     multiple: int
     digest: str | None
+    # How convert would name it (None for seeded random weights): bench then picks the engine
+    # through the same function as convert (animecli.inference.select).
+    choice: ModelChoice | None = None
 
 
 def cpu_name() -> str:
@@ -244,7 +250,7 @@ def _resolve_model(name: str) -> _Model:
             message = message.replace(convert_hint, bench_hint)
         raise WeightsError(message) from None
     return _Model(f"{loaded.name} ({loaded.spec.arch.value})", loaded.spec, _state(loaded.model),
-                  loaded.input_multiple, loaded.sha256)
+                  loaded.input_multiple, loaded.sha256, choice)
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -294,24 +300,30 @@ class _Path:
     def __init__(self, m: _Model, backend: Backend, opts: BenchOptions, device: str | None = None,
                  precision: Precision | None = None, batch_size: int | None = None,
                  compile: bool | None = None) -> None:
-        from animecli.inference.torch_engine import Engine
+        from animecli.inference.select import select_engine, torch_engine_for
 
-        model = build_generator(m.spec)
-        model.load_state_dict(m.state)
         self.batch_size = batch_size or opts.batch_size
         eopts = EngineOptions(
             device=device or opts.device, precision=precision or opts.precision, backend=backend,
             batch_size=self.batch_size, threads=opts.threads, tile=0, calibration=opts.calibration,
             compile=opts.compile if compile is None else compile,
         )
-        self.engine = Engine(model, m.multiple, eopts, m.spec.arch.value, weights_sha256=m.digest,
-                             arch_key=m.spec.key)
+        self.engine: BatchRunner
+        if m.choice is not None:
+            # The engine convert picks for these options (torch-free onnx once its graph is cached).
+            self.engine = select_engine(m.choice, eopts, steady=True).engine
+        else:
+            model = build_generator(m.spec)
+            model.load_state_dict(m.state)
+            self.engine = torch_engine_for(model, m.multiple, eopts, m.spec, m.digest)
 
     def __call__(self, images: list[bytes]) -> _Times:
+        from animecli.inference.batching import SizeBatcher
+
         t = _Times([])
-        for start in range(0, len(images), self.batch_size):
-            t0 = time.perf_counter()
-            batch = [_decode(data) for data in images[start : start + self.batch_size]]
+        batcher: SizeBatcher[UInt8Array] = SizeBatcher(self.batch_size)
+
+        def run(batch: list[UInt8Array]) -> None:
             t1 = time.perf_counter()
             result = self.engine.run_batch(batch)
             t2 = time.perf_counter()
@@ -320,11 +332,18 @@ class _Path:
                     raise RuntimeError(err or "inference failed")
                 _encode(array_to_image(out))
                 t.outputs.append(array_to_tensor(out))
-            t3 = time.perf_counter()
-            t.load += (t1 - t0) * 1000.0
             t.infer += (t2 - t1) * 1000.0
-            t.save += (t3 - t2) * 1000.0
+            t.save += (time.perf_counter() - t2) * 1000.0
             t.gpu_peak_mb = max(t.gpu_peak_mb, result.gpu_peak_mb)
+
+        for i, data in enumerate(images):
+            t0 = time.perf_counter()
+            rgb = _decode(data)
+            t.load += (time.perf_counter() - t0) * 1000.0
+            for due in batcher.add(rgb.shape[:2], rgb, i):
+                run(due)
+        for due in batcher.drain():
+            run(due)
         return t
 
 

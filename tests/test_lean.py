@@ -26,12 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torch_engine(opts: EngineOptions):  # type: ignore[no-untyped-def]
-    from animecli.inference.torch_engine import Engine
-    from animecli.weights.resolve import load_generator
+    from animecli.inference.select import load_torch_engine
 
-    loaded = load_generator(ModelChoice())
-    return Engine(loaded.model, loaded.input_multiple, opts, loaded.spec.arch.value,
-                  weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
+    return load_torch_engine(ModelChoice(), opts)[1]
 
 
 def _cpu(**kw: object) -> EngineOptions:

@@ -7,20 +7,12 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from animecli.errors import FileError, GraphError, OutputError
+from animecli.errors import FileError, OutputError
 from animecli.io.discovery import Found, Job, is_video
 from animecli.io.loader import Loaded, StreamingLoader
-from animecli.options import Backend, ConvertOptions
 from animecli.run.report import FileRecord, Status, Summary, rss_mb
-
-if TYPE_CHECKING:
-    from animecli.inference.torch_engine import Engine
-    from animecli.weights.resolve import LoadedModel
-
 from animecli.run.session import RunInfo, Session, Skip, inference_record, load_failure_record
 
 
@@ -43,17 +35,6 @@ def _cache_warning() -> str:
     return cache_warning()
 
 
-def _torch_engine(opts: ConvertOptions) -> tuple[LoadedModel, Engine]:
-    """The model loaded in PyTorch and its engine (imports torch)."""
-    from animecli.inference.torch_engine import Engine
-    from animecli.weights.resolve import load_generator
-
-    loaded = load_generator(opts.model)
-    engine = Engine(loaded.model, loaded.input_multiple, opts.engine, loaded.spec.arch.value,
-                    weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
-    return loaded, engine
-
-
 def convert_local(
     run: Session,
     on_start: Callable[[RunInfo], None] | None,
@@ -69,41 +50,24 @@ def convert_local(
     """
     opts = run.opts
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
-    # torch is imported only if the run needs it (see animecli.inference.ort_engine).
-    from animecli.inference.ort_engine import BatchRunner, OrtEngine, discard, plan_lean
+    # torch is imported only if the run needs it (see animecli.inference.select).
+    from animecli.inference.batching import SizeBatcher
+    from animecli.inference.select import eager_fallback, select_engine
     from animecli.io.writer import Saved, WriterPool, size_problem
 
-    plan = plan_lean(opts.model, opts.engine)
-    engine: BatchRunner
-    lean: OrtEngine | None = None
-    if plan is not None:
-        try:
-            lean = OrtEngine(plan, opts.engine, lambda: _torch_engine(opts)[1])
-        except GraphError:  # a damaged cache file: the PyTorch engine compiles the model again
-            discard(plan)
-    if plan is not None and lean is not None:
-        engine = lean
-        name, digest, spec = plan.weights.name, plan.weights.sha256, plan.spec
-        device, precision, backend = lean.device, lean.precision_name, lean.backend
-        from animecli.weights.manifest import load_manifest
-
-        licence = load_manifest().get(name).licence  # plan_lean runs named models only
-    else:
-        loaded_model, torch_engine = _torch_engine(opts)
-        engine = torch_engine
-        name, digest, spec = loaded_model.name, loaded_model.sha256, loaded_model.spec
-        device, precision, backend = str(torch_engine.device), torch_engine.precision_name, torch_engine.backend
-        licence = loaded_model.licence
+    chosen = select_engine(opts.model, opts.engine)
+    engine = chosen.engine
     s = run.summary
-    s.model, s.device, s.backend, s.precision, s.licence = name, device, backend.value, precision, licence
+    s.model, s.device, s.backend = chosen.name, chosen.device, chosen.backend.value
+    s.precision, s.licence = chosen.precision, chosen.licence
     if on_start:
-        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if lean is not None else _cache_warning(),
+        on_start(RunInfo(s.model, s.device, s.precision, s.backend, "" if chosen.lean else _cache_warning(),
                          licence=s.licence))
     w = opts.write
-    run.use_settings(digest, spec.key, s.precision, backend)
+    run.use_settings(chosen.sha256, chosen.spec.key, s.precision, chosen.backend)
 
     batch_size = max(1, opts.engine.batch_size)
-    pending: dict[tuple[int, int], list[tuple[int, Loaded]]] = {}
+    batcher: SizeBatcher[tuple[int, Loaded]] = SizeBatcher(batch_size)
     # Every record goes through the writer's queue, so the report lists files in the order they
     # were found even though outputs are written in the background.
     writer: WriterPool[tuple[int, Loaded | None, FileRecord]] = WriterPool(
@@ -142,8 +106,7 @@ def convert_local(
             heapq.heappush(finished, (seq, rec))
         emit_in_order()
 
-    def flush(key: tuple[int, int]) -> None:
-        items = pending.pop(key)
+    def flush(items: list[tuple[int, Loaded]]) -> None:
         result = engine.run_batch([it.rgb for _, it in items if it.rgb is not None])
         share = result.infer_ms / len(items)
         for (seq, it), out, err in zip(items, result.images, result.errors, strict=False):
@@ -189,26 +152,15 @@ def convert_local(
                         writer.passthrough((next(arrived), None, load_failure_record(got)))
                         report_saved()
                         continue
-                    key = got.processed_size
                     seq = next(arrived)
-                    pending.setdefault(key, []).append((seq, got))
-                    if len(pending[key]) >= batch_size:
-                        flush(key)
-                    elif sum(len(v) for v in pending.values()) >= 2 * batch_size:
-                        flush(max(pending, key=lambda k: len(pending[k])))  # bound what waits for a partner
-                    if pending:
-                        # An image of a size no other shares would wait for a partner to the end of the
-                        # run, holding back every later record (emitted in arrival order): after 2×N
-                        # arrivals it runs in a smaller batch.
-                        oldest = min(pending, key=lambda k: pending[k][0][0])
-                        if seq - pending[oldest][0][0] >= 2 * batch_size:
-                            flush(oldest)
+                    for due in batcher.add(got.processed_size, (seq, got), seq):
+                        flush(due)
                     if stop is not None and stop.is_set():
                         s.interrupted = True
                         break
                 if not s.interrupted and not s.fatal:
-                    for key in list(pending):
-                        flush(key)
+                    for due in batcher.drain():
+                        flush(due)
         except OutputError as exc:
             s.fatal = s.fatal or str(exc)
         finally:
@@ -218,12 +170,8 @@ def convert_local(
         if videos:
             from animecli.run.video import run_videos  # PyAV only when there are videos
 
-            def torch_eager() -> Engine:
-                eager = replace(opts.engine, backend=Backend.EAGER, compile=False)
-                return _torch_engine(replace(opts, engine=eager))[1]
-
-            run_videos(videos, engine, torch_eager, opts, s, stop, on_frames, run.emit, run.saved,
-                       lambda job: run.stamps.pop(job.dst, None))
+            run_videos(videos, engine, eager_fallback(opts.model, opts.engine), opts, s, stop, on_frames,
+                       run.emit, run.saved, lambda job: run.stamps.pop(job.dst, None))
     except KeyboardInterrupt:
         # A second Ctrl-C/SIGTERM aborts at once: the report still tells what was done (a
         # previous run's report must not stand in for this one).

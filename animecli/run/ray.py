@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from animecli.inference.torch_engine import Engine
+    from animecli.io.loader import Loaded
     from animecli.models.spec import ArchSpec
     from animecli.weights.resolve import LoadedModel
 
@@ -176,7 +177,8 @@ def convert_jobs(
 ) -> list[tuple[FileRecord | None, str]]:
     """Load, convert and save ``jobs``, building each file's report row as the local engine does.
 
-    Images of one processed size are run together, ``batch_size`` at a time.
+    Images of one processed size are run together, ``batch_size`` at a time
+    (:class:`~animecli.inference.batching.SizeBatcher`, as the local engine forms them).
 
     Args:
         engine: the actor's engine.
@@ -188,55 +190,59 @@ def convert_jobs(
         Per job, in order: its record and ``""``; or ``(None, reason)`` once the output
         became unwritable (that job and the ones after it were not converted).
     """
+    from animecli.inference.batching import SizeBatcher
     from animecli.io.loader import load_one
     from animecli.io.writer import save_image
 
     results: list[tuple[FileRecord | None, str]] = [(None, "")] * len(jobs)
-    groups: dict[tuple[int, int], list[int]] = {}
-    loaded = []
-    for k, job in enumerate(jobs):
-        got = load_one(job, load)
-        loaded.append(got)
-        if got.error is not None:
-            results[k] = (load_failure_record(got), "")
-        else:
-            groups.setdefault(got.processed_size, []).append(k)
     fatal = ""
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
+
+    def run(chunk: list[tuple[int, Loaded]]) -> None:
+        nonlocal fatal
+        if fatal:
+            for k, _ in chunk:
+                results[k] = (None, fatal)
+            return
+        result = engine.run_batch([it.rgb for _, it in chunk if it.rgb is not None])
+        share = result.infer_ms / len(chunk)
+        for (k, it), out, err in zip(chunk, result.images, result.errors, strict=False):
             if fatal:
-                for k in chunk:
-                    results[k] = (None, fatal)
+                results[k] = (None, fatal)
                 continue
-            items = [loaded[k] for k in chunk]
-            result = engine.run_batch([it.rgb for it in items if it.rgb is not None])
-            share = result.infer_ms / len(items)
-            for k, it, out, err in zip(chunk, items, result.images, result.errors, strict=False):
-                if fatal:
+            rec = inference_record(it, share, result.gpu_peak_mb, result.note)
+            if out is None:
+                rec.reason = err or "inference failed"
+            else:
+                try:
+                    saved = save_image(out, it.job.dst, write, it.alpha, it.icc, it.exif)
+                except FileError as exc:
+                    rec.reason = exc.reason
+                except OutputError as exc:
+                    fatal = str(exc)
                     results[k] = (None, fatal)
                     continue
-                rec = inference_record(it, share, result.gpu_peak_mb, result.note)
-                if out is None:
-                    rec.reason = err or "inference failed"
                 else:
-                    try:
-                        saved = save_image(out, it.job.dst, write, it.alpha, it.icc, it.exif)
-                    except FileError as exc:
-                        rec.reason = exc.reason
-                    except OutputError as exc:
-                        fatal = str(exc)
-                        results[k] = (None, fatal)
-                        continue
-                    else:
-                        rec.status, rec.save_ms = Status.CONVERTED, saved.save_ms
-                        if saved.notes:
-                            rec.notes = "; ".join(filter(None, [rec.notes, *saved.notes]))
-                rec.rss_mb = rss_mb()
-                results[k] = (rec, "")
-            del items, result
-            for k in chunk:
-                loaded[k].rgb = None  # free the decoded pixels as soon as they are written
+                    rec.status, rec.save_ms = Status.CONVERTED, saved.save_ms
+                    if saved.notes:
+                        rec.notes = "; ".join(filter(None, [rec.notes, *saved.notes]))
+            rec.rss_mb = rss_mb()
+            results[k] = (rec, "")
+        del result
+        for _, it in chunk:
+            it.rgb = None  # free the decoded pixels as soon as they are written
+
+    # Loaded one at a time and run as batches fill, so that only the images waiting for a
+    # partner of their size are held decoded (not the whole Ray batch).
+    batcher: SizeBatcher[tuple[int, Loaded]] = SizeBatcher(batch_size)
+    for k, job in enumerate(jobs):
+        got = load_one(job, load)
+        if got.error is not None:
+            results[k] = (load_failure_record(got), "")
+            continue
+        for due in batcher.add(got.processed_size, (k, got), k):
+            run(due)
+    for due in batcher.drain():
+        run(due)
     return results
 
 
@@ -257,12 +263,12 @@ class ConvertActor:
     ) -> None:
         import torch
 
-        from animecli.inference.torch_engine import Engine
+        from animecli.inference.select import torch_engine_for
         from animecli.weights.checkpoint import build_and_load
 
         torch.set_num_threads(max(1, engine.threads))
         model = build_and_load(spec, state_dict, "weights sent by the animecli driver")
-        self.engine = Engine(model, input_multiple, engine, spec.arch.value)
+        self.engine = torch_engine_for(model, input_multiple, engine, spec)
         self.load, self.write, self.batch_size = load, write, max(1, engine.batch_size)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, list[str]]:
