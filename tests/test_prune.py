@@ -278,3 +278,38 @@ def test_pruned_weights_that_break_a_skip_addition_are_refused_in_one_line(tmp_p
     sd["enc.2.1.bias"] = sd["enc.2.1.bias"][:-1]
     with pytest.raises(WeightsError, match=r"bad\.pt: weights do not fit the animeganv3-tiny architecture"):
         build_and_load(ArchSpec(Arch.V3_TINY), sd, "bad.pt")
+
+
+def test_distill_prune_command_writes_a_loadable_student_and_publishes_it(tmp_path: Path) -> None:
+    """``animecli distill --prune``: the resumable pruning run as a command; its output is a plain
+    state dict that convert --weights and the manifest load (widths from the shapes)."""
+    from typer.testing import CliRunner
+
+    from animecli.cli.app import app
+    from animecli.options import ModelChoice
+    from animecli.weights.manifest import load_manifest
+    from animecli.weights.resolve import load_generator
+
+    teacher, photos = _tiny_teacher_and_photos(tmp_path)
+    out, pub = tmp_path / "student.pt", tmp_path / "published"
+    args = ["distill", "--teacher", str(teacher), "--photos", str(photos), "--work-dir", str(tmp_path / "w"),
+            "--output", str(out), "--prune", "0.5", "--stages", "0.25,0.5", "--steps", "1", "--crop-size", "32",
+            "--batch-size", "1", "--channel-multiple", "1", "--publish", "tinyp",
+            "--publish-dir", str(pub)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    loaded = load_generator(ModelChoice(weights=out))
+    assert loaded.spec.widths is not None  # narrower than the teacher: widths read from the shapes
+    entry = load_manifest(pub).get("tinyp")
+    assert entry.input_multiple == 16 and entry.arch.value == "animeganv3-tiny"
+    published = torch.load(pub / entry.file, weights_only=True)
+    assert published.keys() == loaded.model.state_dict().keys()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in published.items())
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    student = load_student(tmp_path / "w" / "student_50.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), student(x), atol=1e-6)
+    again = CliRunner().invoke(app, args)  # finished: the rerun resumes at the end and rewrites it
+    assert again.exit_code == 0, again.output
+    bad = CliRunner().invoke(app, [*args[:-4], "--stages", "0.5,0.25"])
+    assert bad.exit_code == 2 and "--stages" in bad.output

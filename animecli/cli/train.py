@@ -24,13 +24,13 @@ def distill(
     work_dir: Annotated[Path, typer.Option(help="Cache of teacher outputs and checkpoints; rerun to resume.")],
     output: Annotated[Path, typer.Option(help="Where to write the trained student's state dict (.pt).")],
     arch: Annotated[str, typer.Option(help="Student architecture: lite3 (lite2 without norms in its first conv and decoder; --init a lite/lite2 student to fold them), lite2 (slim full-resolution head), lite or v2.")] = "lite",
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 4000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 8,
-    crop_size: Annotated[int, typer.Option(min=32, help="Side of the training crops.")] = 256,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimiser steps (default 4000; with --prune 1000 per stage).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per step (default 8; with --prune 4).")] = None,
+    crop_size: Annotated[int | None, typer.Option(min=32, help="Side of the training crops (default 256).")] = None,
     pair_size: Annotated[int, typer.Option(min=64, help="Side of the cached teacher pairs (fixed-size teachers: their size).")] = 512,
     num_pairs: Annotated[int, typer.Option(min=1, help="Teacher pairs to cache.")] = 400,
     final_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of steps on whole pairs.")] = 0.1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine decay).")] = 2e-3,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate, cosine decay (default 2e-3 AdamW; with --prune 2e-4 Adam).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Skip photos whose name contains this (repeatable).")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Use only photos whose name contains this (repeatable).")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = all).")] = 0,
@@ -42,9 +42,22 @@ def distill(
     publish_dir: Annotated[Path, typer.Option(help="Weights folder to publish into.")] = Path("weights"),
     style: Annotated[str, typer.Option(help="Style description for the manifest entry.")] = "",
     make_default: Annotated[bool, typer.Option("--default", help="Make the published model the default.")] = False,
+    prune: Annotated[float | None, typer.Option(min=0.0, max=0.95, help="Instead of a student of --arch: the AnimeGANv3 teacher itself with this share of its channels removed (structured pruning), then distilled; e.g. 0.25.")] = None,
+    stages: Annotated[str, typer.Option(help="With --prune: comma-separated gradual ratios ending at --prune, e.g. 0.25,0.5.")] = "",
+    context: Annotated[int, typer.Option(min=0, help="With --prune: rescale photos to about this short side before cropping (0 = the crop size).")] = 0,
+    prune_ends: Annotated[bool, typer.Option(help="With --prune: also prune the first conv's outputs and the last conv's inputs.")] = False,
+    channel_multiple: Annotated[int, typer.Option(min=1, help="With --prune: kept channel counts are multiples of this (8 suits the CPU kernels).")] = 8,
 ) -> None:
-    """Train a student generator to imitate a teacher (knowledge distillation). Resumable."""
+    """Train a student generator to imitate a teacher (knowledge distillation), or prune the teacher
+    itself and distil it (--prune). Resumable: rerun the same command."""
     import time
+
+    if prune is not None:
+        _prune_distill(teacher, photos, work_dir, output, prune, stages, steps or 1000, batch_size or 4,
+                       crop_size or 256, context, lr or 2e-4, prune_ends, channel_multiple, threads, seed,
+                       publish, publish_dir, style, make_default)
+        return
+    steps, batch_size, crop_size, lr = steps or 4000, batch_size or 8, crop_size or 256, lr or 2e-3
 
     import torch
 
@@ -117,6 +130,65 @@ def distill(
         was = (f"; it replaces the earlier {publish} ({earlier.file}, sha256 {earlier.sha256 or '?'})"
                if earlier is not None else "")
         out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256}){was}", soft_wrap=True)
+
+
+def _prune_distill(teacher: Path, photos: Path, work_dir: Path, output: Path, prune: float, stages: str,
+                   steps: int, batch: int, crop: int, context: int, lr: float, prune_ends: bool, multiple: int,
+                   threads: int, seed: int, publish: str | None, publish_dir: Path, style: str, make_default: bool) -> None:
+    """``distill --prune``: :func:`animecli.training.prune_distill.run`, then the student's state dict
+    (what ``convert --weights`` and the manifest load) written to ``output``."""
+    import torch
+
+    from animecli.atomic import atomic_write
+    from animecli.models.animeganv3 import AnimeGANv3Generator
+    from animecli.models.spec import Arch
+    from animecli.training.export import check_model_name, export_student
+    from animecli.training.prune_distill import PruneDistillConfig, load_student, run
+
+    try:
+        ratios = tuple(float(v) for v in stages.split(",")) if stages else (prune,)
+    except ValueError:
+        err.print(f"error: --stages {escape(printable(stages))}: use comma-separated ratios such as 0.25,0.5")
+        raise typer.Exit(EXIT_USAGE) from None
+    if ratios[-1] != prune or list(ratios) != sorted(set(ratios)):
+        err.print(f"error: --stages {escape(printable(stages))}: increasing ratios ending at --prune {prune}")
+        raise typer.Exit(EXIT_USAGE)
+    check_output_files({"--output": output})
+    try:
+        if publish is not None:
+            check_model_name(publish)
+        cfg = PruneDistillConfig(teacher=teacher, photos=photos, work_dir=work_dir, ratios=ratios, steps=steps,
+                                 crop=crop, context=context, batch=batch, lr=lr, keep_ends=not prune_ends,
+                                 multiple=multiple, threads=threads, seed=seed)
+        done = run(cfg, None, progress=lambda line: err.print(line, markup=False))
+        assert done is not None  # no max_steps: it runs to the end
+        student = load_student(done)
+    except AnimecliError as exc:
+        raise fail(exc) from None
+    except ValueError as exc:
+        err.print(f"error: {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    sd = {k: v.detach().float().contiguous() for k, v in student.state_dict().items()}
+    try:
+        atomic_write(output, lambda f: torch.save(sd, f))
+    except OSError as exc:
+        err.print(f"error: could not write {escape(printable(str(output)))} ({escape(str(exc.strerror or exc))}); "
+                  f"{escape(printable(str(done)))} holds the student: free space and rerun the same command")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"pruned student written to {output}; evaluate it with "
+              f"`animecli eval --weights {output} --teacher {teacher}`")
+    if publish:
+        arch = Arch.V3 if isinstance(student, AnimeGANv3Generator) else Arch.V3_TINY
+        try:
+            entry = export_student(
+                sd, publish_dir, publish, arch, style=style or f"{teacher.name}, {prune:.0%} pruned and distilled",
+                source=f"animecli distill --prune {prune} from {teacher.name} on {photos}",
+                extra={"teacher": teacher.name, "prune": prune, "stages": list(ratios), "steps_per_stage": steps,
+                       "batch_size": batch, "crop_size": crop, "context": context, "lr": lr},
+                make_default=make_default)
+        except AnimecliError as exc:
+            raise fail(exc) from None
+        out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256})", soft_wrap=True)
 
 
 def evaluate_cmd(

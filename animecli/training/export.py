@@ -11,8 +11,8 @@ import torch
 
 from animecli.atomic import atomic_write
 from animecli.errors import UsageError, WeightsError
-from animecli.models.registry import build_generator
-from animecli.models.spec import Arch, ArchSpec
+from animecli.models.registry import build_generator, fit_widths
+from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
 NON_COMMERCIAL = (
@@ -55,7 +55,8 @@ def export_student(
     check_model_name(name)
     # The spec distill trained with: the manifest entry must say the same, or a v2 student would
     # run with the other upsampling mode (align_corners) than it learnt, and look worse than eval says.
-    spec = ArchSpec(arch)
+    # A pruned AnimeGANv3 has its own layer widths: read from the weights, as loading does.
+    spec = fit_widths(ArchSpec(arch), state_dict)
     model = build_generator(spec)
     model.load_state_dict(dict(state_dict), strict=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,8 @@ def export_student(
     weights = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda f: torch.save(weights, f))
     entry = ModelEntry(
-        name=name, file=path.name, arch=arch, width=spec.width, align_corners=spec.align_corners, input_multiple=4,
+        name=name, file=path.name, arch=arch, width=spec.width, align_corners=spec.align_corners,
+        input_multiple=describe(arch).size_multiple,
         sha256=sha256_of(path), size=path.stat().st_size,
         parameters=sum(p.numel() for p in model.parameters()),
         style=style, licence=NON_COMMERCIAL, source=source, extra=dict(extra),

@@ -291,7 +291,10 @@ def run(cfg: PruneDistillConfig, out: Path | None = None, progress: ProgressFn |
             student = _build(ck["student"])
             kept = ck["student"]["kept"]
             opt_state = ck["optimizer"]
-        log(f"resumed stage {stage} ({cfg.ratios[stage]}) at step {step}")
+        if stage < len(cfg.ratios):
+            log(f"resumed stage {stage} ({cfg.ratios[stage]}) at step {step}")
+        else:  # a finished run: rerunning the command only writes the final student again
+            log(f"already finished: {cfg.stage_file('student', cfg.ratios[-1])}")
     ran = 0
     while stage < len(cfg.ratios):
         ratio = cfg.ratios[stage]
