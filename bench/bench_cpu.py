@@ -24,7 +24,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench, to_markdown
+from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench
+from animecli.cli.bench_table import to_markdown
 from animecli.options import Backend, Precision
 
 

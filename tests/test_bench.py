@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from animecli.benchmark import COLUMNS, UPSTREAM, BenchOptions, run_bench, table_rows, to_markdown
+from animecli.benchmark import UPSTREAM, BenchOptions, run_bench
 from animecli.cli.app import app
+from animecli.cli.bench_table import COLUMNS, table_rows, to_markdown
 from animecli.inference.torch_engine import cpu_has_amx
 from animecli.options import Backend
 from tests.conftest import make_photo

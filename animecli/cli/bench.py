@@ -43,16 +43,9 @@ def bench(
     import json
 
     from animecli.atomic import atomic_write_bytes
-    from animecli.benchmark import (
-        DEFAULT_BACKENDS,
-        BenchOptions,
-        caption,
-        columns,
-        rows_as_dicts,
-        run_bench,
-        table_rows,
-    )
-    from animecli.benchmark import to_markdown as bench_markdown
+    from animecli.benchmark import DEFAULT_BACKENDS, BenchOptions, run_bench
+    from animecli.cli.bench_table import caption, columns, rows_as_dicts, table_rows
+    from animecli.cli.bench_table import to_markdown as bench_markdown
 
     opts = BenchOptions(
         images=images, size=size, max_images=max_images, models=tuple(model or ()),

@@ -1,3 +1,4 @@
+# Over 400 lines: the two published generators (full and tiny) share their blocks, norms and prunable widths.
 """The AnimeGAN generators that the author publishes as ONNX files, as PyTorch modules.
 
 Written from the structure of the graphs (layer order, shapes, padding, the

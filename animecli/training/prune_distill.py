@@ -1,3 +1,4 @@
+# Over 400 lines (just): one resumable prune → fine-tune loop with its checkpoint format and command line.
 """Prune an imported AnimeGANv3 teacher and fine-tune the pruned copy by distillation from the teacher itself.
 
 The teacher is our float module of the ONNX file (:func:`animecli.weights.onnx_import.import_onnx`),
