@@ -120,6 +120,53 @@ def test_watch_converts_existing_then_slowly_copied_files(tmp_path: Path, events
     assert not (out / ".animecli.lock").exists()  # released between rounds and at the end
 
 
+def test_watch_loads_the_model_once_for_all_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import animecli.inference.select as select
+
+    calls: list[object] = []
+    real = select.select_engine
+
+    def counting(model: object, opts: EngineOptions, **kw: object) -> select.Selected:
+        calls.append(model)
+        return real(model, opts, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "select_engine", counting)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    make_photo(inbox / "a.png")
+    old = time.time() - 60
+    os.utime(inbox / "a.png", (old, old))
+    stop = threading.Event()
+    opts = ConvertOptions((str(inbox),), out, engine=EngineOptions(device="cpu"))
+    rounds: list[int] = []
+    t = threading.Thread(target=lambda: run_watch(opts, WatchOptions(settle=0.2, interval=0.05, events=False), stop,
+                                                  on_round=lambda n, _s: rounds.append(n)))
+    t.start()
+    try:
+        deadline = time.time() + 60
+        while len(rounds) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        make_photo(inbox / "b.png", seed=2)
+        os.utime(inbox / "b.png", (old, old))
+        while len(rounds) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert rounds == [1, 1] and (out / "a.png").exists() and (out / "b.png").exists()
+    assert len(calls) == 1  # two rounds, one model load
+
+
+def test_the_engine_cache_builds_again_when_the_options_change(tmp_path: Path) -> None:
+    from animecli.inference.select import EngineCache
+    from animecli.options import ModelChoice
+
+    cache = EngineCache()
+    one = cache.get(ModelChoice(), EngineOptions(device="cpu", threads=1))
+    assert cache.get(ModelChoice(), EngineOptions(device="cpu", threads=1)) is one
+    other = cache.get(ModelChoice(), EngineOptions(device="cpu", threads=2))
+    assert other is not one and other.name == one.name
+
+
 def test_watch_command_parses_convert_options_and_refuses_bad_ones(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

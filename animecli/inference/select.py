@@ -119,3 +119,24 @@ def select_engine(model: ModelChoice, opts: EngineOptions, *, steady: bool = Fal
         return select_engine(model, opts)
     return Selected(engine, loaded.name, loaded.sha256, loaded.spec, loaded.licence, str(engine.device),
                     engine.precision_name, engine.backend, lean=False, loaded=loaded)
+
+
+class EngineCache:
+    """Keeps the engine of the last :meth:`get` for a long-lived front end (``animecli watch``
+    converts a few files per round: loading the model every round cost more than the files).
+
+    The key is the model choice and the engine options; a weights file replaced while the cache
+    lives is not noticed (restart the watch after changing the model's file).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[ModelChoice, EngineOptions] | None = None
+        self._selected: Selected | None = None
+
+    def get(self, model: ModelChoice, opts: EngineOptions) -> Selected:
+        """The engine for ``model`` under ``opts``: the kept one when they are the same as last time."""
+        if self._selected is None or self._key != (model, opts):
+            self._selected = None  # the previous engine is dropped before the next one is built
+            self._selected = select_engine(model, opts)
+            self._key = (model, opts)
+        return self._selected

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from animecli.errors import AnimecliError
 from animecli.io.discovery import Job, check_inputs
@@ -22,6 +23,9 @@ from animecli.run.local import convert_local
 from animecli.run.lock import OutputLock
 from animecli.run.report import FileRecord, ReportWriter, Status, Summary, check_report_path
 from animecli.run.session import RecordFn, RunInfo, Session
+
+if TYPE_CHECKING:
+    from animecli.inference.select import EngineCache
 
 
 def _is_empty(path: Path) -> bool:
@@ -38,6 +42,7 @@ def run_convert(
     stop: threading.Event | None = None,
     on_frames: Callable[[str, int, int], None] | None = None,
     only: Callable[[Path], bool] | None = None,
+    engines: EngineCache | None = None,
 ) -> Summary:
     """Convert everything ``opts`` names.
 
@@ -50,6 +55,7 @@ def run_convert(
         on_frames: a video's progress: (source, frames done, frames expected or 0).
         only: take only the inputs for which this is true (``animecli watch``: files that
             stopped growing); the others are passed over silently.
+        engines: keeps the local engine between calls (``animecli watch``).
 
     Returns:
         The summary; ``summary.fatal`` is set if the output became unwritable.
@@ -86,7 +92,7 @@ def run_convert(
                     from animecli.run.ray import convert_on_ray  # Ray only when asked for (an optional extra)
 
                     return convert_on_ray(run, on_start, stop, t0)
-                return convert_local(run, on_start, stop, t0, on_frames)
+                return convert_local(run, on_start, stop, t0, on_frames, engines)
             except AnimecliError as exc:
                 run.summary.fatal = run.summary.fatal or str(exc)
                 run.finish(t0)  # under the lock: it also closes the resume state

@@ -8,11 +8,15 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from animecli.errors import FileError, OutputError
 from animecli.io.discovery import Found, Job, is_video
 from animecli.io.loader import Loaded, StreamingLoader
 from animecli.run.report import FileRecord, Status, Summary, rss_mb
+
+if TYPE_CHECKING:
+    from animecli.inference.select import EngineCache
 from animecli.run.session import RunInfo, Session, Skip, inference_record, load_failure_record
 
 
@@ -41,8 +45,12 @@ def convert_local(
     stop: threading.Event | None,
     t0: float,
     on_frames: Callable[[str, int, int], None] | None = None,
+    engines: EngineCache | None = None,
 ) -> Summary:
     """The non-dry run in this process, with the output folder locked.
+
+    ``engines`` keeps the engine between runs (``animecli watch``); without it the model is
+    loaded for this run.
 
     Images stream through the loader and the writer pool; videos are set aside as discovery finds
     them and converted after the images (:mod:`animecli.run.video`), reporting progress in frames
@@ -55,7 +63,7 @@ def convert_local(
     from animecli.inference.select import eager_fallback, select_engine
     from animecli.io.writer import Saved, WriterPool, size_problem
 
-    chosen = select_engine(opts.model, opts.engine)
+    chosen = engines.get(opts.model, opts.engine) if engines is not None else select_engine(opts.model, opts.engine)
     engine = chosen.engine
     s = run.summary
     s.model, s.device, s.backend = chosen.name, chosen.device, chosen.backend.value

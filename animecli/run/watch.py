@@ -217,6 +217,9 @@ def run_watch(
         on_note("watching with file-system events (watchdog)" if observer is not None else
                 f"watching by polling every {wopts.interval:g} s")
     once = replace(opts, report=None)
+    from animecli.inference.select import EngineCache
+
+    engines = EngineCache()  # the model is loaded once, not every round
     try:
         while not stop.is_set():
             ready, waiting = ready_files.poll()
@@ -225,7 +228,7 @@ def run_watch(
                     return os.path.realpath(path) in ready
 
                 try:
-                    s = run_convert(once, record, start, stop, on_frames, only=only)
+                    s = run_convert(once, record, start, stop, on_frames, only=only, engines=engines)
                 except LockedError as exc:
                     if on_note is not None:
                         on_note(f"{exc}; trying again in {wopts.interval:g} s")
