@@ -18,6 +18,7 @@ from animecli.cli.app import app
 from animecli.errors import SetupError, UsageError
 from animecli.inference import backends
 from animecli.inference.backends import export_onnx, make_runner, resolve_backend
+from animecli.inference.ort_session import ONNX_HINT
 from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.inference.torch_engine import Engine
 from animecli.io.transforms import prepare
@@ -133,7 +134,7 @@ def test_missing_onnxruntime_cli_exit_2(
     monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
 
     def fail(backend: Backend) -> Any:
-        raise SetupError(f"--backend {backend.value} needs onnxruntime, which is not installed; {backends.ONNX_HINT}")
+        raise SetupError(f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}")
 
     monkeypatch.setattr(backends, "require_onnxruntime", fail)
     make_photo(tmp_path / "in" / "a.png")
