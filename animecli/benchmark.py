@@ -45,7 +45,7 @@ from PIL import Image
 from torch import nn
 
 from animecli.errors import UsageError, WeightsError
-from animecli.inference.backends import onnxruntime_available
+from animecli.inference.ort_session import onnxruntime_available
 from animecli.inference.tensors import array_to_tensor, image_to_tensor, tensor_to_image
 from animecli.io.photos import bundled_photos_dir, photo_files, read_photos
 from animecli.io.transforms import UInt8Array, array_to_image, prepare

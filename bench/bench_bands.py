@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from animecli.inference import ort_session as ort
-from animecli.inference.backends import export_onnx, export_onnx_split
+from animecli.inference.backends.onnx_export import export_onnx, export_onnx_split
 from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.options import Backend, ModelChoice
 from animecli.weights.resolve import load_generator

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from animecli.inference.backends import OrtRunner, make_runner, onnxruntime_available
+from animecli.inference.backends import OrtRunner, make_runner
+from animecli.inference.ort_session import onnxruntime_available
 from animecli.inference.tensors import from_model_range, image_to_tensor, tensor_to_image, to_model_range
 from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.options import Backend, ModelChoice

@@ -50,7 +50,8 @@ def _strip(model: nn.Module, names: tuple[str, ...]) -> nn.Module:
 
 
 def _measure(names: tuple[str, ...], repeat: int) -> tuple[float, float]:
-    from animecli.inference.backends import OrtRunner, export_onnx
+    from animecli.inference.backends import OrtRunner
+    from animecli.inference.backends.onnx_export import export_onnx
     from animecli.models.registry import build_generator
     from animecli.models.spec import Arch, ArchSpec
     from animecli.options import Backend

@@ -17,7 +17,9 @@ from animecli.benchmark import psnr
 from animecli.cli.app import app
 from animecli.errors import SetupError, UsageError
 from animecli.inference import backends
-from animecli.inference.backends import export_onnx, make_runner, resolve_backend
+from animecli.inference.backends import make_runner, resolve_backend
+from animecli.inference.backends.onnx_export import count_norms, export_onnx
+from animecli.inference.ort_session import ONNX_HINT
 from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.inference.torch_engine import Engine
 from animecli.io.transforms import prepare
@@ -75,13 +77,13 @@ def test_export_is_cached_by_digest(_shared_home: Path) -> None:
     assert len(files) == 1
     # A second runner reads the cached file instead of exporting again.
     called = []
-    original = backends.export_onnx
+    original = export_onnx
 
     def spy(m: torch.nn.Module, sample_size: int = 64) -> bytes:
         called.append(1)
         return original(m, sample_size)
 
-    backends.export_onnx = spy  # type: ignore[assignment]
+    backends.export_onnx = spy  # type: ignore[assignment]  # make_runner looks it up in the package
     try:
         make_runner(model, Backend.ONNX, threads=1, digest="ab" * 32, arch_key="lite/0.125/align")
     finally:
@@ -133,7 +135,7 @@ def test_missing_onnxruntime_cli_exit_2(
     monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
 
     def fail(backend: Backend) -> Any:
-        raise SetupError(f"--backend {backend.value} needs onnxruntime, which is not installed; {backends.ONNX_HINT}")
+        raise SetupError(f"--backend {backend.value} needs onnxruntime, which is not installed; {ONNX_HINT}")
 
     monkeypatch.setattr(backends, "require_onnxruntime", fail)
     make_photo(tmp_path / "in" / "a.png")
@@ -205,7 +207,7 @@ def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
         diff = (eager.float() - onnx.float()).abs()
         assert float(diff.max()) <= 1.0, float(diff.max())  # float32 rounding only
     # The statistics really are an input: different statistics, a different image.
-    stats = torch.tensor([[0.0, 1.0]] * backends.count_norms(model))
+    stats = torch.tensor([[0.0, 1.0]] * count_norms(model))
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     a, b = runner.run_fixed(x, stats), runner.run_fixed(x, stats * 2)
     assert float((a - b).abs().max()) > 1e-3
@@ -213,7 +215,7 @@ def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
 
 def test_lite_colour_skip_exports_as_a_matmul() -> None:
     # The skip as a Conv on the input became a blocked conv that onnxruntime ran first and
-    # kept alive through the network (backends._MatMulSkip); as a MatMul it is the same function.
+    # kept alive through the network (onnx_export._MatMulSkip); as a MatMul it is the same function.
     onnx = pytest.importorskip("onnx")
     model = _tiny(Arch.LITE3, align_corners=False)
     with torch.no_grad():  # a non-symmetric mix, so a transposed weight would show
@@ -297,7 +299,7 @@ def test_arena_shrinks_only_after_an_outlier() -> None:
 def test_a_wrong_calibration_path_is_named_in_the_error(tmp_path: Path) -> None:
     """It blamed a missing bundled examples/ folder, never naming the path the user gave."""
     from animecli.errors import SetupError
-    from animecli.inference.backends import calibration_images
+    from animecli.inference.backends.int8 import calibration_images
 
     (tmp_path / "f.jpg").write_bytes(b"x")
     for given, what in ((tmp_path / "typo", "does not exist"), (tmp_path / "f.jpg", "is a file")):

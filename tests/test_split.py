@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from animecli.inference import ort_session as ort
-from animecli.inference.backends import can_split, export_onnx, export_onnx_split
+from animecli.inference.backends.onnx_export import can_split, export_onnx, export_onnx_split
 from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
 from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.models.registry import build_generator

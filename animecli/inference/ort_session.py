@@ -69,7 +69,7 @@ class CompiledPaths:
         fp32: the exported float32 model.
         int8: the quantised model (its name also carries the calibration set's digest).
         fixed: the float32 tiling graph (norm statistics as an input; see
-            :func:`animecli.inference.backends.export_onnx`).
+            :func:`animecli.inference.backends.onnx_export.export_onnx`).
         encoder, decoder: the float32 model in two parts, for a model whose decoder
             has no whole-image norms (see :class:`SplitGraph`).
     """
@@ -119,7 +119,7 @@ BAND_HALO = 20
 
 @dataclass(frozen=True)
 class SplitGraph:
-    """A generator exported in two parts (:func:`animecli.inference.backends.export_onnx_split`).
+    """A generator exported in two parts (:func:`animecli.inference.backends.onnx_export.export_onnx_split`).
 
     Attributes:
         encoder: input ``input`` (N, 3, H, W) float32 in [-1, 1] → ``features``

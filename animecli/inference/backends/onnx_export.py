@@ -1,0 +1,284 @@
+"""ONNX export: a generator rewritten to export fast (norms, dynamic sizes), as one, tiling or split graphs."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animecli.inference.ort_session import OPSET
+from animecli.models.animeganv3 import LADE, ExternalAttention, GeneratorV2TF
+from animecli.models.lite import GeneratorLite
+from animecli.models.norm import FastGroupNorm
+from animecli.models.v2 import GeneratorV2
+
+__all__ = [
+    "ExportGroupNorm",
+    "StatsFeed",
+    "can_split",
+    "count_norms",
+    "export_onnx",
+    "export_onnx_split",
+    "exportable",
+    "has_fixed_stats_graph",
+]
+
+
+class ExportGroupNorm(nn.Module):
+    """``GroupNorm(1, C)`` written in ops that export to a fast ONNX graph.
+
+    Same function and parameters as :class:`~animecli.models.norm.FastGroupNorm` (and
+    ``nn.GroupNorm(1, C)``). The statistics are per-row partial sums, like the eager
+    version (accurate to ~1e-6 where one float32 sum over millions of values is not), and
+    the normalisation itself is one ``BatchNormalization`` node over the (1, N·C, H, W)
+    view, with per-(sample, channel) mean, variance, weight and bias: a single pass over
+    the activations, where ``x * scale + shift`` would be two.
+
+    Args:
+        norm: the layer to mirror (its ``weight`` and ``bias`` are shared, not copied).
+        feed: where frozen statistics come from in a fixed-statistics graph (``None`` = never).
+        index: this layer's row in ``feed.stats`` (its place among the model's norms).
+    """
+
+    def __init__(self, norm: FastGroupNorm | nn.GroupNorm, feed: StatsFeed | None = None, index: int = 0) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.bias = norm.bias
+        self.eps = float(norm.eps)
+        self.feed = feed
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) float32 contiguous → (N, C, H, W), normalised over (C, H, W) per sample."""
+        n, c, h, w = x.shape
+        if self.feed is not None and self.feed.stats is not None:
+            # Tiling: the whole image's (mean, var), a graph input, instead of this tile's own.
+            mean = self.feed.stats[self.index, 0].expand(n)
+            var = self.feed.stats[self.index, 1].expand(n)
+        else:
+            rows = x.reshape(n, c * h, w)
+            mean = rows.mean(dim=2).mean(dim=1)
+            mean_sq = torch.linalg.vector_norm(rows, 2, dim=2).square().mean(dim=1) / w
+            var = (mean_sq - mean * mean).clamp_min(0.0)
+        mean_nc = mean.view(-1, 1).expand(n, c).reshape(-1)
+        var_nc = var.view(-1, 1).expand(n, c).reshape(-1)
+        weight_nc = self.weight.view(1, -1).expand(n, c).reshape(-1)
+        bias_nc = self.bias.view(1, -1).expand(n, c).reshape(-1)
+        y = F.batch_norm(x.reshape(1, n * c, h, w), mean_nc, var_nc, weight_nc, bias_nc, False, 0.0, self.eps)
+        return y.reshape(n, c, h, w)
+
+
+class _V2Export(nn.Module):
+    """GeneratorV2 with upsampling sizes taken from tensor shapes, so that H and W stay dynamic.
+
+    ``GeneratorV2.forward`` turns the skip sizes into Python ints, which a trace records
+    as constants; this mirrors it (same modules, same order) without the conversion.
+    The ONNX tests compare it with the eager model at two input sizes.
+    """
+
+    def __init__(self, model: GeneratorV2) -> None:
+        super().__init__()
+        self.inner = model
+
+    def _up(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.inner.align_corners:
+            return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] → same; H and W multiples of 4."""
+        m = self.inner
+        half = m.block_a(x)
+        out = m.block_c(m.block_b(half))
+        out = m.block_d(self._up(out, half))
+        out = m.block_e(self._up(out, x))
+        result: torch.Tensor = m.out_layer(out)
+        return result
+
+
+class _MatMulSkip(nn.Module):
+    """A 1×1 convolution on the 3-channel input photo, written as a MatMul for export.
+
+    onnxruntime's NCHWc layout pass turns the lite models' colour skip (``Conv2d(3, 3, 1)``
+    on the input) into a blocked convolution whose output is padded to 16 channels on
+    AVX-512 (8 on AVX2); and since it depends only on the input, the skip runs first and
+    its padded output stays alive through the whole network: 45 MB at 1024×684, measured
+    as a 268 → 223 MB drop in the graph's memory rise once it is a MatMul, which runs at
+    the end on 3 channels. Same function (the ONNX tests compare with eager).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        assert conv.bias is not None  # GeneratorLite builds it with bias=True
+        self.weight = nn.Parameter(conv.weight.detach()[:, :, 0, 0].clone(), requires_grad=False)
+        self.bias = nn.Parameter(conv.bias.detach().view(1, -1, 1).clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) → (N, 3, H, W): per-pixel ``weight @ rgb + bias``."""
+        n, c, h, w = x.shape
+        y = torch.matmul(self.weight, x.reshape(n, c, h * w)) + self.bias
+        return y.reshape(n, -1, h, w)
+
+
+class StatsFeed:
+    """Holds the frozen statistics while a fixed-statistics graph is traced."""
+
+    def __init__(self) -> None:
+        self.stats: torch.Tensor | None = None
+
+
+def _is_norm(mod: nn.Module) -> bool:
+    is_gn1 = isinstance(mod, nn.GroupNorm) and mod.num_groups == 1 and mod.affine
+    return isinstance(mod, FastGroupNorm) or is_gn1
+
+
+def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
+    """A float32, CPU, gradient-free copy of ``model`` whose norms export to fast ONNX.
+
+    Args:
+        model: the generator.
+        feed: for a fixed-statistics graph: the norms read their statistics from it, each
+            at its index in module order (the order :func:`animecli.inference.tiling.record_stats` uses).
+    """
+    clone = copy.deepcopy(model).to("cpu", torch.float32).requires_grad_(False).eval()
+    clone = clone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    order = {id(m): i for i, m in enumerate(m for m in clone.modules() if _is_norm(m))}
+    for mod in list(clone.modules()):
+        for name, child in list(mod.named_children()):
+            if _is_norm(child):
+                setattr(mod, name, ExportGroupNorm(child, feed, order[id(child)]))
+    if isinstance(clone, GeneratorLite):
+        setattr(clone, "skip", _MatMulSkip(clone.skip))  # noqa: B010  (the attribute is typed Conv2d)
+    # GeneratorV2TF's own upsampling already keeps H and W dynamic (and is not _V2Export's).
+    v2 = isinstance(clone, GeneratorV2) and not isinstance(clone, GeneratorV2TF)
+    wrapped: nn.Module = _V2Export(clone) if v2 else clone
+    return wrapped.eval()
+
+
+def has_fixed_stats_graph(model: nn.Module) -> bool:
+    """Whether a fixed-statistics (tiling) graph can be exported: every whole-image layer is a
+    one-group norm. AnimeGANv3's LADE (per-channel statistics of two tensors) and its attention
+    softmax have none: their tiles run in eager PyTorch with frozen statistics."""
+    return not any(isinstance(m, (LADE, ExternalAttention)) for m in model.modules())
+
+
+class _FixedStatsExport(nn.Module):
+    """A generator whose norms take their (mean, var) from a second input, shaped (L, 2)."""
+
+    def __init__(self, net: nn.Module, feed: StatsFeed) -> None:
+        super().__init__()
+        self.net = net
+        self.feed = feed
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        self.feed.stats = stats
+        try:
+            out: torch.Tensor = self.net(x)
+        finally:
+            self.feed.stats = None
+        return out
+
+
+def count_norms(model: nn.Module) -> int:
+    """Number of whole-image norm layers (rows of a fixed-statistics graph's ``stats`` input)."""
+    return sum(1 for m in model.modules() if _is_norm(m))
+
+
+def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = False) -> bytes:
+    """Export the generator to ONNX (opset 17) with dynamic batch, height and width.
+
+    Args:
+        model: the generator (any device/dtype; a float32 CPU copy is exported).
+        sample_size: side of the dummy input used for tracing (a multiple of 4).
+        fixed_stats: export the tiling graph: a second input ``stats`` (L, 2) float32 holds
+            every norm's whole-image (mean, var), in module order, used instead of the input's.
+
+    Returns:
+        The serialised ONNX model, input ``input`` (and ``stats``) and output ``output``,
+        both (N, 3, H, W) float32 in [-1, 1].
+    """
+    x = torch.zeros(1, 3, sample_size, sample_size)
+    dyn = {0: "n", 2: "h", 3: "w"}
+    args: tuple[torch.Tensor, ...] = (x,)
+    names = ["input"]
+    if fixed_stats:
+        feed = StatsFeed()
+        net: nn.Module = _FixedStatsExport(exportable(model, feed), feed)
+        args = (x, torch.ones(count_norms(model), 2))
+        names = ["input", "stats"]
+    else:
+        net = exportable(model)
+    return _export(net, args, names, {"input": dyn, "output": dyn})
+
+
+class _Encoder(nn.Module):
+    def __init__(self, net: GeneratorLite) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, net: GeneratorLite) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(feats, x)
+
+
+def can_split(model: nn.Module) -> bool:
+    """Whether :func:`export_onnx_split` applies: a generator whose decoder has no whole-image
+    norms (for a built model, what :func:`animecli.models.spec.has_local_decoder` says of its arch)."""
+    return isinstance(model, GeneratorLite) and model.local_decoder
+
+
+def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, bytes]:
+    """Export the encoder and the decoder of a ``lite3`` generator as two graphs.
+
+    The decoder has no whole-image norms, so :class:`~animecli.inference.ort_session.OrtSession` can run it
+    on bands of rows (same result; far less memory on large photos).
+
+    Args:
+        model: a generator for which :func:`can_split` is true.
+        sample_size: side of the dummy input used for tracing (a multiple of 4).
+
+    Returns:
+        The encoder (input ``input`` (N, 3, H, W) float32 in [-1, 1], output ``features``
+        (N, C, H/4, W/4)) and the decoder (inputs ``features`` and ``input``, output
+        ``output`` (N, 3, H, W) float32 in [-1, 1]).
+    """
+    if not can_split(model):
+        raise ValueError("only a generator with a norm-free decoder (lite3) can be split")
+    net = exportable(model)
+    assert isinstance(net, GeneratorLite)
+    x = torch.zeros(1, 3, sample_size, sample_size)
+    with torch.no_grad():
+        feats = net.encode(x)
+    dyn = {0: "n", 2: "h", 3: "w"}
+    fdyn = {0: "n", 2: "fh", 3: "fw"}
+    encoder = _export(_Encoder(net), (x,), ["input"], {"input": dyn, "features": fdyn}, output="features")
+    decoder = _export(_Decoder(net), (feats, x), ["features", "input"],
+                      {"features": fdyn, "input": dyn, "output": dyn})
+    return encoder, decoder
+
+
+def _export(net: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
+            dynamic_axes: dict[str, dict[int, str]], output: str = "output") -> bytes:
+    with tempfile.TemporaryDirectory(prefix="animecli-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about shapes (handled) and deprecations
+        path = Path(tmp) / "model.onnx"
+        # The TorchScript-based exporter: the dynamo one needs onnxscript and gives no faster graph here.
+        torch.onnx.export(
+            net, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
+            output_names=[output], dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+        return path.read_bytes()
+
