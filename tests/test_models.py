@@ -217,3 +217,19 @@ def test_v2_matches_upstream_key_list_and_loads_strict() -> None:
     fresh.load_state_dict(sd, strict=True)
     assert torch.equal(fresh.state_dict()["out_layer.0.weight"], sd["out_layer.0.weight"])
     assert sum(v.numel() for v in sd.values()) == spec["total_parameters"]
+
+
+def test_v3_with_eps_zero_stays_finite_on_a_flat_image() -> None:
+    """The fp16 Hayao file stores LADE eps 0: a one-colour image gave NaN (0/0) in every pixel."""
+    from animecli.models.animeganv3 import AnimeGANv3Generator
+
+    torch.manual_seed(0)
+    zero = AnimeGANv3Generator(base=8, eps=0.0, attn_eps=0.0).eval()
+    near = AnimeGANv3Generator(base=8, eps=1e-30, attn_eps=0.0).eval()  # no guard, eps ~ 0
+    near.load_state_dict(zero.state_dict())
+    with torch.inference_mode():
+        for value in (-1.0, 0.0, 0.5):
+            flat = zero(torch.full((1, 3, 32, 32), value))
+            assert torch.isfinite(flat).all()
+        x = torch.rand(1, 3, 32, 48) * 2 - 1
+        assert torch.allclose(zero(x), near(x), atol=1e-5)  # the guard changes nothing elsewhere

@@ -160,6 +160,11 @@ class LADE(_Freezable):
             if self.record_stats:
                 self.recorded = (mean_x.detach(), var_x.detach(), mean_t.detach(), var_t.detach())
         scale = torch.sqrt(var_t + self.eps) / torch.sqrt(var_x + self.eps)
+        if self.eps <= 0:
+            # The fp16 Hayao file stores eps 0: a flat channel (a one-colour image, a black video
+            # frame) would give 0/0 = NaN. Its x − μx is 0, so any scale gives the same μt; 0 keeps
+            # it finite. Decided at build time, so other files' graphs carry no extra op.
+            scale = torch.where(var_x > 0, scale, torch.zeros_like(scale))
         shift = mean_t - mean_x * scale
         return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
 
