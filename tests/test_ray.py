@@ -282,3 +282,30 @@ def test_connect_puts_our_signal_handlers_back() -> None:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("eps", [1e-5, 0.0])
+def test_ray_runs_an_imported_animeganv3_file_as_locally(ray_instance: Any, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, eps: float) -> None:
+    """Issue 22 item 4: ``--engine ray --weights FILE.onnx``; the actors rebuild the imported module from
+    the driver's spec (eps from the file, 0 as in the fp16 Hayao file) and weights."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tests import onnx_graphs as graphs
+
+    monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))
+    teacher = tmp_path / "v3.onnx"
+    onnx.save(graphs.v3_graph(base=2, eps=eps), str(teacher))
+    src = tmp_path / "in"
+    for i in range(3):
+        make_photo(src / f"p{i}.png", (40 + 8 * i, 32), seed=i)
+    from PIL import Image
+
+    Image.new("RGB", (24, 24), (128, 128, 128)).save(src / "flat.png")  # one colour: 0/0 with eps 0
+    local, dist = tmp_path / "local", tmp_path / "ray"
+    r_local = convert(src, local, "--weights", teacher)
+    r_ray = convert(src, dist, "--weights", teacher, "--engine", "ray", "--workers", "2")
+    assert r_local.exit_code == 0, r_local.output
+    assert r_ray.exit_code == 0, r_ray.output
+    assert outputs(local) == outputs(dist) and len(outputs(local)) == 4
