@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny seeded generator with its own manifest, and small test photos."""
+"""Shared fixtures and helpers: a tiny seeded generator with its own manifest, small test photos,
+``animecli convert`` through Typer's runner, and readers for its reports and outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from animecli.models.registry import build_generator
@@ -88,3 +93,36 @@ def cli_convert(*args: object, cpu: bool = True) -> Result:
     if cpu:
         argv += ["--device", "cpu"]
     return CliRunner().invoke(app, argv)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A ``--report`` JSON file, parsed."""
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def rows_by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A parsed report's file rows by input file name."""
+    return {Path(r["src"]).name: r for r in report["files"]}
+
+
+def report_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The file rows of the ``--report`` JSON file at ``path``, by input file name."""
+    return rows_by_name(read_report(path))
+
+
+def files_under(folder: Path) -> set[str]:
+    """The files below ``folder``, without animecli's own bookkeeping (resume state, lock)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".animecli.")}
+
+
+def pixels(path: Path, mode: str = "RGB") -> np.ndarray:
+    """An image's pixels in ``mode``, as int16 (so differences of two images do not wrap around)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert(mode)).astype(np.int16)
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        return img.size
