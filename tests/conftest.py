@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from animecli.weights.manifest import Manifest, ModelEntry, save_manifest, sha256_of
+from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -26,6 +27,13 @@ def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Te
     torch.manual_seed(seed)
     model = build_generator(ArchSpec(arch, width=0.125))
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def tiny_checkpoint(arch: Arch = Arch.LITE) -> bytes:
+    """``tiny_state_dict(arch)`` as ``torch.save`` writes it: the body of a good download."""
+    buf = io.BytesIO()
+    torch.save(tiny_state_dict(arch), buf)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -52,6 +60,15 @@ def make_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: tu
     monkeypatch.setenv("ANIMECLI_WEIGHTS_DIR", str(folder))
     monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))
     return folder
+
+
+def add_upstream_entry(folder: Path, name: str, url: str, arch: Arch = Arch.V2) -> Manifest:
+    """Add an upstream entry (tiny width, no SHA-256) downloaded from ``url`` to ``folder``'s manifest."""
+    manifest = load_manifest(folder)
+    entry = ModelEntry(name, f"{name}.pt", arch, width=0.125, url=url)
+    manifest = Manifest(manifest.default, {**manifest.models, name: entry}, folder)
+    save_manifest(manifest, folder)
+    return manifest
 
 
 def make_photo(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", seed: int = 0, **save: object) -> Path:
