@@ -19,7 +19,8 @@ from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # this checkout
+SHARED = ROOT.parent / "shared"
 
 
 def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Tensor]:
