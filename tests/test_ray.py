@@ -19,7 +19,7 @@ from animecli.errors import SetupError, UsageError
 from animecli.options import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
 from animecli.run.ray import INSTALL_HINT, plan_pool
 from animecli.run.report import FileRecord
-from tests.conftest import cli_convert, files_under, make_photo, read_report, report_rows
+from tests.conftest import ROOT, cli_convert, files_under, make_photo, read_report, report_rows
 
 STABLE = ["src", "status", "reason", "input_size", "processed_size", "notes"]
 
@@ -172,7 +172,9 @@ def test_help_does_not_import_ray() -> None:
             "    assert exc.code in (0, None), exc.code\n"
             "heavy = sorted(m for m in ('ray', 'torch', 'onnxruntime') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # `python -c` puts its working folder first on sys.path: run it in this checkout, so that the animecli
+    # whose --help is checked is the one under test, wherever pytest was started.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout and "convert" in done.stdout
 
