@@ -1,19 +1,26 @@
-"""Shared fixtures: a tiny seeded generator with its own manifest, and small test photos."""
+"""Shared fixtures and helpers: a tiny seeded generator with its own manifest, small test photos,
+``animecli convert`` through Typer's runner, and readers for its reports and outputs."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner, Result
 
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from animecli.weights.manifest import Manifest, ModelEntry, save_manifest, sha256_of
+from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # this checkout
+SHARED = ROOT.parent / "shared"
 
 
 def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -21,6 +28,13 @@ def tiny_state_dict(arch: Arch = Arch.LITE, seed: int = 0) -> dict[str, torch.Te
     torch.manual_seed(seed)
     model = build_generator(ArchSpec(arch, width=0.125))
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def tiny_checkpoint(arch: Arch = Arch.LITE) -> bytes:
+    """``tiny_state_dict(arch)`` as ``torch.save`` writes it: the body of a good download."""
+    buf = io.BytesIO()
+    torch.save(tiny_state_dict(arch), buf)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -47,6 +61,15 @@ def make_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: tu
     monkeypatch.setenv("ANIMECLI_WEIGHTS_DIR", str(folder))
     monkeypatch.setenv("ANIMECLI_HOME", str(tmp_path / "home"))
     return folder
+
+
+def add_upstream_entry(folder: Path, name: str, url: str, arch: Arch = Arch.V2) -> Manifest:
+    """Add an upstream entry (tiny width, no SHA-256) downloaded from ``url`` to ``folder``'s manifest."""
+    manifest = load_manifest(folder)
+    entry = ModelEntry(name, f"{name}.pt", arch, width=0.125, url=url)
+    manifest = Manifest(manifest.default, {**manifest.models, name: entry}, folder)
+    save_manifest(manifest, folder)
+    return manifest
 
 
 def make_photo(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", seed: int = 0, **save: object) -> Path:
@@ -88,3 +111,36 @@ def cli_convert(*args: object, cpu: bool = True) -> Result:
     if cpu:
         argv += ["--device", "cpu"]
     return CliRunner().invoke(app, argv)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A ``--report`` JSON file, parsed."""
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def rows_by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A parsed report's file rows by input file name."""
+    return {Path(r["src"]).name: r for r in report["files"]}
+
+
+def report_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The file rows of the ``--report`` JSON file at ``path``, by input file name."""
+    return rows_by_name(read_report(path))
+
+
+def files_under(folder: Path) -> set[str]:
+    """The files below ``folder``, without animecli's own bookkeeping (resume state, lock)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".animecli.")}
+
+
+def pixels(path: Path, mode: str = "RGB") -> np.ndarray:
+    """An image's pixels in ``mode``, as int16 (so differences of two images do not wrap around)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert(mode)).astype(np.int16)
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        return img.size

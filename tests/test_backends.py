@@ -27,10 +27,9 @@ from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions
 from animecli.run.resume import Settings
-from tests.conftest import SHARED, make_photo, tiny_state_dict
+from tests.conftest import ROOT, SHARED, make_photo, tiny_state_dict
 
 ort = pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

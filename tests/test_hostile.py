@@ -7,7 +7,6 @@ stop (exit 1 and a message), never a hang, a crash or a half-written file.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
 import sys
@@ -24,7 +23,8 @@ from typer.testing import Result
 
 from animecli.atomic import TEMP_SUFFIX
 from animecli.io.discovery import GIF_NOTE
-from tests.conftest import cli_convert, make_photo
+from tests.conftest import cli_convert as convert
+from tests.conftest import make_photo, pixels, read_report, report_rows
 
 as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                              reason="root can read and write regardless of permissions")
@@ -32,18 +32,6 @@ as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
 
 # Every test here runs against the tiny seeded models of conftest, never the shipped ones.
 pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
-
-
-convert = cli_convert
-
-
-def report_rows(path: Path) -> dict[str, dict[str, Any]]:
-    return {Path(row["src"]).name: row for row in json.loads(path.read_text())["files"]}
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -142,10 +130,10 @@ def test_non_utf8_file_name_converts(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert os.listdir(os.fsencode(out)).count(b"caf\xe9 \xff.png") == 1
     assert "caf\\xe9 \\xff.png" in r.output  # shown with the bytes escaped, not a crash
-    [row] = json.loads(rep.read_text(encoding="utf-8"))["files"]
+    [row] = read_report(rep)["files"]
     assert os.fsencode(row["src"]) == raw  # the report round-trips the exact bytes
     r = convert(src, out, "--report", rep)  # the resume state does too
-    assert json.loads(rep.read_text())["summary"]["skipped"] == 1
+    assert read_report(rep)["summary"]["skipped"] == 1
 
 
 @as_root
@@ -203,7 +191,7 @@ def test_output_turning_read_only_mid_run_stops_cleanly(tmp_path: Path, monkeypa
     assert r.exit_code == 1, r.output
     msg = " ".join(r.stderr.split())
     assert "cannot write to" in msg and "choose a writable OUTPUT" in msg
-    summary = json.loads(rep.read_text())["summary"]
+    summary = read_report(rep)["summary"]
     assert summary["converted"] == 1 and summary["fatal"]
     assert sorted(p.name for p in out.glob("*.png")) == ["p0.png"]
     assert not list(out.glob(f"*{TEMP_SUFFIX}"))
@@ -241,7 +229,7 @@ def test_tiff_orientation_is_applied_like_any_other_format(tmp_path: Path) -> No
     for name in ("rot", "up"):
         r = convert(tmp_path / name, tmp_path / f"{name}_out", "--report", tmp_path / f"{name}.json")
         assert r.exit_code == 0, r.output
-        notes[name] = json.loads((tmp_path / f"{name}.json").read_text())["files"][0]["notes"]
+        notes[name] = read_report(tmp_path / f"{name}.json")["files"][0]["notes"]
     assert np.array_equal(pixels(tmp_path / "rot_out" / "r.tif"), pixels(tmp_path / "up_out" / "r.tif"))
     # Pillow rotates a TIFF itself while loading it; the report says so as it does for a JPEG.
     assert notes == {"rot": "EXIF rotated", "up": ""}
@@ -411,7 +399,7 @@ def test_an_unwritable_subfolder_fails_its_files_and_the_run_carries_on(
     rows = report_rows(rep)
     assert rows["x.png"]["status"] == "failed" and f"cannot write to {out / 'a'}" in rows["x.png"]["reason"]
     assert rows["y.png"]["status"] == rows["z.png"]["status"] == "converted"
-    summary = json.loads(rep.read_text())["summary"]
+    summary = read_report(rep)["summary"]
     assert not summary["fatal"] and (summary["converted"], summary["failed"]) == (2, 1)
 
 

@@ -18,11 +18,10 @@ from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
 from animecli.inference.tensors import pad_batch
 from animecli.io.transforms import pad_array
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
-from tests.conftest import make_photo
+from tests.conftest import ROOT, make_photo
 
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torch_engine(opts: EngineOptions):  # type: ignore[no-untyped-def]

@@ -13,13 +13,11 @@ import pytest
 
 from animecli.errors import LockedError
 from animecli.run.lock import LOCK_NAME, Holder, OutputLock, is_alive, me
-from tests.conftest import cli_convert, make_photo
+from tests.conftest import cli_convert as convert
+from tests.conftest import make_photo
 
 # Every test here runs against the tiny seeded models of conftest, never the shipped ones.
 pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
-
-
-convert = cli_convert
 
 
 def dead_pid() -> int:

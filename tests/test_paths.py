@@ -4,16 +4,13 @@ by another input's output, or replace the photo it was made from."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import cli_convert, make_photo
-
-convert = cli_convert
-
+from tests.conftest import cli_convert as convert
+from tests.conftest import make_photo, read_report
 
 # Every test here runs against the tiny seeded models of conftest, never the shipped ones.
 pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
@@ -24,7 +21,7 @@ def digest(path: Path) -> str:
 
 
 def summary(report: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(report.read_text())["summary"]
+    result: dict[str, Any] = read_report(report)["summary"]
     return result
 
 
@@ -82,7 +79,7 @@ def test_same_names_from_two_folders_are_both_kept(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"a_x.png", "a_y.png"}
     assert digest(out / "a_x.png") != digest(out / "a_y.png")
-    rows = {row["dst"]: row for row in json.loads((tmp_path / "r1.json").read_text())["files"]}
+    rows = {row["dst"]: row for row in read_report(tmp_path / "r1.json")["files"]}
     assert "written as a_y.png" in rows[str(out / "a_y.png")]["notes"]
     kept = {name: digest(out / name) for name in ("a_x.png", "a_y.png")}
     r = convert(b, a, out, "--report", tmp_path / "r2.json")  # a rerun, in another order, maps them the same way
@@ -216,7 +213,7 @@ def test_a_new_same_named_input_notes_the_output_it_leaves_behind(tmp_path: Path
     make_photo(photos / "a.png", seed=2)
     r = convert(photos, out, "-f", "png", "--report", tmp_path / "r.json")
     assert r.exit_code == 0, r.output
-    rows = json.loads((tmp_path / "r.json").read_text())["files"]
+    rows = read_report(tmp_path / "r.json")["files"]
     assert sorted(Path(row["dst"]).name for row in rows) == ["a_jpg.png", "a_png.png"]
     assert all("a.png there is from an earlier run" in row["notes"] for row in rows), rows
 

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from animecli.cli.app import app
 from animecli.errors import WeightsError
 from animecli.models.spec import Arch
 from animecli.options import ModelChoice
-from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest
 from animecli.weights.resolve import load_generator
-from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
+from tests.conftest import add_upstream_entry, make_photo, make_weights_dir, tiny_checkpoint
 from tests.test_hub import HTML_PAGE, Site, running_site
 
 NAME = "upstream_tiny"
@@ -27,9 +24,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def checkpoint() -> bytes:
-    buf = io.BytesIO()
-    torch.save(tiny_state_dict(Arch.V2), buf)
-    return buf.getvalue()
+    return tiny_checkpoint(Arch.V2)
 
 
 @pytest.fixture
@@ -37,9 +32,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint: bytes) -> 
     """A v2 upstream entry without a SHA-256, served from 127.0.0.1; yields the server and the cache."""
     with running_site(checkpoint) as site:
         folder = make_weights_dir(tmp_path, monkeypatch, (("tiny", Arch.LITE),))
-        manifest = load_manifest(folder)
-        entry = ModelEntry(NAME, f"{NAME}.pt", Arch.V2, width=0.125, url=f"{site.base}/model.pt")
-        save_manifest(Manifest(manifest.default, {**manifest.models, NAME: entry}), folder)
+        add_upstream_entry(folder, NAME, f"{site.base}/model.pt")
         yield site, tmp_path / "home"
 
 

@@ -10,7 +10,6 @@ bad file recorded by an older version is replaced.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,23 +20,17 @@ from animecli.errors import WeightsError
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import ModelChoice
 from animecli.weights.checkpoint import checkpoint_problem
-from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest
+from animecli.weights.manifest import Manifest, ModelEntry
 from animecli.weights.resolve import load_generator, pull
-from tests.conftest import make_weights_dir, tiny_state_dict
+from tests.conftest import add_upstream_entry, make_weights_dir, tiny_checkpoint, tiny_state_dict
 from tests.test_hub import CUT, HTML_PAGE, Site, running_site
 
 NAME = "upstream_tiny"
 
 
-def _checkpoint(arch: Arch = Arch.V2) -> bytes:
-    buf = io.BytesIO()
-    torch.save(tiny_state_dict(arch), buf)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def checkpoint() -> bytes:
-    data = _checkpoint()
+    data = tiny_checkpoint(Arch.V2)
     assert len(data) > CUT  # so the "short" server mode really cuts it
     return data
 
@@ -52,11 +45,7 @@ def site(checkpoint: bytes) -> Iterator[Site]:
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site: Site) -> tuple[Manifest, Path]:
     """A manifest with a v2 upstream entry (no SHA-256) served by ``site``; returns it and the cache."""
     folder = make_weights_dir(tmp_path, monkeypatch, (("tiny", Arch.LITE),))
-    manifest = load_manifest(folder)
-    entry = ModelEntry(NAME, f"{NAME}.pt", Arch.V2, width=0.125, url=f"{site.base}/model.pt")
-    manifest = Manifest(manifest.default, {**manifest.models, NAME: entry}, folder)
-    save_manifest(manifest, folder)
-    return manifest, tmp_path / "home"
+    return add_upstream_entry(folder, NAME, f"{site.base}/model.pt"), tmp_path / "home"
 
 
 def _files(folder: Path) -> list[str]:
@@ -82,7 +71,7 @@ def test_pull_refuses_a_download_that_is_not_a_checkpoint(
 
 def test_pull_refuses_another_architecture(setup: tuple[Manifest, Path], site: Site) -> None:
     manifest, home = setup
-    site.state.payload = _checkpoint(Arch.LITE)
+    site.state.payload = tiny_checkpoint(Arch.LITE)
     with pytest.raises(WeightsError, match=r"did not return a v2 checkpoint \(a lite checkpoint\)"):
         pull(manifest.models[NAME])
     assert _files(home) == []
@@ -127,7 +116,7 @@ def test_checkpoint_problem_reasons(tmp_path: Path, checkpoint: bytes) -> None:
         "page.pt": (b"\xef\xbb\xbf  \n" + HTML_PAGE.lower(), "an HTML page"),
         "cut.pt": (checkpoint[: len(checkpoint) // 2], "truncated or corrupt"),
         "text.pt": (b'{"error": "rate limited"}\n', "not a PyTorch file"),
-        "lite.pt": (_checkpoint(Arch.LITE), "a lite checkpoint"),
+        "lite.pt": (tiny_checkpoint(Arch.LITE), "a lite checkpoint"),
     }
     for name, (data, _) in cases.items():
         (tmp_path / name).write_bytes(data)

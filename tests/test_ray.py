@@ -6,7 +6,6 @@ is not installed (``pip install -e '.[ray]'``); the missing-Ray and pool-sizing 
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from animecli.errors import SetupError, UsageError
 from animecli.options import ConvertOptions, EngineKind, EngineOptions, ModelChoice, RayOptions
 from animecli.run.ray import INSTALL_HINT, plan_pool
 from animecli.run.report import FileRecord
-from tests.conftest import cli_convert, make_photo
+from tests.conftest import ROOT, cli_convert, files_under, make_photo, read_report, report_rows
 
 STABLE = ["src", "status", "reason", "input_size", "processed_size", "notes"]
 
@@ -47,14 +46,9 @@ def convert(*args: object) -> Result:
     return cli_convert(*args, "--threads", "1")
 
 
-def report_of(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
 def outputs(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".animecli.")}
+    """The files below ``folder`` (as files_under names them) and their bytes."""
+    return {name: (folder / name).read_bytes() for name in sorted(files_under(folder))}
 
 
 def _photos(src: Path) -> None:
@@ -87,7 +81,7 @@ def test_ray_matches_local_and_resumes(ray_instance: Any, tmp_path: Path) -> Non
     assert all(got[name] == want[name] for name in want)
 
     # the same report rows, in the same order; the same counts
-    rl, rr = report_of(tmp_path / "local.json"), report_of(tmp_path / "ray.json")
+    rl, rr = read_report(tmp_path / "local.json"), read_report(tmp_path / "ray.json")
     assert [[row[k] for k in STABLE] for row in rr["files"]] == [[row[k] for k in STABLE] for row in rl["files"]]
     assert [Path(row["dst"]).relative_to(dist) if row["dst"] else "" for row in rr["files"]] == \
         [Path(row["dst"]).relative_to(local) if row["dst"] else "" for row in rl["files"]]
@@ -104,18 +98,18 @@ def test_ray_matches_local_and_resumes(ray_instance: Any, tmp_path: Path) -> Non
     mtimes = {p: p.stat().st_mtime_ns for p in dist.rglob("*") if p.is_file() and not p.name.startswith(".")}
     r = convert(src, dist, "--engine", "ray", "--report", tmp_path / "again.json")
     assert r.exit_code == 1, r.output
-    again = report_of(tmp_path / "again.json")["summary"]
+    again = read_report(tmp_path / "again.json")["summary"]
     assert (again["converted"], again["skipped"], again["failed"]) == (0, 9, 2)
     assert mtimes == {p: p.stat().st_mtime_ns for p in mtimes}
 
     # the resume state is shared with the local engine: a local rerun of the Ray output skips too
     r = convert(src, dist, "--report", tmp_path / "local_again.json")
-    assert report_of(tmp_path / "local_again.json")["summary"]["skipped"] == 9
+    assert read_report(tmp_path / "local_again.json")["summary"]["skipped"] == 9
 
     # a changed input is redone, the rest skipped
     make_photo(src / "p1.png", (40, 30), seed=99)
     r = convert(src, dist, "--engine", "ray", "--report", tmp_path / "changed.json")
-    rows = {Path(row["src"]).name: row for row in report_of(tmp_path / "changed.json")["files"]}
+    rows = report_rows(tmp_path / "changed.json")
     assert rows["p1.png"]["status"] == "converted" and "input changed" in rows["p1.png"]["notes"]
     assert rows["p0.png"]["status"] == "skipped"
 
@@ -150,7 +144,7 @@ def test_ray_stop_finishes_with_a_report_and_rerun_completes(ray_instance: Any, 
                           report=tmp_path / "r.json", engine_kind=EngineKind.RAY, ray=RayOptions(workers=1))
     summary = run_convert(opts, on_record=on_record, stop=stop)
     assert summary.interrupted and summary.converted == 1 and len(seen) == 1
-    assert report_of(tmp_path / "r.json")["summary"]["interrupted"] is True
+    assert read_report(tmp_path / "r.json")["summary"]["interrupted"] is True
     r = convert(src, out, "--engine", "ray")
     assert r.exit_code == 0, r.output
     assert sorted(outputs(out)) == [f"s{i}.png" for i in range(6)]
@@ -178,7 +172,9 @@ def test_help_does_not_import_ray() -> None:
             "    assert exc.code in (0, None), exc.code\n"
             "heavy = sorted(m for m in ('ray', 'torch', 'onnxruntime') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # `python -c` puts its working folder first on sys.path: run it in this checkout, so that the animecli
+    # whose --help is checked is the one under test, wherever pytest was started.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout and "convert" in done.stdout
 

@@ -26,11 +26,10 @@ from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice
-from tests.conftest import make_photo, make_weights_dir, tiny_state_dict
+from tests.conftest import ROOT, make_photo, make_weights_dir, tiny_state_dict
 
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -12,20 +12,18 @@ from PIL import Image
 
 from animecli.errors import OutputError
 from animecli.run.resume import STATE_NAME, RunState, Settings, Stamp, Verdict
-from tests.conftest import cli_convert, make_photo
+from tests.conftest import cli_convert as convert
+from tests.conftest import make_photo, report_rows
 
 # Every test here runs against the tiny seeded models of conftest, never the shipped ones.
 pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
-
-
-convert = cli_convert
 
 
 def statuses(src: Path, out: Path, rep: Path, *extra: object) -> dict[str, dict[str, Any]]:
     """Run a conversion and return the report's rows by input file name."""
     r = convert(src, out, "--report", rep, *extra)
     assert r.exit_code == 0, r.output
-    return {Path(row["src"]).name: row for row in json.loads(rep.read_text())["files"]}
+    return report_rows(rep)
 
 
 def state_lines(out: Path) -> list[dict[str, Any]]:

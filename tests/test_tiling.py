@@ -16,9 +16,7 @@ from animecli.inference.tensors import from_model_range, pad_batch, pad_uint8, t
 from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from tests.conftest import make_photo
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, make_photo
 
 
 def make_photo_tensor(h: int, w: int) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,15 @@ from animecli.atomic import TEMP_PREFIX
 from animecli.inference.temporal import CutDetector, StatsCarry, TemporalRunner, fast_norms
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
-from tests.conftest import cli_convert
+from tests.conftest import cli_convert, read_report
 
 av = pytest.importorskip("av")
 
 W, H = 64, 48
 
 
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 def scene(seed: int, w: int = W, h: int = H, n: int = 8) -> list[np.ndarray]:
@@ -82,8 +80,9 @@ def probe(path: Path) -> dict[str, Any]:
     return info
 
 
-def report_rows(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(path.read_text())["files"]
+def file_rows(path: Path) -> list[dict[str, Any]]:
+    """The report's file rows, in order."""
+    rows: list[dict[str, Any]] = read_report(path)["files"]
     return rows
 
 
@@ -99,7 +98,7 @@ def test_video_keeps_rate_timestamps_and_audio(tmp_path: Path) -> None:
     assert got["size"] == (W, H)
     # Stylised, not copied: the tiny random model changes the pixels.
     assert np.abs(got["frames"][0].astype(int) - want["frames"][0].astype(int)).mean() > 5
-    (row,) = report_rows(tmp_path / "r.json")
+    (row,) = file_rows(tmp_path / "r.json")
     assert row["status"] == "converted" and row["frames"] == 8 and row["fps"] == 12
     assert row["ms_per_frame"] > 0 and row["peak_rss_mb"] > 0
     assert not [p for p in out.iterdir() if p.name.startswith(TEMP_PREFIX)]
@@ -128,9 +127,9 @@ def test_rerun_skips_then_redoes_when_settings_change(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert cli_convert(tmp_path / "a.mp4", out).exit_code == 0
     again = cli_convert(tmp_path / "a.mp4", out, "--report", tmp_path / "r.json")
-    assert report_rows(tmp_path / "r.json")[0]["status"] == "skipped", again.output
+    assert file_rows(tmp_path / "r.json")[0]["status"] == "skipped", again.output
     cli_convert(tmp_path / "a.mp4", out, "--crf", "30", "--report", tmp_path / "r.json")
-    assert report_rows(tmp_path / "r.json")[0]["status"] == "converted"
+    assert file_rows(tmp_path / "r.json")[0]["status"] == "converted"
 
 
 def test_temporal_flag_carries_and_is_part_of_the_resume_key(tmp_path: Path) -> None:
@@ -139,7 +138,7 @@ def test_temporal_flag_carries_and_is_part_of_the_resume_key(tmp_path: Path) -> 
     assert cli_convert(tmp_path / "a.mp4", out).exit_code == 0
     res = cli_convert(tmp_path / "a.mp4", out, "--temporal", "--report", tmp_path / "r.json")
     assert res.exit_code == 0, res.output
-    (row,) = report_rows(tmp_path / "r.json")
+    (row,) = file_rows(tmp_path / "r.json")
     assert row["status"] == "converted" and "temporal" in row["notes"] and row["frames"] == 4
 
 
@@ -151,7 +150,7 @@ def test_truncated_video_converts_what_decodes_and_fails(tmp_path: Path) -> None
     src.write_bytes(data[: len(data) // 2])
     res = cli_convert(src, tmp_path / "out", "--report", tmp_path / "r.json")
     assert res.exit_code == 1, res.output
-    (row,) = report_rows(tmp_path / "r.json")
+    (row,) = file_rows(tmp_path / "r.json")
     assert row["status"] == "failed" and "truncated" in row["reason"], row
     assert 0 < row["frames"] < 24
     assert len(probe(tmp_path / "out" / "cut.mp4")["times"]) == row["frames"]
@@ -175,7 +174,7 @@ def test_no_video_stream_and_unknown_codec_are_one_line_each(tmp_path: Path) -> 
     res = cli_convert(tmp_path / "sound.mp4", tmp_path / "odd.mkv", tmp_path / "junk.avi", out,
                       "--report", tmp_path / "r.json")
     assert res.exit_code == 1
-    reasons = {Path(r["src"]).name: r["reason"] for r in report_rows(tmp_path / "r.json")}
+    reasons = {Path(r["src"]).name: r["reason"] for r in file_rows(tmp_path / "r.json")}
     assert "no video stream" in reasons["sound.mp4"]
     assert "cannot be decoded" in reasons["odd.mkv"]
     assert "cannot open as a video" in reasons["junk.avi"]

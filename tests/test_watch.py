@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -12,12 +11,10 @@ import pytest
 
 from animecli.options import ConvertOptions, EngineOptions
 from animecli.run.watch import Readiness, WatchOptions, run_watch
-from tests.conftest import make_photo
+from tests.conftest import make_photo, read_report
 
-
-@pytest.fixture(autouse=True)
-def _weights(tiny_weights_dir: Path) -> Path:
-    return tiny_weights_dir
+# Every test here runs against the tiny seeded models of conftest, never the shipped ones.
+pytestmark = pytest.mark.usefixtures("tiny_weights_dir")
 
 
 class Clock:
@@ -115,7 +112,7 @@ def test_watch_converts_existing_then_slowly_copied_files(tmp_path: Path, events
     assert records == ["converted first.png", "converted later.png"]
     s = result["s"]
     assert s.converted == 2 and s.failed == 0 and s.interrupted
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = read_report(tmp_path / "r.json")
     assert [Path(r["src"]).name for r in report["files"]] == ["first.png", "later.png"]
     assert not (out / ".animecli.lock").exists()  # released between rounds and at the end
 
