@@ -172,14 +172,15 @@ def test_l1_baseline_ranks_a_zero_filter_last(model: PrunableGenerator) -> None:
     assert float(plan.scores["dec1"][2]) == 0.0
 
 
-def _tiny_teacher_and_photos(tmp_path: Path) -> tuple[Path, Path]:
+def _tiny_teacher_and_photos(tmp_path: Path, full_eps: float | None = None) -> tuple[Path, Path]:
+    """A tiny_Cute-like teacher (or, with ``full_eps``, a full AnimeGANv3 one with that LADE eps) and photos."""
     onnx = pytest.importorskip("onnx")
     from PIL import Image
 
     from tests import onnx_graphs as graphs
 
     teacher = tmp_path / "tiny.onnx"
-    onnx.save(graphs.v3_tiny_graph(base=2), str(teacher))
+    onnx.save(graphs.v3_tiny_graph(base=2) if full_eps is None else graphs.v3_graph(base=2, eps=full_eps), str(teacher))
     photos = tmp_path / "photos"
     photos.mkdir()
     g = torch.Generator().manual_seed(3)
@@ -290,7 +291,7 @@ def test_distill_prune_command_writes_a_loadable_student_and_publishes_it(tmp_pa
     from animecli.weights.manifest import load_manifest
     from animecli.weights.resolve import load_generator
 
-    teacher, photos = _tiny_teacher_and_photos(tmp_path)
+    teacher, photos = _tiny_teacher_and_photos(tmp_path, full_eps=0.0)  # eps 0 as in the fp16 Hayao file
     out, pub = tmp_path / "student.pt", tmp_path / "published"
     args = ["distill", "--teacher", str(teacher), "--photos", str(photos), "--work-dir", str(tmp_path / "w"),
             "--output", str(out), "--prune", "0.5", "--stages", "0.25,0.5", "--steps", "1", "--crop-size", "32",
@@ -301,14 +302,18 @@ def test_distill_prune_command_writes_a_loadable_student_and_publishes_it(tmp_pa
     loaded = load_generator(ModelChoice(weights=out))
     assert loaded.spec.widths is not None  # narrower than the teacher: widths read from the shapes
     entry = load_manifest(pub).get("tinyp")
-    assert entry.input_multiple == 16 and entry.arch.value == "animeganv3-tiny"
+    assert entry.input_multiple == 8 and entry.arch.value == "animeganv3"
+    assert entry.spec().norm_eps == 0.0  # the teacher's, so that -m tinyp runs what was trained
     published = torch.load(pub / entry.file, weights_only=True)
     assert published.keys() == loaded.model.state_dict().keys()
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in published.items())
     x = torch.rand(1, 3, 32, 48) * 2 - 1
     student = load_student(tmp_path / "w" / "student_50.pt")
+    named = load_generator(ModelChoice("tinyp"), manifest=load_manifest(pub))
     with torch.no_grad():
-        assert torch.allclose(loaded.model(x), student(x), atol=1e-6)
+        assert torch.allclose(named.model(x), student(x), atol=1e-6)
+        # A bare state dict holds no eps: --weights FILE.pt runs it with the arch's 1e-5, close to 0.
+        assert torch.allclose(loaded.model(x), student(x), atol=2e-2)
     again = CliRunner().invoke(app, args)  # finished: the rerun resumes at the end and rewrites it
     assert again.exit_code == 0, again.output
     bad = CliRunner().invoke(app, [*args[:-4], "--stages", "0.5,0.25"])

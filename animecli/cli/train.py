@@ -184,11 +184,24 @@ def _prune_distill(teacher: Path, photos: Path, work_dir: Path, output: Path, pr
                 sd, publish_dir, publish, arch, style=style or f"{teacher.name}, {prune:.0%} pruned and distilled",
                 source=f"animecli distill --prune {prune} from {teacher.name} on {photos}",
                 extra={"teacher": teacher.name, "prune": prune, "stages": list(ratios), "steps_per_stage": steps,
-                       "batch_size": batch, "crop_size": crop, "context": context, "lr": lr},
+                       "batch_size": batch, "crop_size": crop, "context": context, "lr": lr,
+                       # The teacher's eps (0 in the fp16 Hayao file), so `-m NAME` runs what was trained.
+                       **_norm_extra(student)},
                 make_default=make_default)
         except AnimecliError as exc:
             raise fail(exc) from None
         out.print(f"published {publish} as {publish_dir / entry.file} (sha256 {entry.sha256})", soft_wrap=True)
+
+
+def _norm_extra(student: object) -> dict[str, object]:
+    """The manifest fields that rebuild ``student`` exactly (:meth:`ModelEntry.spec` reads them)."""
+    from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator
+
+    if isinstance(student, AnimeGANv3Generator):
+        return {"norm_eps": student.eps, "attn_eps": student.attn_eps}
+    if isinstance(student, AnimeGANv3TinyGenerator):
+        return {"norm_eps": student.eps, "final_norm": student.final_norm}
+    return {}
 
 
 def evaluate_cmd(
