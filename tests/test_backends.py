@@ -245,6 +245,7 @@ SHIPPED = {name: ROOT / "weights" / entry["file"]
 VAL = SHARED / "photos" / "val"
 # Each shipped student's teacher (weights/README.md).
 TEACHERS = {"hayao": "animeganv3_hayao_512.onnx", "shinkai": "animeganv3_shinkai.onnx", "cute": "animeganv3_cute.onnx",
+            "hayao_lite3": "animeganv3_hayao_512.onnx", "shinkai_lite3": "animeganv3_shinkai.onnx",
             "cute_lite3": "animeganv3_cute.onnx"}
 
 
