@@ -4,6 +4,7 @@ Usage:
     PYTHONPATH=. python bench/make_gallery.py                      # docs/gallery.jpg from examples/
     PYTHONPATH=. python bench/make_gallery.py --photos ../shared/photos/val --count 8 \\
         --styles shinkai --out docs/shinkai_sheet.jpg               # a contact sheet on val photos
+    (cute: ``--match face --styles cute --out docs/cute_sheet.jpg``)
 
 One row per (style, photo): the photo; the teacher, made by animecli from the AnimeGAN ONNX file
 itself (imported onto our module: what `animecli convert --weights FILE.onnx` runs); the shipped
@@ -31,7 +32,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 def stylise(model: nn.Module, multiple: int, img: Image.Image) -> Image.Image:
     x = to_model_range(image_to_tensor(img).unsqueeze(0), torch.float32)
-    with torch.inference_mode():
+    with torch.no_grad():
         y = model(pad_batch(x, multiple))[:, :, : img.height, : img.width]
     return tensor_to_image(from_model_range(y)[0])
 
@@ -40,13 +41,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=Path, default=Path("examples"))
     ap.add_argument("--count", type=int, default=0, help="the first N photos (0 = all)")
+    ap.add_argument("--match", default="", help="only photos whose name contains this (e.g. face)")
     ap.add_argument("--styles", default="hayao,shinkai,cute")
     ap.add_argument("--teachers", type=Path, default=SHARED / "teachers")
     ap.add_argument("--out", type=Path, default=Path("docs/gallery.jpg"))
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
     manifest = load_manifest()
-    photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and args.match in p.name)
     photos = photos[: args.count] if args.count else photos
     rows: list[tuple[str, list[tuple[str, Image.Image]]]] = []
     s = args.size
