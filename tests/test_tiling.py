@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from animecli.cli.app import app
 from animecli.inference.tensors import from_model_range, pad_batch, pad_uint8, to_model_range
-from animecli.inference.tiling import TilePlan, plan_tiles, tiled_forward
+from animecli.inference.tiling import TilePlan, min_sample_side, plan_tiles, tiled_forward
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from tests.conftest import ROOT, make_photo
@@ -69,17 +69,21 @@ def test_sampled_statistics_tile_close_to_untiled(arch: Arch) -> None:
     assert err < naive_err / 2, (err, naive_err)
 
 
-def test_default_plan_on_the_shipped_model_stays_close() -> None:
-    """The default plan (plan_tiles: sampled statistics) with the shipped default model on the
-    bundled photos at 1024²: on average within 1/255 of the untiled output, none beyond 2/255
-    (statistics of the image scaled down were 2.8–3.4/255 off)."""
+@pytest.mark.parametrize(("name", "mean_max"), [("hayao_lite3", 1.0), ("hayao", 1.5)])
+def test_default_plan_on_the_shipped_model_stays_close(name: str, mean_max: float) -> None:
+    """The default plan (plan_tiles: sampled statistics) with a shipped model on the bundled photos
+    at 1024²: on average within 1/255 of the untiled output for the lite3 student, none beyond
+    2/255 (statistics of the image scaled down were 2.8–3.4/255 off). The default ``hayao`` (a
+    pruned AnimeGANv3: per-channel LADE statistics, sampled from ≥ 128-px crops) is measured at
+    1.07/255 on average (0.72–1.33; ~46 dB, docs/models.md): within 1.5/255 on average, 2/255 at most."""
     from PIL import ImageOps
 
     from animecli.inference.tensors import image_to_tensor
     from animecli.options import ModelChoice
     from animecli.weights.resolve import load_generator
 
-    model = load_generator(ModelChoice()).model
+    loaded = load_generator(ModelChoice(name))
+    model = loaded.model
     # The shipped model at 1024², twice per photo: the slowest test of the run at the autouse
     # fixture's one thread. More threads change the time, and the results only in rounding.
     torch.set_num_threads(os.cpu_count() or 1)
@@ -88,12 +92,14 @@ def test_default_plan_on_the_shipped_model_stays_close() -> None:
         with Image.open(photo) as im:
             img = image_to_tensor(ImageOps.fit(im.convert("RGB"), (1024, 1024), Image.Resampling.LANCZOS))
         ref = _untiled(model, img)
-        plan = plan_tiles(1024, 1024, budget_bytes=2**30, bpp=640, multiple=4, tile=512)
+        # The engine's own plan for this model (its multiple, its statistics' sample side).
+        plan = plan_tiles(1024, 1024, budget_bytes=2**29, bpp=1024, multiple=loaded.input_multiple, tile=512,
+                          min_sample=min_sample_side(model))
         assert plan.samples > 0  # the sampled pass, not the exact whole-image one
-        out = tiled_forward(model, model, img, plan, 4, torch.float32, torch.device("cpu"))
+        out = tiled_forward(model, model, img, plan, loaded.input_multiple, torch.float32, torch.device("cpu"))
         errors.append(float((out.float() - ref.float()).abs().mean()))
     assert len(errors) >= 4
-    assert sum(errors) / len(errors) <= 1.0, errors
+    assert sum(errors) / len(errors) <= mean_max, errors
     assert max(errors) <= 2.0, errors
 
 

@@ -150,10 +150,14 @@ def has_local_decoder(arch: Arch) -> bool:
 _BYTES_PER_PIXEL = {
     "eager": {"v2": 1536, "lite": 768, "lite2": 640, "lite3": 640,
               "animeganv3": 1024, "animeganv3-tiny": 512, "animeganv2-tf": 1536},
+    # animeganv3 in onnxruntime: peak RSS of `convert --tile 0` (the shipped pruned hayao, 2 threads)
+    # 284 MB at 600×400 and 885 MB at 1024², i.e. ~740 B per added pixel. 1536 (the estimate
+    # before) tiled every 1024×683 photo, in eager PyTorch (no fixed-statistics graph for LADE):
+    # 8.2 s and 1,129 MB peak instead of 2.4 s and 712 MB whole.
     "onnx": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 640,
-             "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+             "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
-                   "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+                   "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640,
                    "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 4096},
 }
