@@ -41,7 +41,6 @@ class Selected:
         device, precision, backend: what runs (``"cpu"``/``"cuda:0"``, ``"float32"``…, the
             resolved backend).
         lean: the torch-free engine (no PyTorch in this process unless an image must be tiled).
-        loaded: the PyTorch model when it was loaded (``None`` on the lean path).
     """
 
     engine: BatchRunner
@@ -53,7 +52,6 @@ class Selected:
     precision: str
     backend: Backend
     lean: bool
-    loaded: LoadedModel | None = None
 
 
 def torch_engine_for(model: nn.Module, input_multiple: int, opts: EngineOptions, spec: ArchSpec,
@@ -118,7 +116,7 @@ def select_engine(model: ModelChoice, opts: EngineOptions, *, steady: bool = Fal
         del engine, loaded
         return select_engine(model, opts)
     return Selected(engine, loaded.name, loaded.sha256, loaded.spec, loaded.licence, str(engine.device),
-                    engine.precision_name, engine.backend, lean=False, loaded=loaded)
+                    engine.precision_name, engine.backend, lean=False)
 
 
 class EngineCache:
