@@ -76,7 +76,8 @@ class FileRunner:
         return np.clip((y + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
-def median_ms(fn: Callable[[], object], times: list[float]) -> None:
+def time_into(fn: Callable[[], object], times: list[float]) -> None:
+    """Run ``fn`` once and append its wall time in ms to ``times``."""
     t0 = time.perf_counter()
     fn()
     times.append((time.perf_counter() - t0) * 1000.0)
@@ -130,13 +131,9 @@ def main() -> None:
             e2e_t: dict[str, list[float]] = {n: [] for n, _, _ in paths}
             for rnd in range(args.repeat + 1):  # round 0 warms up
                 for name, m, e in paths:
-                    mt: list[float] = []
-                    et: list[float] = []
-                    median_ms(m, mt)
-                    median_ms(e, et)
-                    if rnd:
-                        model_t[name] += mt
-                        e2e_t[name] += et
+                    # Round 0's times go to a list that is dropped: it warms up.
+                    time_into(m, model_t[name] if rnd else [])
+                    time_into(e, e2e_t[name] if rnd else [])
             for name, _, _ in paths:
                 rows.append((path.name, f"{w}x{h}", name, model_t[name], e2e_t[name]))
     cpu = platform.processor() or platform.machine()
