@@ -6,16 +6,17 @@ Usage:
 Clips are made in memory from real photos (no codec in the way): for each of ``--clips``
 groups of three photos, a pan across the first (the crop window slides), a zoom into the
 second (the window shrinks), then a cut to a pan across the third. Every clip runs through
-the same eager PyTorch engine per frame and with the statistics carried (one row per
-``--momentum``).
+the same engine (``--backend``: onnxruntime, whose video graph carries the statistics, or
+eager PyTorch) per frame and with the statistics carried (one row per ``--momentum``).
 
 Columns:
     flicker: Σ mean|out_t − out_{t−1}| / Σ mean|in_t − in_{t−1}| over consecutive frames of
         one shot (the cut's pair left out); 1.0 = the output changes as much as the input.
     vs per-frame: flicker relative to per-frame conversion.
     captured: 1 − ΣMSE(out, ref) / ΣMSE(photo, ref), with the per-frame output as the reference:
-        how much of the per-frame look each frame keeps (per-frame itself is 1 by definition;
-        the issue asks for a drop of at most 0.01).
+        how much of the per-frame look each frame keeps (per-frame itself is 1 by definition).
+    vs teacher (with ``--teacher``): the same with the teacher run on each frame as the reference,
+        the look measure of the shipped styles (the issue asks for a drop of at most 0.01).
     cuts found: frames the detector took as the start of a shot (the clip has 2 per group + 1).
 """
 
@@ -91,6 +92,11 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model name (default: the shipped default)")
     ap.add_argument("--momentum", type=float, nargs="+", default=[0.5, 0.8, 0.9])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--backend", default="onnx", choices=["onnx", "eager"],
+                    help="onnx: the video graph carries the statistics; eager: the modules' hooks")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="the style's teacher (an AnimeGAN .onnx file): adds 'vs teacher', the captured "
+                         "look per frame against the teacher run on each frame")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
@@ -98,9 +104,16 @@ def main() -> None:
     step = max(1, len(photos) // (3 * args.clips))
     picked = photos[::step][: 3 * args.clips]
     loaded = load_generator(ModelChoice(args.model))
-    engine = Engine(loaded.model, loaded.input_multiple, EngineOptions(device="cpu", backend=Backend.EAGER,
+    engine = Engine(loaded.model, loaded.input_multiple, EngineOptions(device="cpu", backend=Backend(args.backend),
                                                                         threads=args.threads),
-                    loaded.spec.arch.value)
+                    loaded.spec.arch.value, weights_sha256=loaded.sha256)
+    teacher = None
+    if args.teacher is not None:
+        t = load_generator(ModelChoice(weights=args.teacher))
+        teacher = Engine(t.model, t.input_multiple, EngineOptions(device="cpu", backend=Backend.ONNX,
+                                                                  threads=args.threads),
+                         t.spec.arch.value, weights_sha256=t.sha256)
+    looks: dict[str, list[float]] = {}
     rows: dict[str, list[float]] = {}
     cuts_found = {}
     t_per = t_tmp = 0.0
@@ -114,6 +127,10 @@ def main() -> None:
         assert all(r is not None for r in refs)
         per = [r for r in refs if r is not None]
         rows.setdefault("per-frame", []).extend([measure(per, frames, starts), 1.0])
+        teach: list[np.ndarray] = []
+        if teacher is not None:
+            teach = [o for o in (teacher.run_batch([f]).images[0] for f in frames) if o is not None]
+            looks.setdefault("per-frame", []).append(captured(per, teach, frames))
         for m in args.momentum:
             t0 = time.perf_counter()
             with TemporalRunner(engine, m) as tr:
@@ -121,16 +138,21 @@ def main() -> None:
             t_tmp += time.perf_counter() - t0
             got = [o for o in outs if o is not None]
             rows.setdefault(f"temporal {m:g}", []).extend([measure(got, frames, starts), captured(got, per, frames)])
+            if teach:
+                looks.setdefault(f"temporal {m:g}", []).append(captured(got, teach, frames))
     print(f"model {loaded.name}, {args.clips} clips × 3 shots × {args.frames} frames at {w}×{h} "
           f"(photos: {', '.join(p.name for p in picked)})")
     print(f"cuts found / shots: {', '.join(f'{a}/{b}' for a, b in cuts_found.values())}")
     base = np.mean(rows["per-frame"][0::2])
-    print(f"{'mode':<16}{'flicker':>9}{'vs per-frame':>14}{'captured':>10}")
+    extra = f"{'vs teacher':>12}" if looks else ""
+    print(f"{'mode':<16}{'flicker':>9}{'vs per-frame':>14}{'captured':>10}{extra}")
     for name, vals in rows.items():
         fl, cap = float(np.mean(vals[0::2])), float(np.mean(vals[1::2]))
-        print(f"{name:<16}{fl:>9.4f}{fl / base:>14.3f}{cap:>10.4f}")
+        look = f"{np.mean(looks[name]):>12.4f}" if looks else ""
+        print(f"{name:<16}{fl:>9.4f}{fl / base:>14.3f}{cap:>10.4f}{look}")
     n = args.clips * 3 * args.frames
-    print(f"ms/frame: per-frame {1000 * t_per / n:.0f}, temporal {1000 * t_tmp / n / len(args.momentum):.0f} (eager)")
+    print(f"ms/frame: per-frame {1000 * t_per / n:.0f}, temporal {1000 * t_tmp / n / len(args.momentum):.0f} "
+          f"({args.backend})")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ from animecli.cli.app import app
 from animecli.errors import SetupError, UsageError
 from animecli.inference import backends
 from animecli.inference.backends import make_runner, resolve_backend
-from animecli.inference.backends.onnx_export import count_norms, export_onnx
+from animecli.inference.backends.onnx_export import export_onnx, stats_size
 from animecli.inference.ort_session import ONNX_HINT
 from animecli.inference.tensors import array_to_tensor, from_model_range, image_to_tensor
 from animecli.inference.torch_engine import Engine
 from animecli.io.transforms import prepare
+from animecli.models.norm import FastGroupNorm
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from animecli.options import Backend, EngineOptions
@@ -191,25 +192,62 @@ def test_tiled_image_with_int8_falls_back_to_eager(tiny_weights_dir: Path, tmp_p
     assert "eager PyTorch" not in result.output  # onnx tiles in its fixed-statistics graph
 
 
-@pytest.mark.parametrize("arch", [Arch.LITE, Arch.LITE2, Arch.V2])
+@pytest.mark.parametrize("arch", [Arch.LITE, Arch.LITE2, Arch.V2, Arch.V3, Arch.V3_TINY])
 def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
     from animecli.inference.tiling import TilePlan, tiled_forward
 
     model = _tiny(arch, align_corners=False)
+    multiple = 16 if arch is Arch.V3_TINY else 8 if arch is Arch.V3 else 4
     runner = make_runner(model, Backend.ONNX, threads=1)
     assert isinstance(runner, backends.OrtRunner) and runner.can_tile
-    img = (torch.rand(3, 200, 264) * 255).to(torch.uint8)
+    img = (torch.rand(3, 208, 272) * 255).to(torch.uint8)
     cpu = torch.device("cpu")
-    for plan in (TilePlan(64, 16, 264), TilePlan(64, 16, 264, samples=2, sample_side=48, sample_margin=8)):
-        eager = tiled_forward(model, model, img, plan, 4, torch.float32, cpu)
-        onnx = tiled_forward(model, model, img, plan, 4, torch.float32, cpu, fixed_forward=runner.run_fixed)
+    for plan in (TilePlan(64, 16, 272), TilePlan(64, 16, 272, samples=2, sample_side=48, sample_margin=16)):
+        eager = tiled_forward(model, model, img, plan, multiple, torch.float32, cpu)
+        onnx = tiled_forward(model, model, img, plan, multiple, torch.float32, cpu, fixed_forward=runner.run_fixed)
         diff = (eager.float() - onnx.float()).abs()
         assert float(diff.max()) <= 1.0, float(diff.max())  # float32 rounding only
     # The statistics really are an input: different statistics, a different image.
-    stats = torch.tensor([[0.0, 1.0]] * count_norms(model))
+    stats = torch.rand(stats_size(model)) + 0.5
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     a, b = runner.run_fixed(x, stats), runner.run_fixed(x, stats * 2)
     assert float((a - b).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("arch", [Arch.LITE, Arch.V3, Arch.V3_TINY])
+def test_onnx_video_graph_carries_statistics_as_the_eager_hooks_do(arch: Arch) -> None:
+    """The video graph (statistics in, mixed statistics out) gives the eager carry's frames."""
+    from animecli.inference.temporal import StatsCarry, whole_image_layers
+
+    model = _tiny(arch, align_corners=False)
+    runner = make_runner(model, Backend.ONNX, threads=1)
+    assert isinstance(runner, backends.OrtRunner) and runner.can_carry
+    g = torch.Generator().manual_seed(3)
+    # Frames of different brightness and contrast, so that their statistics differ.
+    frames = [torch.rand(1, 3, 64, 96, generator=g) * (0.4 + 0.6 * i) - 0.9 + 0.4 * i for i in range(3)]
+    carry = StatsCarry(0.7)
+    layers = whole_image_layers(model)
+    for layer in layers:
+        layer.stats_hook = carry if isinstance(layer, FastGroupNorm) else carry.frozen  # type: ignore[assignment]
+    eager = []
+    try:
+        with torch.no_grad():
+            for i, f in enumerate(frames):
+                carry.begin([i == 0])
+                eager.append(model(f))
+    finally:
+        for layer in layers:
+            layer.stats_hook = None
+    with torch.no_grad():
+        alone = [model(f) for f in frames]
+    stats = torch.zeros(stats_size(model))
+    for i, f in enumerate(frames):
+        y, stats = runner.run_carry(f, stats, 0.0 if i == 0 else 0.7)
+        assert float((y - eager[i]).abs().max()) < 1e-4
+        if i == 0:  # blend 0: the frame's own statistics, the plain graph's result
+            assert float((y - alone[0]).abs().max()) < 1e-4
+    # Carried statistics change the later frames (else the test above proves nothing).
+    assert float((eager[2] - alone[2]).abs().max()) > 1e-3
 
 
 def test_lite_colour_skip_exports_as_a_matmul() -> None:

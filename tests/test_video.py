@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from animecli.atomic import TEMP_PREFIX
-from animecli.inference.temporal import CutDetector, StatsCarry, TemporalRunner, fast_norms
+from animecli.inference.temporal import CutDetector, StatsCarry, TemporalRunner, whole_image_layers
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from tests.conftest import cli_convert, read_report
@@ -255,5 +255,5 @@ def test_temporal_runner_steadies_a_flickering_input() -> None:
     per_frame = [engine.run_batch([f]).images[0] for f in frames]
     with TemporalRunner(engine, 0.95) as tr:
         carried = [tr.run_batch([f]).images[0] for f in frames]
-    assert not any(n.stats_hook for n in fast_norms(model))  # detached again
+    assert not any(n.stats_hook for n in whole_image_layers(model))  # detached again
     assert change(carried) < 0.5 * change(per_frame)

@@ -68,8 +68,10 @@ class CompiledPaths:
     Attributes:
         fp32: the exported float32 model.
         int8: the quantised model (its name also carries the calibration set's digest).
-        fixed: the float32 tiling graph (norm statistics as an input; see
+        fixed: the float32 tiling graph (whole-image statistics as an input; see
             :func:`animecli.inference.backends.onnx_export.export_onnx`).
+        carry: the float32 video graph (statistics carried from the previous frame; see
+            :func:`animecli.inference.backends.onnx_export.export_onnx_carry`).
         encoder, decoder: the float32 model in two parts, for a model whose decoder
             has no whole-image norms (see :class:`SplitGraph`).
     """
@@ -79,6 +81,7 @@ class CompiledPaths:
     fixed: Path
     encoder: Path
     decoder: Path
+    carry: Path
 
 
 def cache_key(arch_key: str) -> str:
@@ -91,8 +94,9 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
     folder = cache_dir() / "compiled"
     stem = f"{digest[:16]}-{arch_key}-{EXPORT_VERSION}-opset{OPSET}"
     return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
-                         folder / f"{stem}-fixedstats.onnx", folder / f"{stem}-encoder.onnx",
-                         folder / f"{stem}-decoder.onnx")
+                         # "stats": the flat (S,) statistics input (was (L, 2) in "-fixedstats" files)
+                         folder / f"{stem}-stats.onnx", folder / f"{stem}-encoder.onnx",
+                         folder / f"{stem}-decoder.onnx", folder / f"{stem}-carry.onnx")
 
 
 def nonempty_file(path: Path) -> bool:
@@ -162,6 +166,40 @@ def _register_shared_arena(ort: ModuleType) -> bool:
     return _shared_arena[0]
 
 
+@dataclass(frozen=True)
+class GraphSource:
+    """A graph a session opens on first use (tiling, video), and how to delete a damaged cached copy.
+
+    Attributes:
+        make: returns the graph's bytes (from the cache, or exported).
+        discard: deletes the cached copy; called once if onnxruntime refuses it, before
+            ``make`` makes it again (``None``: the refusal is raised).
+    """
+
+    make: Callable[[], bytes]
+    discard: Callable[[], None] | None = None
+
+
+class _LazySession:
+    """A session over a :class:`GraphSource`, opened on first use."""
+
+    def __init__(self, source: GraphSource, open_session: Callable[[bytes], Any]) -> None:
+        self._source = source
+        self._open = open_session
+        self.session: Any = None
+
+    def get(self) -> Any:
+        if self.session is None:
+            try:
+                self.session = self._open(self._source.make())
+            except GraphError:
+                if self._source.discard is None:
+                    raise
+                self._source.discard()  # a damaged cache file: make it again, once
+                self.session = self._open(self._source.make())
+        return self.session
+
+
 class OrtSession:
     """An onnxruntime CPU session over an exported generator, numpy in and out.
 
@@ -169,15 +207,15 @@ class OrtSession:
         model_bytes: the ONNX model.
         backend: ``onnx`` or ``int8`` (for reporting).
         threads: intra-op threads (0 = onnxruntime's default: one per physical core).
-        fixed_graph: makes the fixed-statistics graph for tiling (exported on first use);
-            ``None`` = this session cannot run tiles (:attr:`can_tile` is false).
-        discard_fixed: deletes the cached fixed-statistics graph; called once if
-            onnxruntime refuses it (damaged on disk), before ``fixed_graph`` makes it again.
+        fixed_graph: the fixed-statistics graph for tiling (opened on first use); ``None`` =
+            this session cannot run tiles (:attr:`can_tile` is false).
+        carry_graph: the video graph (statistics carried across frames); ``None`` = none
+            (:attr:`can_carry` is false).
     """
 
     def __init__(
         self, model: bytes | SplitGraph, backend: Backend, threads: int = 0,
-        fixed_graph: Callable[[], bytes] | None = None, discard_fixed: Callable[[], None] | None = None,
+        fixed_graph: GraphSource | None = None, carry_graph: GraphSource | None = None,
     ) -> None:
         self._ort = require_onnxruntime(backend)
         self._options = self._session_options(threads)
@@ -191,9 +229,11 @@ class OrtSession:
             self._decoder = self._open(model.decoder, shared)
         else:
             self.session = self._open(model, self._options)
-        self._fixed_graph = fixed_graph
-        self._discard_fixed = discard_fixed
-        self._fixed_session: Any = None
+        def open_graph(data: bytes) -> Any:
+            return self._open(data, self._options)
+
+        self._fixed = None if fixed_graph is None else _LazySession(fixed_graph, open_graph)
+        self._carry = None if carry_graph is None else _LazySession(carry_graph, open_graph)
         # The arena keeps what the largest input so far needed; after an input much larger
         # than the recent ones, give that back (see _shrink_after).
         self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
@@ -203,7 +243,12 @@ class OrtSession:
     @property
     def can_tile(self) -> bool:
         """Whether :meth:`run_fixed_array` is available."""
-        return self._fixed_graph is not None
+        return self._fixed is not None
+
+    @property
+    def can_carry(self) -> bool:
+        """Whether :meth:`run_carry_array` is available."""
+        return self._carry is not None
 
     def _open(self, model_bytes: bytes, options: Any) -> Any:
         """An onnxruntime session.
@@ -302,24 +347,35 @@ class OrtSession:
 
         Args:
             x: (N, 3, h, w) float32 in [-1, 1].
-            stats: (L, 2) float32, every norm's whole-image (mean, var) in module order.
+            stats: (S,) float32, every whole-image layer's statistics, flattened in module order
+                (:func:`animecli.inference.backends.onnx_export.stats_size`).
 
         Returns:
             (N, 3, h, w) float32 in [-1, 1].
         """
-        if self._fixed_graph is None:
+        if self._fixed is None:
             raise ValueError("this session has no fixed-statistics graph (check can_tile)")
-        if self._fixed_session is None:
-            try:
-                self._fixed_session = self._open(self._fixed_graph(), self._options)
-            except GraphError:
-                if self._discard_fixed is None:
-                    raise
-                self._discard_fixed()  # a damaged cache file: make it again, once
-                self._fixed_session = self._open(self._fixed_graph(), self._options)
-        (y,) = self._fixed_session.run(["output"], {"input": x, "stats": stats})
+        (y,) = self._fixed.get().run(["output"], {"input": x, "stats": stats})
         out: Float32Array = y
         return out
+
+    def run_carry_array(self, x: Float32Array, stats: Float32Array, blend: float) -> tuple[Float32Array, Float32Array]:
+        """One video frame with statistics carried from the previous one.
+
+        Args:
+            x: (1, 3, H, W) float32 in [-1, 1].
+            stats: (S,) float32, the statistics the previous frame used (anything when ``blend`` is 0).
+            blend: their weight in the mixture with this frame's own, in [0, 1).
+
+        Returns:
+            The frame (1, 3, H, W) float32 in [-1, 1] and the statistics it used, (S,).
+        """
+        if self._carry is None:
+            raise ValueError("this session has no video graph (check can_carry)")
+        options = self._shrink if self._shrink_after(int(x.size)) else None
+        y, used = self._carry.get().run(["output", "stats_out"], {
+            "input": x, "stats": stats, "blend": np.full((1,), blend, np.float32)}, options)
+        return y, used
 
     def release_tile_memory(self) -> None:
         """Give the tiling graph's arena back to the OS (call after the last tile of an image).
@@ -327,9 +383,10 @@ class OrtSession:
         Tiled images are the largest a run sees; without this their tiles' activations
         stayed resident through the image's encoding and the rest of the run.
         """
-        if self._fixed_session is None:
+        if self._fixed is None or self._fixed.session is None:
             return
-        inputs = self._fixed_session.get_inputs()
-        rows = int(next(i for i in inputs if i.name == "stats").shape[0])
-        feed = {"input": np.zeros((1, 3, 4, 4), np.float32), "stats": np.ones((rows, 2), np.float32)}
-        self._fixed_session.run(["output"], feed, self._shrink)
+        session = self._fixed.session
+        size = int(next(i for i in session.get_inputs() if i.name == "stats").shape[0])
+        side = 64  # the smallest input every arch takes (1/16 levels' reflect pads need 2+ px)
+        feed = {"input": np.zeros((1, 3, side, side), np.float32), "stats": np.ones((size,), np.float32)}
+        session.run(["output"], feed, self._shrink)

@@ -78,12 +78,14 @@ def load_torch_engine(model: ModelChoice, opts: EngineOptions) -> tuple[LoadedMo
     return loaded, torch_engine_for(loaded.model, loaded.input_multiple, opts, loaded.spec, loaded.sha256)
 
 
-def eager_fallback(model: ModelChoice, opts: EngineOptions) -> Callable[[], Engine]:
-    """A factory for the eager PyTorch engine of this model (for what a graph cannot do: video
-    with carried statistics, tiles)."""
+def temporal_engine(model: ModelChoice, opts: EngineOptions) -> Callable[[], Engine]:
+    """A factory for the PyTorch engine that video with carried statistics runs on: with
+    onnxruntime's video graph where the run would use onnxruntime (``auto``, ``onnx``), else
+    eager PyTorch (traced and int8 graphs compute their statistics inside)."""
+    backend = opts.backend if opts.backend in (Backend.AUTO, Backend.ONNX) else Backend.EAGER
 
     def build() -> Engine:
-        return load_torch_engine(model, replace(opts, backend=Backend.EAGER, compile=False))[1]
+        return load_torch_engine(model, replace(opts, backend=backend, compile=False))[1]
 
     return build
 

@@ -21,16 +21,18 @@ detector is numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from animecli.inference.result import BatchResult
+from animecli.inference.result import BatchResult, failure_reason, release_host_memory
 from animecli.io.transforms import UInt8Array
-from animecli.models.norm import FastGroupNorm
+from animecli.models.animeganv3 import LADE, ExternalAttention, mix_stats
+from animecli.models.norm import FastGroupNorm, mix_moments
 
 if TYPE_CHECKING:
     from animecli.inference.torch_engine import Engine
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 # val photos (bench/flicker.py); cuts between two of them 0.2–0.9.
 CUT_THRESHOLD = 0.2
 _BINS = 16
+
+# (previous statistics, this frame's, weight of the previous) → mixed; per layer kind.
+_Mix = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], float], tuple[torch.Tensor, ...]]
 
 
 def frame_histogram(rgb: UInt8Array) -> np.ndarray:
@@ -78,7 +83,12 @@ class CutDetector:
 
 
 class StatsCarry:
-    """The moving average of every norm layer's statistics, as a :attr:`FastGroupNorm.stats_hook`.
+    """The moving average of every whole-image layer's statistics, across the frames of a shot.
+
+    One object serves both kinds of layer: called as a :attr:`FastGroupNorm.stats_hook`
+    (``(norm, mean, var)``), and through :meth:`frozen` as the ``stats_hook`` of AnimeGANv3's
+    :class:`~animecli.models.animeganv3.LADE` and attention (a tuple of statistics, mixed by
+    :func:`~animecli.models.animeganv3.mix_stats`).
 
     Args:
         momentum: weight of the carried statistics, in [0, 1) (0 = every frame its own).
@@ -88,7 +98,7 @@ class StatsCarry:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), not {momentum}")
         self.momentum = momentum
-        self._state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._state: dict[int, tuple[torch.Tensor, ...]] = {}
         self._cuts: list[bool] = []
         self._seen: dict[int, int] = {}
 
@@ -102,7 +112,7 @@ class StatsCarry:
         self._state.clear()
 
     def __call__(self, norm: FastGroupNorm, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Carry one layer's statistics through the batch.
+        """Carry one :class:`FastGroupNorm`'s statistics through the batch.
 
         Args:
             norm: the layer (its identity keys the state).
@@ -111,76 +121,118 @@ class StatsCarry:
         Returns:
             (mean, var) to normalise with, same shapes.
         """
-        key = id(norm)
+        out = self._carry(norm, (mean, var), lambda p, c, a: mix_moments(p[0], p[1], c[0], c[1], a))
+        return out[0], out[1]
+
+    def frozen(self, layer: nn.Module, stats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Carry a LADE's (μx, σx², μt, σt²) or an attention's (log-mean-exp,), each (N, ·, 1[, 1])."""
+        return self._carry(layer, stats, lambda p, c, a: mix_stats(layer, p, c, a))
+
+    def _carry(self, layer: nn.Module, stats: tuple[torch.Tensor, ...], mix: _Mix) -> tuple[torch.Tensor, ...]:
+        key = id(layer)
         first = self._seen.get(key, 0)
-        n = int(mean.shape[0])
+        n = int(stats[0].shape[0])
         # A tiled frame reaches each layer once per frame (batch of 1): count frames per layer.
         self._seen[key] = first + n
         prev = self._state.get(key)
         a = self.momentum
-        means, variances = [], []
+        frames: list[tuple[torch.Tensor, ...]] = []
         for i in range(n):
-            m, v = mean[i : i + 1], var[i : i + 1]
+            cur = tuple(t[i : i + 1] for t in stats)
             cut = self._cuts[first + i] if first + i < len(self._cuts) else False
             if prev is not None and not cut and a > 0.0:
-                pm, pv = prev
-                # The mixture of the two distributions: average means and second moments.
-                mixed = a * pm + (1.0 - a) * m
-                second = a * (pv + pm * pm) + (1.0 - a) * (v + m * m)
-                m, v = mixed, (second - mixed * mixed).clamp_min(0.0)
-            prev = (m, v)
-            means.append(m)
-            variances.append(v)
+                cur = mix(prev, cur, a)
+            prev = cur
+            frames.append(cur)
         assert prev is not None  # n ≥ 1
         self._state[key] = prev
         if n == 1:
-            return means[0], variances[0]
-        return torch.cat(means), torch.cat(variances)
+            return frames[0]
+        return tuple(torch.cat([f[k] for f in frames]) for k in range(len(stats)))
 
 
-def fast_norms(model: nn.Module) -> list[FastGroupNorm]:
-    """The model's :class:`FastGroupNorm` layers, in module order."""
-    return [m for m in model.modules() if isinstance(m, FastGroupNorm)]
+def whole_image_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's layers whose statistics are carried, in module order: :class:`FastGroupNorm`,
+    and AnimeGANv3's :class:`~animecli.models.animeganv3.LADE` and attention."""
+    return [m for m in model.modules() if isinstance(m, (FastGroupNorm, LADE, ExternalAttention))]
 
 
 class TemporalRunner:
-    """Runs frames through an eager PyTorch engine with norm statistics carried across frames.
+    """Runs frames through a PyTorch engine with whole-image statistics carried across frames.
+
+    Two ways, with the same arithmetic (:func:`~animecli.models.norm.mix_moments`,
+    :func:`~animecli.models.animeganv3.mix_stats`): onnxruntime's video graph (the engine's
+    :meth:`~animecli.inference.torch_engine.Engine.run_carried`, a frame at a time, the
+    statistics passed from one call to the next), or hooks on the eager modules.
 
     Args:
-        engine: a PyTorch engine whose backend is ``eager`` (a traced or onnxruntime graph
-            computes its statistics inside and cannot carry them).
+        engine: a PyTorch engine with a video graph (``onnx`` backend) or the ``eager``
+            backend (a traced or int8 graph computes its statistics inside and cannot carry them).
         momentum: see :class:`StatsCarry`.
 
     Raises:
-        ValueError: the engine is not eager, or its model has no fast norms to carry.
+        ValueError: neither, or the model has no whole-image layers to carry.
     """
 
     def __init__(self, engine: Engine, momentum: float) -> None:
-        if engine.backend.value != "eager":
-            raise ValueError(f"--temporal needs the eager backend, not {engine.backend.value}")
+        self.graph = engine.can_carry
+        if not self.graph and engine.backend.value != "eager":
+            raise ValueError(f"--temporal needs the onnx or eager backend, not {engine.backend.value}")
         self.engine = engine
         self.carry = StatsCarry(momentum)
-        self.norms = fast_norms(engine.model)
-        if not self.norms:
+        self.layers = whole_image_layers(engine.model)
+        if not self.layers:
             raise ValueError("the model has no whole-image norms to carry")
         self.cuts = CutDetector()
+        self._stats: torch.Tensor | None = None  # the video graph's: what the last frame used
 
     def __enter__(self) -> TemporalRunner:
-        for n in self.norms:
-            n.stats_hook = self.carry
+        if not self.graph:
+            for layer in self.layers:
+                if isinstance(layer, FastGroupNorm):
+                    layer.stats_hook = self.carry
+                else:
+                    assert isinstance(layer, (LADE, ExternalAttention))
+                    layer.stats_hook = self.carry.frozen
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for n in self.norms:
-            n.stats_hook = None
-        self.carry.reset()
+        for layer in self.layers:
+            assert isinstance(layer, (FastGroupNorm, LADE, ExternalAttention))
+            layer.stats_hook = None
+        self.new_video()
 
     def run_batch(self, batch: Sequence[UInt8Array]) -> BatchResult:
         """Stylise consecutive frames of one size (see :meth:`animecli.inference.torch_engine.Engine.run_batch`)."""
-        self.carry.begin([self.cuts.is_cut(f) for f in batch])
-        return self.engine.run_batch(batch)
+        cuts = [self.cuts.is_cut(f) for f in batch]
+        if not self.graph:
+            self.carry.begin(cuts)
+            return self.engine.run_batch(batch)
+        h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
+        if self.engine.tile_plan_for(h, w) is not None:
+            # Frames too large to run whole run tiled, each with its own statistics.
+            self._stats = None
+            result = self.engine.run_batch(batch)
+            return BatchResult(result.images, result.errors, result.infer_ms, result.gpu_peak_mb,
+                               "tiled: statistics not carried")
+        t0 = time.perf_counter()
+        images: list[UInt8Array | None] = []
+        errors: list[str | None] = []
+        for frame, cut in zip(batch, cuts, strict=True):
+            try:
+                out, self._stats = self.engine.run_carried(frame, None if cut else self._stats, self.carry.momentum)
+            except Exception as exc:  # one frame's failure is reported like run_batch's
+                self._stats = None
+                images.append(None)
+                errors.append(failure_reason(exc))
+                continue
+            images.append(out)
+            errors.append(None)
+        release_host_memory()
+        return BatchResult(images, errors, (time.perf_counter() - t0) * 1000.0, 0.0, "")
 
     def new_video(self) -> None:
         """Start afresh: nothing is carried into the next video."""
         self.carry.reset()
         self.cuts = CutDetector()
+        self._stats = None

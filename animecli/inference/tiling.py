@@ -42,7 +42,7 @@ from animecli.models.spec import activation_bytes_per_pixel
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (tile, stats) → output, for graphs that take the frozen statistics as an input:
-# stats is (L, 2) float32, every norm's (mean, var) in module order.
+# stats is (S,) float32, every whole-image layer's statistics flattened in module order.
 FixedForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -170,10 +170,14 @@ def supports_tiling(model: nn.Module) -> bool:
     return bool(_norms(model))
 
 
+def flat_stats(stats: list[Stats]) -> torch.Tensor:
+    """Recorded statistics of one image as a statistics graph's ``stats`` input, (S,) float32."""
+    return torch.cat([t.detach().float().reshape(-1).cpu() for layer in stats for t in layer])
+
+
 def scalar_stats_only(model: nn.Module) -> bool:
-    """Whether every frozen layer is a one-group norm, whose (mean, var) rows a fixed-statistics
-    ONNX graph takes as its ``stats`` input (LADE's per-channel statistics and the attention's
-    normaliser have no such graph: their tiles run in eager PyTorch)."""
+    """Whether every frozen layer is a one-group norm (one mean and variance per image; LADE's
+    are per channel, and the attention's normaliser per unit: they need larger sampled crops)."""
     return all(isinstance(m, FastGroupNorm) for m in _norms(model))
 
 
@@ -287,8 +291,8 @@ def tiled_forward(
     out = torch.empty((3, h, w), dtype=torch.uint8)
     run_tile: Forward = forward
     if fixed_forward is not None:
-        table = torch.tensor([[float(s[0].flatten()[0]), float(s[1].flatten()[0])] for s in stats],
-                             dtype=torch.float32)
+        # The graph's flat (S,) input: every layer's statistics in module order (stats_size).
+        table = flat_stats(stats)
         memory_format = torch.contiguous_format
         fixed = fixed_forward
         run_tile = lambda x: fixed(x.float(), table)  # noqa: E731

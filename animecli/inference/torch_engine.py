@@ -17,6 +17,7 @@ from torch import nn
 
 from animecli.errors import SetupError, UsageError
 from animecli.inference.backends import BackendChoice, OrtRunner, Runner, make_runner, resolve_backend
+from animecli.inference.backends.onnx_export import stats_size
 from animecli.inference.device import resolve_device
 from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
@@ -161,6 +162,33 @@ class Engine:
         if isinstance(self.runner, OrtRunner) and self.runner.can_tile:
             return self.runner.run_fixed
         return None
+
+    @property
+    def can_carry(self) -> bool:
+        """Whether :meth:`run_carried` works: onnxruntime's video graph (else video carries
+        statistics through the eager modules' hooks, :mod:`animecli.inference.temporal`)."""
+        return isinstance(self.runner, OrtRunner) and self.runner.can_carry
+
+    def run_carried(self, rgb: UInt8Array, stats: torch.Tensor | None, blend: float) -> tuple[UInt8Array, torch.Tensor]:
+        """One video frame through the video graph, its statistics mixed with the previous frame's.
+
+        Args:
+            rgb: (H, W, 3) uint8.
+            stats: what the previous frame returned ((S,) float32); ``None`` = a new shot.
+            blend: the previous statistics' weight, in [0, 1) (ignored for a new shot).
+
+        Returns:
+            The stylised (H, W, 3) uint8 frame and the statistics it used (the next frame's ``stats``).
+        """
+        assert isinstance(self.runner, OrtRunner), "check can_carry"
+        h, w = int(rgb.shape[0]), int(rgb.shape[1])
+        x = pad_batch(to_model_range(arrays_to_batch([rgb]), torch.float32), self.multiple).contiguous()
+        if stats is None:
+            stats, blend = torch.zeros(stats_size(self.model)), 0.0
+        y, used = self.runner.run_carry(x, stats, blend)
+        out = from_model_range(y[:, :, :h, :w])
+        del x, y
+        return batch_to_arrays(out)[0], used
 
     def _run_tiled(self, rgb: UInt8Array, tile: int, overlap: int) -> UInt8Array:
         image = array_to_tensor(rgb)

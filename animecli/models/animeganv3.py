@@ -24,13 +24,13 @@ All three take and return (N, 3, H, W) float RGB in [-1, 1]; no ONNX needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animecli.models.norm import FastGroupNorm
+from animecli.models.norm import FastGroupNorm, mix_moments
 from animecli.models.v2 import GeneratorV2
 
 __all__ = [
@@ -40,6 +40,11 @@ __all__ = [
     "ConvLReLU",
     "ExternalAttention",
     "GeneratorV2TF",
+    "StatsHook",
+    "lade_apply",
+    "mix_log_mean_exp",
+    "mix_stats",
+    "moments",
     "upsample2x_asymmetric",
 ]
 
@@ -69,7 +74,7 @@ def upsample2x_asymmetric(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((x, (x + nxt) * 0.5), dim=-2).reshape(n, c, 2 * h, 2 * w)
 
 
-def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel (mean, biased variance) over H, W, in float32, each (N, C, 1, 1)."""
     var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0, keepdim=True)
     return mean, var
@@ -92,11 +97,45 @@ def _pooled_moments(x: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch
     mh, mw = round(margin * h), round(margin * w)
     if h - 2 * mh > 0 and w - 2 * mw > 0:
         x = x[:, :, mh : h - mh, mw : w - mw]
-    mean, var = _moments(x)
+    mean, var = moments(x)
     # Equal-sized crops: the pooled mean is the mean of means, and E[x²] pools the same way.
     pooled_mean = mean.mean(dim=0, keepdim=True)
     pooled_var = ((var + mean * mean).mean(dim=0, keepdim=True) - pooled_mean * pooled_mean).clamp_min(0.0)
     return pooled_mean, pooled_var
+
+
+def mix_log_mean_exp(prev: torch.Tensor, lme: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """The attention normaliser of the mixture ``weight``·previous + (1 − ``weight``)·current.
+
+    ``lme`` is log(mean exp(a)) over the image's positions; for the mixture of two frames'
+    positions it is log(w·exp(prev) + (1 − w)·exp(lme)), computed around the larger of the
+    two so nothing overflows. ``weight`` 0 gives ``lme`` exactly (not a log of an underflow).
+
+    Args:
+        prev, lme: (N or 1, M, 1) float32.
+        weight: in [0, 1], a float or a 1-element tensor.
+    """
+    top = torch.maximum(prev, lme)
+    mixed = top + torch.log(weight * torch.exp(prev - top) + (1.0 - weight) * torch.exp(lme - top))
+    if isinstance(weight, torch.Tensor):
+        return torch.where(weight > 0, mixed, lme)
+    return mixed if weight > 0 else lme
+
+
+def mix_stats(layer: nn.Module, prev: tuple[torch.Tensor, ...], cur: tuple[torch.Tensor, ...],
+              weight: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mix one frozen layer's statistics (see :class:`_Freezable`) of two frames, as a mixture
+    of the two frames' pixels: moments for a :class:`LADE` (μx, σx², μt, σt²), the
+    log-mean-exp for an :class:`ExternalAttention`."""
+    if isinstance(layer, ExternalAttention):
+        return (mix_log_mean_exp(prev[0], cur[0], weight),)
+    mean_x, var_x = mix_moments(prev[0], prev[1], cur[0], cur[1], weight)
+    mean_t, var_t = mix_moments(prev[2], prev[3], cur[2], cur[3], weight)
+    return mean_x, var_x, mean_t, var_t
+
+
+# (layer, the statistics it just computed) → the statistics to use (video: carried across frames).
+StatsHook = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
 class _Freezable(nn.Module):
@@ -115,10 +154,35 @@ class _Freezable(nn.Module):
         self.record_stats: bool = False
         self.recorded: tuple[torch.Tensor, ...] | None = None
         self.pooled_margin: float | None = None
+        # Video (animecli.inference.temporal): applied to the statistics just computed (not to
+        # frozen ones), before they are recorded, like FastGroupNorm.stats_hook.
+        self.stats_hook: StatsHook | None = None
 
     def set_fixed_stats(self, stats: tuple[torch.Tensor, ...] | None) -> None:
         """Use ``stats`` (what :attr:`recorded` held) instead of the input's own statistics."""
         self.fixed_stats = stats
+
+
+def lade_apply(x: torch.Tensor, mean_x: torch.Tensor, var_x: torch.Tensor, mean_t: torch.Tensor,
+               var_t: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x − μx) / sqrt(σx² + eps) · sqrt(σt² + eps) + μt`` as one multiply-add over ``x``.
+
+    Args:
+        x: (N, C, H, W).
+        mean_x, var_x, mean_t, var_t: (N or 1, C, 1, 1) float32.
+        eps: the file's; 0 or less adds the flat-channel guard below.
+
+    Returns:
+        (N, C, H, W), ``x``'s dtype.
+    """
+    scale = torch.sqrt(var_t + eps) / torch.sqrt(var_x + eps)
+    if eps <= 0:
+        # The fp16 Hayao file stores eps 0: a flat channel (a one-colour image, a black video
+        # frame) would give 0/0 = NaN. Its x − μx is 0, so any scale gives the same μt; 0 keeps
+        # it finite. Decided at build time, so other files' graphs carry no extra op.
+        scale = torch.where(var_x > 0, scale, torch.zeros_like(scale))
+    shift = mean_t - mean_x * scale
+    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
 
 
 class LADE(_Freezable):
@@ -156,17 +220,12 @@ class LADE(_Freezable):
                 (mean_x, var_x), (mean_t, var_t) = (_pooled_moments(x, self.pooled_margin),
                                                     _pooled_moments(t, self.pooled_margin))
             else:
-                (mean_x, var_x), (mean_t, var_t) = _moments(x), _moments(t)
+                (mean_x, var_x), (mean_t, var_t) = moments(x), moments(t)
+            if self.stats_hook is not None:
+                mean_x, var_x, mean_t, var_t = self.stats_hook(self, (mean_x, var_x, mean_t, var_t))
             if self.record_stats:
                 self.recorded = (mean_x.detach(), var_x.detach(), mean_t.detach(), var_t.detach())
-        scale = torch.sqrt(var_t + self.eps) / torch.sqrt(var_x + self.eps)
-        if self.eps <= 0:
-            # The fp16 Hayao file stores eps 0: a flat channel (a one-colour image, a black video
-            # frame) would give 0/0 = NaN. Its x − μx is 0, so any scale gives the same μt; 0 keeps
-            # it finite. Decided at build time, so other files' graphs carry no extra op.
-            scale = torch.where(var_x > 0, scale, torch.zeros_like(scale))
-        shift = mean_t - mean_x * scale
-        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+        return lade_apply(x, mean_x, var_x, mean_t, var_t, self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
@@ -243,22 +302,32 @@ class ExternalAttention(_Freezable):
             flat = a.float().reshape(n, m, -1)
         return torch.logsumexp(flat, dim=2, keepdim=True) - math.log(flat.shape[2])
 
+    def _attend(self, a: torch.Tensor, lme: torch.Tensor) -> torch.Tensor:
+        """(N, M, H, W) logits and a given normaliser (N or 1, M, 1) → (N, M, H·W) attention."""
+        n, m, h, w = a.shape
+        e = torch.exp(a.reshape(n, m, h * w).float() - lme)
+        return (e / (e.sum(dim=1, keepdim=True) + self.eps * h * w)).to(a.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, C, H, W)."""
         a = self.key(self.inp(x))
         n, m, h, w = a.shape
         if self.fixed_stats is not None:
-            e = torch.exp(a.reshape(n, m, h * w).float() - self.fixed_stats[0])
-            attn = (e / (e.sum(dim=1, keepdim=True) + self.eps * h * w)).to(a.dtype)
+            attn = self._attend(a, self.fixed_stats[0])
+        elif self.stats_hook is not None:
+            # Carried across frames: the normaliser of the frames' mixture, used as a tile uses
+            # the whole image's (for one frame alone this equals the softmax below).
+            (lme,) = self.stats_hook(self, (self._log_mean_exp(a),))
+            if self.record_stats:
+                self.recorded = (lme.detach(),)
+            attn = self._attend(a, lme)
         else:
             if self.record_stats:
                 self.recorded = (self._log_mean_exp(a).detach(),)
             if self.pooled_margin is not None:
                 # The crops' own softmax does not matter here: the pass only gathers statistics
                 # (later layers see attention from this crop's positions only, as in a tile).
-                lme = self._log_mean_exp(a)
-                e = torch.exp(a.reshape(n, m, h * w).float() - lme)
-                attn = (e / (e.sum(dim=1, keepdim=True) + self.eps * h * w)).to(a.dtype)
+                attn = self._attend(a, self._log_mean_exp(a))
             else:
                 attn = torch.softmax(a.reshape(n, m, h * w), dim=2)
                 attn = attn / (attn.sum(dim=1, keepdim=True) + self.eps)

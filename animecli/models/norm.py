@@ -176,6 +176,29 @@ def pooled_stats(x: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Te
     return pooled_mean.view(1, 1, 1, 1), pooled_var.view(1, 1, 1, 1)
 
 
+def mix_moments(
+    prev_mean: torch.Tensor, prev_var: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+    weight: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, var) of the mixture ``weight``·previous + (1 − ``weight``)·current of two distributions.
+
+    Video carries norm statistics across frames with this (an exponential moving average of the
+    first two moments, :mod:`animecli.inference.temporal`); the eager layers and the exported
+    carry graph (:mod:`animecli.inference.backends.onnx_export`) both call it, so they agree.
+
+    Args:
+        prev_mean, prev_var: the statistics used for the previous frame, any shape.
+        mean, var: this frame's own, same shape (float32).
+        weight: of the previous frame, in [0, 1] (a float or a 0-d/1-element tensor).
+
+    Returns:
+        (mean, var), the input's shape; var clamped at 0.
+    """
+    mixed = weight * prev_mean + (1.0 - weight) * mean
+    second = weight * (prev_var + prev_mean * prev_mean) + (1.0 - weight) * (var + mean * mean)
+    return mixed, (second - mixed * mixed).clamp_min(0.0)
+
+
 def make_norm(num_channels: int, fast: bool, inplace: bool = False) -> nn.Module:
     """Build the normalisation layer: :class:`FastGroupNorm` or the stock ``nn.GroupNorm(1, C)``.
 

@@ -60,7 +60,7 @@ def convert_local(
     # Imported here so that `animecli --help` and --dry-run never pay for onnxruntime or numpy;
     # torch is imported only if the run needs it (see animecli.inference.select).
     from animecli.inference.batching import SizeBatcher
-    from animecli.inference.select import eager_fallback, select_engine
+    from animecli.inference.select import select_engine, temporal_engine
     from animecli.io.writer import Saved, WriterPool, size_problem
 
     chosen = engines.get(opts.model, opts.engine) if engines is not None else select_engine(opts.model, opts.engine)
@@ -178,7 +178,7 @@ def convert_local(
         if videos:
             from animecli.run.video import run_videos  # PyAV only when there are videos
 
-            run_videos(videos, engine, eager_fallback(opts.model, opts.engine), opts, s, stop, on_frames,
+            run_videos(videos, engine, temporal_engine(opts.model, opts.engine), opts, s, stop, on_frames,
                        run.emit, run.saved, lambda job: run.stamps.pop(job.dst, None))
     except KeyboardInterrupt:
         # A second Ctrl-C/SIGTERM aborts at once: the report still tells what was done (a

@@ -280,7 +280,7 @@ def _fill(rec: FileRecord, frames: int, infer_ms: float, load_s: float, save_s: 
 def run_videos(
     videos: Sequence[Job],
     engine: Runner,
-    torch_eager: Callable[[], Any],
+    temporal_engine: Callable[[], Any],
     opts: ConvertOptions,
     summary: Summary,
     stop: threading.Event | None,
@@ -294,7 +294,8 @@ def run_videos(
     Args:
         videos: the video jobs discovery found (skips already taken out).
         engine: the run's engine (frames go through it when ``--no-temporal``).
-        torch_eager: builds an eager PyTorch engine, for ``--temporal`` (called once, if needed).
+        temporal_engine: builds the PyTorch engine for ``--temporal`` (called once, if needed;
+            :func:`animecli.inference.select.temporal_engine`).
         opts: the run's options.
         summary: the run's summary (``fatal`` and ``interrupted`` are set here).
         stop: the run's stop event.
@@ -317,7 +318,7 @@ def run_videos(
                 from animecli.inference.temporal import TemporalRunner  # imports torch
 
                 try:
-                    temporal = TemporalRunner(torch_eager(), opts.video.momentum)
+                    temporal = TemporalRunner(temporal_engine(), opts.video.momentum)
                     note = f"temporal (norm statistics carried, momentum {opts.video.momentum})"
                 except ValueError as exc:  # a model without fast norms: frames run one by one
                     note = f"--temporal not applied ({exc})"

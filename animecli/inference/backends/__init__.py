@@ -39,11 +39,18 @@ from torch import nn
 
 from animecli.errors import GraphError, UsageError
 from animecli.inference.backends.int8 import CALIBRATION_SIZE, calibration_images, calibration_key, quantize_int8
-from animecli.inference.backends.onnx_export import can_split, export_onnx, export_onnx_split, has_fixed_stats_graph
+from animecli.inference.backends.onnx_export import (
+    can_split,
+    export_onnx,
+    export_onnx_carry,
+    export_onnx_split,
+    has_stats_graphs,
+)
 from animecli.inference.backends.torch_runner import TorchRunner
 from animecli.inference.graph_cache import cached, discard
 from animecli.inference.ort_session import (
     ONNX_HINT,
+    GraphSource,
     OrtSession,
     SplitGraph,
     cache_key,
@@ -149,6 +156,12 @@ class OrtRunner(OrtSession):
         """(N, 3, H, W) float32 in [-1, 1] (any device/layout) → same, float32, on the CPU."""
         return torch.from_numpy(self.run_array(x.detach().to("cpu", torch.float32).contiguous().numpy()))
 
+    def run_carry(self, x: torch.Tensor, stats: torch.Tensor, blend: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame with carried statistics (:meth:`~animecli.inference.ort_session.OrtSession.run_carry_array`)."""
+        y, used = self.run_carry_array(x.detach().to("cpu", torch.float32).contiguous().numpy(),
+                                       stats.detach().to("cpu", torch.float32).contiguous().numpy(), blend)
+        return torch.from_numpy(y), torch.from_numpy(used)
+
     def run_fixed(self, x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         """One tile with frozen statistics (see :meth:`~animecli.inference.ort_session.OrtSession.run_fixed_array`)."""
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -196,16 +209,16 @@ def make_runner(
     paths = compiled_paths(digest, key)
     if backend is Backend.ONNX:
         fixed_paths = paths
-
-        def fixed_graph() -> bytes:
-            return cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True))
-
-        tiles: _FixedGraph | None = None
-        if has_fixed_stats_graph(model):
-            tiles = _FixedGraph(fixed_graph, lambda: discard([fixed_paths.fixed]))
+        tiles: GraphSource | None = None
+        video: GraphSource | None = None
+        if has_stats_graphs(model):
+            tiles = GraphSource(lambda: cached(fixed_paths.fixed, lambda: export_onnx(model, fixed_stats=True)),
+                                lambda: discard([fixed_paths.fixed]))
+            video = GraphSource(lambda: cached(fixed_paths.carry, lambda: export_onnx_carry(model)),
+                                lambda: discard([fixed_paths.carry]))
         if not can_split(model):
             return _open_runner(lambda: cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
-                                backend, threads, tiles)
+                                backend, threads, tiles, video)
         # The whole graph is not needed (int8 exports it when asked for). Exported once for
         # both parts (the first run caches them; the torch-free engine needs both).
         parts: list[bytes] = []
@@ -218,7 +231,7 @@ def make_runner(
         def split() -> SplitGraph:
             return SplitGraph(cached(paths.encoder, lambda: part(0)), cached(paths.decoder, lambda: part(1)))
 
-        return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, tiles)
+        return _open_runner(split, [paths.encoder, paths.decoder], backend, threads, tiles, video)
     fp32_path = paths.fp32
     images = calibration_images(calibration, CALIBRATION_SIZE, multiple)
     paths = compiled_paths(digest, key, calibration_key(images))
@@ -230,27 +243,15 @@ def make_runner(
     return _open_runner(lambda: cached(paths.int8, build), [paths.int8, fp32_path], backend, threads)
 
 
-@dataclass(frozen=True)
-class _FixedGraph:
-    """The tiling graph of a runner: how to make it, and how to delete a damaged cached copy."""
-
-    make: Callable[[], bytes]
-    discard: Callable[[], None]
-
-
 def _open_runner(
     graph: Callable[[], bytes | SplitGraph], files: list[Path], backend: Backend, threads: int,
-    tiles: _FixedGraph | None = None,
+    tiles: GraphSource | None = None, video: GraphSource | None = None,
 ) -> OrtRunner:
     """The session over ``graph()``; if onnxruntime refuses the cached ``files`` (damaged on
-    disk), they are deleted and made again, once (the tiling graph likewise, when first used)."""
-    def runner() -> OrtRunner:
-        if tiles is None:
-            return OrtRunner(graph(), backend, threads)
-        return OrtRunner(graph(), backend, threads, tiles.make, tiles.discard)
-
+    disk), they are deleted and made again, once (the tiling and video graphs likewise, when
+    first used)."""
     try:
-        return runner()
+        return OrtRunner(graph(), backend, threads, tiles, video)
     except GraphError:
         discard(files)
-        return runner()
+        return OrtRunner(graph(), backend, threads, tiles, video)

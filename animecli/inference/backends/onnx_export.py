@@ -12,20 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from animecli.inference.ort_session import OPSET
-from animecli.models.animeganv3 import LADE, ExternalAttention, GeneratorV2TF
+from animecli.models.animeganv3 import LADE, ExternalAttention, GeneratorV2TF, lade_apply, mix_log_mean_exp, moments
 from animecli.models.lite import GeneratorLite
-from animecli.models.norm import FastGroupNorm
+from animecli.models.norm import FastGroupNorm, mix_moments
 from animecli.models.v2 import GeneratorV2
 
 __all__ = [
     "ExportGroupNorm",
     "StatsFeed",
     "can_split",
-    "count_norms",
     "export_onnx",
+    "export_onnx_carry",
     "export_onnx_split",
     "exportable",
-    "has_fixed_stats_graph",
+    "has_stats_graphs",
+    "stats_size",
 ]
 
 
@@ -41,36 +42,104 @@ class ExportGroupNorm(nn.Module):
 
     Args:
         norm: the layer to mirror (its ``weight`` and ``bias`` are shared, not copied).
-        feed: where frozen statistics come from in a fixed-statistics graph (``None`` = never).
-        index: this layer's row in ``feed.stats`` (its place among the model's norms).
+        feed: where given statistics come from in a statistics graph (``None`` = never).
+        offset: where this layer's (mean, var) start in ``feed.stats``.
     """
 
-    def __init__(self, norm: FastGroupNorm | nn.GroupNorm, feed: StatsFeed | None = None, index: int = 0) -> None:
+    def __init__(self, norm: FastGroupNorm | nn.GroupNorm, feed: StatsFeed | None = None, offset: int = 0) -> None:
         super().__init__()
         self.weight = norm.weight
         self.bias = norm.bias
         self.eps = float(norm.eps)
         self.feed = feed
-        self.index = index
+        self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float32 contiguous → (N, C, H, W), normalised over (C, H, W) per sample."""
         n, c, h, w = x.shape
-        if self.feed is not None and self.feed.stats is not None:
+        feed, k = self.feed, self.offset
+        if feed is not None and feed.stats is not None and feed.blend is None:
             # Tiling: the whole image's (mean, var), a graph input, instead of this tile's own.
-            mean = self.feed.stats[self.index, 0].expand(n)
-            var = self.feed.stats[self.index, 1].expand(n)
+            mean = feed.stats[k].expand(n)
+            var = feed.stats[k + 1].expand(n)
         else:
             rows = x.reshape(n, c * h, w)
             mean = rows.mean(dim=2).mean(dim=1)
             mean_sq = torch.linalg.vector_norm(rows, 2, dim=2).square().mean(dim=1) / w
             var = (mean_sq - mean * mean).clamp_min(0.0)
+            if feed is not None and feed.stats is not None and feed.blend is not None:
+                # Video: mixed with the previous frame's (one frame at a time, N = 1).
+                mean, var = mix_moments(feed.stats[k : k + 1], feed.stats[k + 1 : k + 2], mean, var, feed.blend)
+                feed.out.extend((mean, var))
         mean_nc = mean.view(-1, 1).expand(n, c).reshape(-1)
         var_nc = var.view(-1, 1).expand(n, c).reshape(-1)
         weight_nc = self.weight.view(1, -1).expand(n, c).reshape(-1)
         bias_nc = self.bias.view(1, -1).expand(n, c).reshape(-1)
         y = F.batch_norm(x.reshape(1, n * c, h, w), mean_nc, var_nc, weight_nc, bias_nc, False, 0.0, self.eps)
         return y.reshape(n, c, h, w)
+
+
+class _StatsLADE(nn.Module):
+    """:class:`~animecli.models.animeganv3.LADE` for the statistics graphs: its (μx, σx², μt, σt²)
+    are ``4·C`` values of the flat ``stats`` input, from ``offset`` (tiles), or its own mixed
+    with them (video). Same parameters (``proj`` is shared, not copied)."""
+
+    def __init__(self, lade: LADE, feed: StatsFeed, offset: int) -> None:
+        super().__init__()
+        self.proj = lade.proj
+        self.eps = lade.eps
+        self.channels = lade.proj.out_channels
+        self.feed = feed
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W); N = 1 in the video graph."""
+        t = self.proj(x)
+        stats, c, k = self.feed.stats, self.channels, self.offset
+        assert stats is not None
+        given = [stats[k + i * c : k + (i + 1) * c].view(1, c, 1, 1) for i in range(4)]
+        if self.feed.blend is None:
+            mean_x, var_x, mean_t, var_t = given
+        else:
+            (own_mx, own_vx), (own_mt, own_vt) = moments(x), moments(t)
+            mean_x, var_x = mix_moments(given[0], given[1], own_mx, own_vx, self.feed.blend)
+            mean_t, var_t = mix_moments(given[2], given[3], own_mt, own_vt, self.feed.blend)
+            self.feed.out.extend(v.reshape(-1) for v in (mean_x, var_x, mean_t, var_t))
+        return lade_apply(x, mean_x, var_x, mean_t, var_t, self.eps)
+
+
+class _StatsAttention(nn.Module):
+    """:class:`~animecli.models.animeganv3.ExternalAttention` for the statistics graphs: its softmax
+    normaliser (per-unit log-mean-exp, ``M`` values of ``stats`` from ``offset``) given, or its
+    own mixed with it. The ``eps·H·W`` term takes H·W from the tensor (a traced Python int would
+    be a constant of the sample size)."""
+
+    def __init__(self, attn: ExternalAttention, feed: StatsFeed, offset: int) -> None:
+        super().__init__()
+        self.inp, self.key, self.value, self.out = attn.inp, attn.key, attn.value, attn.out
+        self.eps = attn.eps
+        self.units = attn.key.out_channels
+        self.feed = feed
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W); N = 1 in the video graph."""
+        a = self.key(self.inp(x))
+        n, m, h, w = a.shape
+        flat = a.reshape(n, m, h * w)
+        stats, k = self.feed.stats, self.offset
+        assert stats is not None
+        lme = stats[k : k + m].view(1, m, 1)
+        if self.feed.blend is not None:
+            top = flat.amax(dim=2, keepdim=True)
+            own = top + torch.log(torch.exp(flat - top).mean(dim=2, keepdim=True))
+            lme = mix_log_mean_exp(lme, own, self.feed.blend)
+            self.feed.out.append(lme.reshape(-1))
+        e = torch.exp(flat - lme)
+        positions = torch.ones_like(flat[:, :1]).sum(dim=2, keepdim=True)
+        attn = e / (e.sum(dim=1, keepdim=True) + self.eps * positions)
+        y = self.out(self.value(attn.reshape(n, m, h, w)))
+        return F.leaky_relu(y + x, 0.2)
 
 
 class _V2Export(nn.Module):
@@ -126,10 +195,21 @@ class _MatMulSkip(nn.Module):
 
 
 class StatsFeed:
-    """Holds the frozen statistics while a fixed-statistics graph is traced."""
+    """What the statistics graphs' layers read and write while they are traced.
+
+    Attributes:
+        stats: the flat ``stats`` input (S,) float32: every whole-image layer's statistics in
+            module order (:func:`stats_size`).
+        blend: ``None`` in the tiling graph (the layers use ``stats`` as given); the video
+            graph's ``blend`` input (1,), the weight of ``stats`` (the previous frame's) in the
+            mixture with each layer's own.
+        out: the video graph's mixed statistics, appended in module order (its ``stats_out``).
+    """
 
     def __init__(self) -> None:
         self.stats: torch.Tensor | None = None
+        self.blend: torch.Tensor | None = None
+        self.out: list[torch.Tensor] = []
 
 
 def _is_norm(mod: nn.Module) -> bool:
@@ -137,21 +217,50 @@ def _is_norm(mod: nn.Module) -> bool:
     return isinstance(mod, FastGroupNorm) or is_gn1
 
 
+def _frozen(mod: nn.Module) -> bool:
+    return _is_norm(mod) or isinstance(mod, (LADE, ExternalAttention))
+
+
+def _stats_width(mod: nn.Module) -> int:
+    """Values a whole-image layer takes in the flat ``stats`` vector."""
+    if isinstance(mod, LADE):
+        return 4 * mod.proj.out_channels
+    if isinstance(mod, ExternalAttention):
+        return mod.key.out_channels
+    return 2
+
+
+def stats_size(model: nn.Module) -> int:
+    """S, the length of a statistics graph's ``stats`` input: (mean, var) per one-group norm,
+    (μx, σx², μt, σt²) per channel per LADE, one log-mean-exp per attention unit, in module
+    order (the order of :func:`animecli.inference.tiling.record_stats`, flattened)."""
+    return sum(_stats_width(m) for m in model.modules() if _frozen(m))
+
+
 def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
     """A float32, CPU, gradient-free copy of ``model`` whose norms export to fast ONNX.
 
     Args:
         model: the generator.
-        feed: for a fixed-statistics graph: the norms read their statistics from it, each
-            at its index in module order (the order :func:`animecli.inference.tiling.record_stats` uses).
+        feed: for a statistics graph: every whole-image layer reads (and in the video graph
+            writes) its statistics there, at its offset in module order.
     """
     clone = copy.deepcopy(model).to("cpu", torch.float32).requires_grad_(False).eval()
     clone = clone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    order = {id(m): i for i, m in enumerate(m for m in clone.modules() if _is_norm(m))}
+    offsets: dict[int, int] = {}
+    total = 0
+    for m in clone.modules():
+        if _frozen(m):
+            offsets[id(m)] = total
+            total += _stats_width(m)
     for mod in list(clone.modules()):
         for name, child in list(mod.named_children()):
             if _is_norm(child):
-                setattr(mod, name, ExportGroupNorm(child, feed, order[id(child)]))
+                setattr(mod, name, ExportGroupNorm(child, feed, offsets[id(child)]))
+            elif feed is not None and isinstance(child, LADE):
+                setattr(mod, name, _StatsLADE(child, feed, offsets[id(child)]))
+            elif feed is not None and isinstance(child, ExternalAttention):
+                setattr(mod, name, _StatsAttention(child, feed, offsets[id(child)]))
     if isinstance(clone, GeneratorLite):
         setattr(clone, "skip", _MatMulSkip(clone.skip))  # noqa: B010  (the attribute is typed Conv2d)
     # GeneratorV2TF's own upsampling already keeps H and W dynamic (and is not _V2Export's).
@@ -160,15 +269,13 @@ def exportable(model: nn.Module, feed: StatsFeed | None = None) -> nn.Module:
     return wrapped.eval()
 
 
-def has_fixed_stats_graph(model: nn.Module) -> bool:
-    """Whether a fixed-statistics (tiling) graph can be exported: every whole-image layer is a
-    one-group norm. AnimeGANv3's LADE (per-channel statistics of two tensors) and its attention
-    softmax have none: their tiles run in eager PyTorch with frozen statistics."""
-    return not any(isinstance(m, (LADE, ExternalAttention)) for m in model.modules())
+def has_stats_graphs(model: nn.Module) -> bool:
+    """Whether the model has whole-image layers, so that the tiling and video graphs exist."""
+    return any(_frozen(m) for m in model.modules())
 
 
 class _FixedStatsExport(nn.Module):
-    """A generator whose norms take their (mean, var) from a second input, shaped (L, 2)."""
+    """A generator whose whole-image layers take their statistics from a second input, (S,)."""
 
     def __init__(self, net: nn.Module, feed: StatsFeed) -> None:
         super().__init__()
@@ -184,9 +291,22 @@ class _FixedStatsExport(nn.Module):
         return out
 
 
-def count_norms(model: nn.Module) -> int:
-    """Number of whole-image norm layers (rows of a fixed-statistics graph's ``stats`` input)."""
-    return sum(1 for m in model.modules() if _is_norm(m))
+class _CarryExport(nn.Module):
+    """A generator whose whole-image layers mix their statistics with given ones (video)."""
+
+    def __init__(self, net: nn.Module, feed: StatsFeed) -> None:
+        super().__init__()
+        self.net = net
+        self.feed = feed
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor, blend: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.feed.stats, self.feed.blend, self.feed.out = stats, blend, []
+        try:
+            out: torch.Tensor = self.net(x)
+            used = torch.cat(self.feed.out)
+        finally:
+            self.feed.stats, self.feed.blend, self.feed.out = None, None, []
+        return out, used
 
 
 def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = False) -> bytes:
@@ -195,8 +315,8 @@ def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = Fal
     Args:
         model: the generator (any device/dtype; a float32 CPU copy is exported).
         sample_size: side of the dummy input used for tracing (a multiple of 4).
-        fixed_stats: export the tiling graph: a second input ``stats`` (L, 2) float32 holds
-            every norm's whole-image (mean, var), in module order, used instead of the input's.
+        fixed_stats: export the tiling graph: a second input ``stats`` (S,) float32 holds
+            every whole-image layer's statistics (:func:`stats_size`), used instead of the input's.
 
     Returns:
         The serialised ONNX model, input ``input`` (and ``stats``) and output ``output``,
@@ -209,11 +329,30 @@ def export_onnx(model: nn.Module, sample_size: int = 64, fixed_stats: bool = Fal
     if fixed_stats:
         feed = StatsFeed()
         net: nn.Module = _FixedStatsExport(exportable(model, feed), feed)
-        args = (x, torch.ones(count_norms(model), 2))
+        args = (x, torch.ones(stats_size(model)))
         names = ["input", "stats"]
     else:
         net = exportable(model)
     return _export(net, args, names, {"input": dyn, "output": dyn})
+
+
+def export_onnx_carry(model: nn.Module, sample_size: int = 64) -> bytes:
+    """Export the video graph: statistics carried from the previous frame.
+
+    Inputs ``input`` (1, 3, H, W) float32 in [-1, 1], ``stats`` (S,) float32 (the previous
+    frame's, :func:`stats_size`) and ``blend`` (1,) float32 (their weight; 0 = this frame's
+    own, as the plain graph). Outputs ``output`` (1, 3, H, W) and ``stats_out`` (S,), the
+    statistics this frame used (the next frame's ``stats``). Each layer mixes as
+    :func:`~animecli.models.norm.mix_moments` / :func:`~animecli.models.animeganv3.mix_log_mean_exp`,
+    the eager carry's functions.
+    """
+    feed = StatsFeed()
+    net = _CarryExport(exportable(model, feed), feed)
+    x = torch.zeros(1, 3, sample_size, sample_size)
+    args = (x, torch.zeros(stats_size(model)), torch.full((1,), 0.5))
+    dyn = {2: "h", 3: "w"}
+    return _export(net, args, ["input", "stats", "blend"], {"input": dyn, "output": dyn},
+                   outputs=["output", "stats_out"])
 
 
 class _Encoder(nn.Module):
@@ -271,14 +410,15 @@ def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, b
 
 
 def _export(net: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
-            dynamic_axes: dict[str, dict[int, str]], output: str = "output") -> bytes:
+            dynamic_axes: dict[str, dict[int, str]], output: str = "output",
+            outputs: list[str] | None = None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="animecli-export-") as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shapes (handled) and deprecations
         path = Path(tmp) / "model.onnx"
         # The TorchScript-based exporter: the dynamo one needs onnxscript and gives no faster graph here.
         torch.onnx.export(
             net, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
-            output_names=[output], dynamic_axes=dynamic_axes, do_constant_folding=True,
+            output_names=outputs or [output], dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
         return path.read_bytes()
 
