@@ -70,6 +70,29 @@ def test_onnx_matches_eager_at_two_sizes(arch: Arch, align: bool) -> None:
         assert float((out - ref).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("arch", [Arch.V3, Arch.V3_TINY, Arch.V2_TF])
+def test_imported_archs_export_their_upsampling_as_one_resize(arch: Arch) -> None:
+    """TF's asymmetric ×2 upsampling is one ``Resize`` node in the export (as in the files),
+    not slices and stacks, and the graph still matches eager at sizes other than the export's."""
+    import onnx
+
+    model = _tiny(arch, align_corners=False)
+    graph = onnx.load_from_string(export_onnx(model))
+    resizes = [n for n in graph.graph.node if n.op_type == "Resize"]
+    ups = {Arch.V3: 3, Arch.V3_TINY: 4, Arch.V2_TF: 2}[arch]
+    assert len(resizes) == ups
+    modes = {a.name: a.s for n in resizes for a in n.attribute if a.name in ("coordinate_transformation_mode", "mode")}
+    assert modes == {"coordinate_transformation_mode": b"asymmetric", "mode": b"linear"}
+    runner = make_runner(model, Backend.ONNX, threads=1)
+    torch.manual_seed(0)
+    for shape in ((1, 3, 64, 96), (2, 3, 80, 112)):
+        x = torch.rand(shape) * 2 - 1
+        with torch.inference_mode():
+            ref = model(x)
+            out = runner(x)
+        assert float((out - ref).abs().max()) < 1e-4
+
+
 def test_export_is_cached_by_digest(_shared_home: Path) -> None:
     model = _tiny(Arch.LITE)
     make_runner(model, Backend.ONNX, threads=1, digest="ab" * 32, arch_key="lite/0.125/align")

@@ -27,7 +27,9 @@ from animecli.options import Backend
 
 OPSET = 17
 # Bump when the exported graph changes (norm rewrite, export options): old cache entries are ignored.
-EXPORT_VERSION = "e2"  # e2: the lite models' colour skip exported as a MatMul (_MatMulSkip)
+# e2: the lite models' colour skip exported as a MatMul (_MatMulSkip); e3: the imported archs'
+# asymmetric upsampling as one Resize node.
+EXPORT_VERSION = "e3"
 ONNX_HINT = "pip install 'animecli[onnx]' (or: pip install onnxruntime onnx)"
 
 Float32Array = npt.NDArray[np.float32]
