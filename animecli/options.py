@@ -189,7 +189,8 @@ class VideoOptions:
         temporal: carry the norm layers' statistics across frames (an exponential moving
             average, reset on scene cuts) so colours do not pulse; ``None`` = the default
             (off: on pans, zooms and cuts of real photos it did not lower the flicker of the
-            shipped models, bench/flicker.py, and on the CPU it needs eager PyTorch).
+            shipped models, and the pruned AnimeGANv3 styles lost some of their look;
+            bench/flicker.py, docs/video.md).
         momentum: weight of the carried statistics in that average, in [0, 1).
         batch_size: frames per forward pass (0 = ``--batch-size``).
         queue: decoded and stylised frames waiting between the threads (bounded; memory does

@@ -230,13 +230,20 @@ def test_cut_detector_tells_pans_from_cuts() -> None:
     assert flags == [True] + [False] * 7 + [True] + [False] * 7
 
 
-def test_temporal_runner_steadies_a_flickering_input() -> None:
+@pytest.mark.parametrize(("arch", "backend"), [("lite", "eager"), ("lite", "onnx"), ("animeganv3", "eager"),
+                                               ("animeganv3", "onnx")])
+def test_temporal_runner_steadies_a_flickering_input(arch: str, backend: str) -> None:
+    """Group norms (lite) and LADE/attention (AnimeGANv3), carried by the eager modules' hooks
+    or by onnxruntime's video graph."""
     from animecli.inference.torch_engine import Engine
     from animecli.options import Backend, EngineOptions
 
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_generator(ArchSpec(Arch.LITE, width=0.125))
-    engine = Engine(model, 4, EngineOptions(device="cpu", backend=Backend.EAGER), "lite")
+    model = build_generator(ArchSpec(Arch(arch), width=0.125))
+    multiple = 8 if arch == "animeganv3" else 4
+    engine = Engine(model, multiple, EngineOptions(device="cpu", backend=Backend(backend)), arch)
     base = scene(9, w=192, h=144, n=1)[0]
     # The same picture with a bright square appearing and vanishing in one corner: per-frame
     # statistics jump, and every pixel's colour with them.
@@ -254,6 +261,7 @@ def test_temporal_runner_steadies_a_flickering_input() -> None:
 
     per_frame = [engine.run_batch([f]).images[0] for f in frames]
     with TemporalRunner(engine, 0.95) as tr:
+        assert tr.graph is (backend == "onnx")
         carried = [tr.run_batch([f]).images[0] for f in frames]
     assert not any(n.stats_hook for n in whole_image_layers(model))  # detached again
     assert change(carried) < 0.5 * change(per_frame)

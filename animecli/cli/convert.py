@@ -108,7 +108,7 @@ def convert(
     workers: Annotated[int, typer.Option(min=0, help="--engine ray: model actors; 0 = as many as the cluster's GPUs (or CPUs) allow.")] = 0,
     crf: Annotated[int, typer.Option(min=0, max=51, help="Videos: H.264 quality, 0 (lossless) to 51 (worst); 18-23 look good.")] = 20,
     preset: Annotated[str, typer.Option(help="Videos: x264 preset, ultrafast ... veryslow (slower = smaller files).")] = "medium",
-    temporal: Annotated[bool | None, typer.Option("--temporal/--no-temporal", help="Videos: carry the norm statistics across frames (reset on scene cuts) so colours do not pulse; default off (bench/flicker.py: no gain on pans and zooms with the shipped models). Runs the model in eager PyTorch.")] = None,
+    temporal: Annotated[bool | None, typer.Option("--temporal/--no-temporal", help="Videos: carry the norm statistics across frames (reset on scene cuts) so colours do not pulse; default off (bench/flicker.py: no gain on pans and zooms with the shipped models, and the pruned AnimeGANv3 styles lose some of their look). Runs onnxruntime's video graph one frame at a time (eager PyTorch without onnxruntime).")] = None,
 ) -> None:
     """Convert photos to anime style: [bold]animecli convert photos/ out/[/].
 
