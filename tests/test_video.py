@@ -140,6 +140,11 @@ def test_temporal_flag_carries_and_is_part_of_the_resume_key(tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     (row,) = file_rows(tmp_path / "r.json")
     assert row["status"] == "converted" and "temporal" in row["notes"] and row["frames"] == 4
+    # The default backend carries the statistics in onnxruntime's video graph where it is installed.
+    from animecli.inference.ort_session import onnxruntime_available
+
+    way = "onnxruntime video graph" if onnxruntime_available() else "eager PyTorch"
+    assert way in row["notes"]
 
 
 def test_truncated_video_converts_what_decodes_and_fails(tmp_path: Path) -> None:

@@ -319,7 +319,8 @@ def run_videos(
 
                 try:
                     temporal = TemporalRunner(temporal_engine(), opts.video.momentum)
-                    note = f"temporal (norm statistics carried, momentum {opts.video.momentum})"
+                    how = "onnxruntime video graph" if temporal.graph else "eager PyTorch"
+                    note = f"temporal (norm statistics carried, momentum {opts.video.momentum}, {how})"
                 except ValueError as exc:  # a model without fast norms: frames run one by one
                     note = f"--temporal not applied ({exc})"
             if temporal is not None:
