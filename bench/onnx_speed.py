@@ -102,9 +102,12 @@ def main() -> None:
         g = import_onnx(path)
         sizes = [(g.fixed_size[1], g.fixed_size[0])] if g.fixed_size else [(512, 512), (1024, 683)]
         file = FileRunner(path, g.layout, args.threads)
-        engines = {b: select_engine(ModelChoice(weights=path), EngineOptions(device="cpu", threads=args.threads,
-                                                                           backend=b)).engine for b in backends}
         for w, h in sizes:
+            # Fresh engines per size, as the file's session sees one size: an engine that ran 512²
+            # first takes the first 1024×683 inputs for outliers and gives its arena back after
+            # each (ort_session's shrink policy for mixed folders), which is not the steady state.
+            engines = {b: select_engine(ModelChoice(weights=path), EngineOptions(
+                device="cpu", threads=args.threads, backend=b)).engine for b in backends}
             rgb = photo(src, w, h)
             # The file takes multiples of its size multiple only (8; 16 for the tiny models): the
             # author's script resizes to them; animecli pads instead.
