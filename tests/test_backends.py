@@ -240,7 +240,8 @@ def test_onnx_fixed_statistics_tiles_match_eager_tiles(arch: Arch) -> None:
 @pytest.mark.parametrize("arch", [Arch.LITE, Arch.V3, Arch.V3_TINY])
 def test_onnx_video_graph_carries_statistics_as_the_eager_hooks_do(arch: Arch) -> None:
     """The video graph (statistics in, mixed statistics out) gives the eager carry's frames."""
-    from animecli.inference.temporal import StatsCarry, whole_image_layers
+    from animecli.inference.temporal import StatsCarry
+    from animecli.inference.tiling import whole_image_layers
 
     model = _tiny(arch, align_corners=False)
     runner = make_runner(model, Backend.ONNX, threads=1)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from animecli.atomic import TEMP_PREFIX
-from animecli.inference.temporal import CutDetector, StatsCarry, TemporalRunner, whole_image_layers
+from animecli.inference.temporal import CutDetector, StatsCarry, TemporalRunner
+from animecli.inference.tiling import whole_image_layers
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec
 from tests.conftest import cli_convert, read_report

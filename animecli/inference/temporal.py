@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
+from animecli.inference.tiling import whole_image_layers
 from animecli.io.transforms import UInt8Array
-from animecli.models.animeganv3 import LADE, ExternalAttention, mix_stats
+from animecli.models.animeganv3 import mix_stats
 from animecli.models.norm import FastGroupNorm, mix_moments
 
 if TYPE_CHECKING:
@@ -151,12 +152,6 @@ class StatsCarry:
         return tuple(torch.cat([f[k] for f in frames]) for k in range(len(stats)))
 
 
-def whole_image_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's layers whose statistics are carried, in module order: :class:`FastGroupNorm`,
-    and AnimeGANv3's :class:`~animecli.models.animeganv3.LADE` and attention."""
-    return [m for m in model.modules() if isinstance(m, (FastGroupNorm, LADE, ExternalAttention))]
-
-
 class TemporalRunner:
     """Runs frames through a PyTorch engine with whole-image statistics carried across frames.
 
@@ -192,13 +187,11 @@ class TemporalRunner:
                 if isinstance(layer, FastGroupNorm):
                     layer.stats_hook = self.carry
                 else:
-                    assert isinstance(layer, (LADE, ExternalAttention))
                     layer.stats_hook = self.carry.frozen
         return self
 
     def __exit__(self, *exc: object) -> None:
         for layer in self.layers:
-            assert isinstance(layer, (FastGroupNorm, LADE, ExternalAttention))
             layer.stats_hook = None
         self.new_video()
 

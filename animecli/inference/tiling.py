@@ -152,8 +152,9 @@ Stats = tuple[torch.Tensor, ...]
 Frozen = FastGroupNorm | LADE | ExternalAttention
 
 
-def _norms(model: nn.Module) -> list[Frozen]:
-    """Every layer whose result depends on the whole image, in module order."""
+def whole_image_layers(model: nn.Module) -> list[Frozen]:
+    """Every layer whose result depends on the whole image, in module order (the layers whose
+    statistics tiling freezes and video carries: :mod:`animecli.inference.temporal`)."""
     return [m for m in model.modules() if isinstance(m, (FastGroupNorm, LADE, ExternalAttention))]
 
 
@@ -167,7 +168,7 @@ def _freeze(layer: Frozen, stats: Stats | None) -> None:
 def supports_tiling(model: nn.Module) -> bool:
     """True if the model's whole-image statistics can be frozen (built with the fast norm;
     AnimeGANv3's LADE norms and attention softmax)."""
-    return bool(_norms(model))
+    return bool(whole_image_layers(model))
 
 
 def flat_stats(stats: list[Stats]) -> torch.Tensor:
@@ -178,7 +179,7 @@ def flat_stats(stats: list[Stats]) -> torch.Tensor:
 def scalar_stats_only(model: nn.Module) -> bool:
     """Whether every frozen layer is a one-group norm (one mean and variance per image; LADE's
     are per channel, and the attention's normaliser per unit: they need larger sampled crops)."""
-    return all(isinstance(m, FastGroupNorm) for m in _norms(model))
+    return all(isinstance(m, FastGroupNorm) for m in whole_image_layers(model))
 
 
 def min_sample_side(model: nn.Module) -> int:
@@ -199,7 +200,7 @@ def record_stats(
             each layer pools one mean and variance over them, leaving out this fraction of each
             side (see :func:`~animecli.models.norm.pooled_stats`).
     """
-    norms = _norms(model)
+    norms = whole_image_layers(model)
     for n in norms:
         n.record_stats = True
         n.pooled_margin = pooled_margin
@@ -287,7 +288,7 @@ def tiled_forward(
         stats = sampled_stats(model, forward, image, plan, multiple, dtype, device, memory_format)
     else:
         stats = _whole_image_stats(model, forward, image, plan, multiple, dtype, device, memory_format)
-    norms = _norms(model)
+    norms = whole_image_layers(model)
     out = torch.empty((3, h, w), dtype=torch.uint8)
     run_tile: Forward = forward
     if fixed_forward is not None:
