@@ -22,7 +22,7 @@ detector is numpy only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +33,7 @@ from animecli.inference.result import BatchResult, failure_reason, release_host_
 from animecli.inference.tiling import whole_image_layers
 from animecli.io.transforms import UInt8Array
 from animecli.models.animeganv3 import mix_stats
-from animecli.models.norm import FastGroupNorm, mix_moments
+from animecli.models.norm import FastGroupNorm
 
 if TYPE_CHECKING:
     from animecli.inference.torch_engine import Engine
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 CUT_THRESHOLD = 0.2
 _BINS = 16
 
-# (previous statistics, this frame's, weight of the previous) → mixed; per layer kind.
-_Mix = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], float], tuple[torch.Tensor, ...]]
 
 
 def frame_histogram(rgb: UInt8Array) -> np.ndarray:
@@ -122,14 +120,13 @@ class StatsCarry:
         Returns:
             (mean, var) to normalise with, same shapes.
         """
-        out = self._carry(norm, (mean, var), lambda p, c, a: mix_moments(p[0], p[1], c[0], c[1], a))
-        return out[0], out[1]
+        mean, var = self.frozen(norm, (mean, var))
+        return mean, var
 
     def frozen(self, layer: nn.Module, stats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Carry a LADE's (μx, σx², μt, σt²) or an attention's (log-mean-exp,), each (N, ·, 1[, 1])."""
-        return self._carry(layer, stats, lambda p, c, a: mix_stats(layer, p, c, a))
-
-    def _carry(self, layer: nn.Module, stats: tuple[torch.Tensor, ...], mix: _Mix) -> tuple[torch.Tensor, ...]:
+        """Carry any whole-image layer's statistics through the batch, mixed by
+        :func:`~animecli.models.animeganv3.mix_stats`: a LADE's (μx, σx², μt, σt²) or an
+        attention's (log-mean-exp,), each (N, ·, 1[, 1]); a group norm's (mean, var)."""
         key = id(layer)
         first = self._seen.get(key, 0)
         n = int(stats[0].shape[0])
@@ -142,7 +139,7 @@ class StatsCarry:
             cur = tuple(t[i : i + 1] for t in stats)
             cut = self._cuts[first + i] if first + i < len(self._cuts) else False
             if prev is not None and not cut and a > 0.0:
-                cur = mix(prev, cur, a)
+                cur = mix_stats(layer, prev, cur, a)
             prev = cur
             frames.append(cur)
         assert prev is not None  # n ≥ 1
@@ -155,10 +152,10 @@ class StatsCarry:
 class TemporalRunner:
     """Runs frames through a PyTorch engine with whole-image statistics carried across frames.
 
-    Two ways, with the same arithmetic (:func:`~animecli.models.norm.mix_moments`,
-    :func:`~animecli.models.animeganv3.mix_stats`): onnxruntime's video graph (the engine's
-    :meth:`~animecli.inference.torch_engine.Engine.run_carried`, a frame at a time, the
-    statistics passed from one call to the next), or hooks on the eager modules.
+    Two ways, with the same arithmetic (:func:`~animecli.models.norm.mix_moments` and
+    :func:`~animecli.models.animeganv3.mix_log_mean_exp`): onnxruntime's video graph (the
+    engine's :meth:`~animecli.inference.torch_engine.Engine.run_carried`, a frame at a time,
+    the statistics passed from one call to the next), or hooks on the eager modules.
 
     Args:
         engine: a PyTorch engine with a video graph (``onnx`` backend) or the ``eager``

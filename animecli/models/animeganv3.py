@@ -152,14 +152,16 @@ def mix_log_mean_exp(prev: torch.Tensor, lme: torch.Tensor, weight: float | torc
 
 def mix_stats(layer: nn.Module, prev: tuple[torch.Tensor, ...], cur: tuple[torch.Tensor, ...],
               weight: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Mix one frozen layer's statistics (see :class:`_Freezable`) of two frames, as a mixture
-    of the two frames' pixels: moments for a :class:`LADE` (μx, σx², μt, σt²), the
-    log-mean-exp for an :class:`ExternalAttention`."""
+    """Mix one whole-image layer's statistics of two frames, as a mixture of the two frames'
+    pixels: the log-mean-exp for an :class:`ExternalAttention`; otherwise (mean, var) pairs,
+    mixed as moments (one pair for a :class:`~animecli.models.norm.FastGroupNorm`, two for a
+    :class:`LADE`: μx, σx², μt, σt²)."""
     if isinstance(layer, ExternalAttention):
         return (mix_log_mean_exp(prev[0], cur[0], weight),)
-    mean_x, var_x = mix_moments(prev[0], prev[1], cur[0], cur[1], weight)
-    mean_t, var_t = mix_moments(prev[2], prev[3], cur[2], cur[3], weight)
-    return mean_x, var_x, mean_t, var_t
+    mixed: list[torch.Tensor] = []
+    for i in range(0, len(cur), 2):
+        mixed.extend(mix_moments(prev[i], prev[i + 1], cur[i], cur[i + 1], weight))
+    return tuple(mixed)
 
 
 # (layer, the statistics it just computed) → the statistics to use (video: carried across frames).
