@@ -182,7 +182,7 @@ class Engine:
         """
         assert isinstance(self.runner, OrtRunner), "check can_carry"
         h, w = int(rgb.shape[0]), int(rgb.shape[1])
-        x = pad_batch(to_model_range(arrays_to_batch([rgb]), torch.float32), self.multiple).contiguous()
+        x = self._model_input([rgb])
         if stats is None:
             stats, blend = torch.zeros(stats_size(self.model)), 0.0
         y, used = self.runner.run_carry(x, stats, blend)
@@ -205,15 +205,20 @@ class Engine:
             self.runner.release_tile_memory()
         return tensor_to_array(out[:, :h, :w])
 
-    def _run(self, batch: Sequence[UInt8Array]) -> list[UInt8Array]:
-        h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
+    def _model_input(self, batch: Sequence[UInt8Array]) -> torch.Tensor:
+        """(H, W, 3) uint8 arrays of one size → the runner's (N, 3, H', W') input: on the device,
+        in the compute dtype and [-1, 1], padded to the size multiple, in the runner's layout."""
         x = arrays_to_batch(batch)  # (N, 3, H, W) uint8, channels-last in memory
         if self.device.type == "cuda":
             # Page-locked memory: the copy to the GPU is one DMA that need not block this thread.
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
         x = to_model_range(x, self.dtype)
-        x = pad_batch(x, self.multiple).contiguous(memory_format=self.runner.memory_format)
+        return pad_batch(x, self.multiple).contiguous(memory_format=self.runner.memory_format)
+
+    def _run(self, batch: Sequence[UInt8Array]) -> list[UInt8Array]:
+        h, w = int(batch[0].shape[0]), int(batch[0].shape[1])
+        x = self._model_input(batch)
         with torch.inference_mode():
             y = self._forward(x)
             out = from_model_range(y[:, :, :h, :w]).cpu()
