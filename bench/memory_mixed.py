@@ -165,7 +165,9 @@ def run_convert(tree: Path, home: Path, folder: Path, out: Path, extra: list[str
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     if TIME.exists():
-        proc = subprocess.run([str(TIME), "-v", *cmd], env=env, capture_output=True, text=True)
+        # cwd=tree: `python -m` puts the working directory before PYTHONPATH, so from another
+        # checkout every tree would run that checkout's code.
+        proc = subprocess.run([str(TIME), "-v", *cmd], env=env, capture_output=True, text=True, cwd=tree)
         wall = time.perf_counter() - t0
         found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
         peak = int(found.group(1)) if found else 0
@@ -174,7 +176,7 @@ def run_convert(tree: Path, home: Path, folder: Path, out: Path, extra: list[str
     else:
         import psutil
 
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tree)
         child = psutil.Process(p.pid)
         peak = 0
         while p.poll() is None:
@@ -209,13 +211,13 @@ def v2_weights(work: Path, tree: Path) -> Path:
                 "from animecli.archs import Arch, ArchSpec; torch.manual_seed(0); "
                 "m = build_generator(ArchSpec(Arch.V2)); torch.save(m.state_dict(), sys.argv[1])")
         subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(tree)),
-                       check=True)
+                       check=True, cwd=tree)
     return path
 
 
 def installed_v2(tree: Path) -> str | None:
     proc = subprocess.run([sys.executable, "-m", "animecli", "models", "list"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(tree)))
+                          env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree)
     for line in proc.stdout.splitlines()[1:]:
         cols = line.split("\t")
         if len(cols) >= 8 and cols[2] == "v2" and cols[7] == "yes":
@@ -243,6 +245,7 @@ def main() -> None:
 
     trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [("this", ROOT)]
     env_extra = dict(e.split("=", 1) for e in args.env)
+    args.work = args.work.resolve()  # the children run in their tree (cwd), so paths must be absolute
     args.work.mkdir(parents=True, exist_ok=True)
     folder = build_folder(args.work, args.photos, args.seed)
     photos = [p for p in folder.iterdir() if not p.name.startswith(".")]
