@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from animecli.models.registry import build_generator
-from animecli.models.spec import Arch, ArchSpec
+from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]  # this checkout
@@ -54,6 +54,7 @@ def make_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models: tu
         torch.save(sd, path)
         entries[name] = ModelEntry(
             name=name, file=path.name, arch=arch, width=0.125, sha256=sha256_of(path),
+            input_multiple=describe(arch).size_multiple,
             size=path.stat().st_size, parameters=sum(v.numel() for v in sd.values()),
             style="test", licence="test", source="random init, seed 0",
         )

@@ -29,8 +29,9 @@ from animecli.inference.device import read_device
 from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
+from animecli.inference.staged import V3_PLAN, StagedGraph
 from animecli.io.transforms import UInt8Array, pad_array
-from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder
+from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder, has_staged_graphs
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.weights.manifest import Manifest
 from animecli.weights.resolve import WeightsFile, resolve_file
@@ -58,18 +59,21 @@ class LeanPlan:
             used, and not necessarily cached).
         split: for an architecture with a norm-free decoder, its cached encoder and
             decoder graphs (what runs instead of ``graph``); else ``None``.
+        staged: for AnimeGANv3, its cached stage graphs in plan order (what runs instead of
+            ``graph``); else ``None``.
     """
 
     weights: WeightsFile
     spec: ArchSpec
     graph: Path
     split: tuple[Path, Path] | None = None
+    staged: tuple[Path, ...] | None = None
 
 
 def discard(plan: LeanPlan) -> None:
     """Forget and delete the plan's cached graphs (onnxruntime refused them): the PyTorch engine
     makes them again, not from this process's copy in memory."""
-    graph_cache.discard((plan.graph, *(plan.split or ())))
+    graph_cache.discard((plan.graph, *(plan.split or ()), *(plan.staged or ())))
 
 
 def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None = None) -> LeanPlan | None:
@@ -96,6 +100,11 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
     if found.spec is None:
         return None
     paths = compiled_paths(found.sha256, cache_key(found.spec.key))
+    if has_staged_graphs(found.spec.arch):
+        files = tuple(paths.stage_file(stage.name) for stage in V3_PLAN)
+        if not all(nonempty_file(f) for f in files):
+            return None
+        return LeanPlan(found, found.spec, paths.fp32, staged=files)
     if has_local_decoder(found.spec.arch):
         # An empty file (a disk that filled, say) is not a graph: the PyTorch path exports it again.
         if not (nonempty_file(paths.encoder) and nonempty_file(paths.decoder)):
@@ -123,8 +132,14 @@ class OrtEngine:
         self.plan = plan
         self.opts = opts
         self.multiple = plan.weights.input_multiple
-        graph: bytes | SplitGraph = plan.graph.read_bytes() if plan.split is None else SplitGraph(
-            plan.split[0].read_bytes(), plan.split[1].read_bytes())
+        graph: bytes | SplitGraph | StagedGraph
+        if plan.staged is not None:
+            files = zip(V3_PLAN, plan.staged, strict=True)
+            graph = StagedGraph({stage.name: f.read_bytes() for stage, f in files}, None)
+        elif plan.split is not None:
+            graph = SplitGraph(plan.split[0].read_bytes(), plan.split[1].read_bytes())
+        else:
+            graph = plan.graph.read_bytes()
         self.session = OrtSession(graph, Backend.ONNX, opts.threads)
         self._fallback_factory = fallback
         self._fallback: BatchRunner | None = None
@@ -132,7 +147,7 @@ class OrtEngine:
 
     def needs_tiling(self, height: int, width: int) -> bool:
         """Whether the PyTorch engine would tile an image of this size (the same rule)."""
-        graph = "onnx-split" if self.session.split else "onnx"
+        graph = "onnx-split" if self.session.split else "onnx-staged" if self.session.staged else "onnx"
         bpp = activation_bytes_per_pixel(self.plan.spec.arch.value, graph=graph)
         return needs_tiling(height, width, self.opts.tile, self.budget, bpp)
 

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from animecli.dirs import cache_dir
 from animecli.errors import GraphError, SetupError, first_line
+from animecli.inference.staged import EPS_KEY, MapPool, StagedGraph, run_staged
 from animecli.options import Backend
 
 OPSET = 17
@@ -76,6 +77,7 @@ class CompiledPaths:
             :func:`animecli.inference.backends.onnx_export.export_onnx_carry`).
         encoder, decoder: the float32 model in two parts, for a model whose decoder
             has no whole-image norms (see :class:`SplitGraph`).
+        staged: the prefix of an AnimeGANv3 model's stage graphs (:meth:`stage_file`).
     """
 
     fp32: Path
@@ -84,6 +86,11 @@ class CompiledPaths:
     encoder: Path
     decoder: Path
     carry: Path
+    staged: Path
+
+    def stage_file(self, name: str) -> Path:
+        """The cached graph of one stage (:mod:`animecli.inference.staged`)."""
+        return self.staged.with_name(f"{self.staged.name}-{name}.onnx")
 
 
 def cache_key(arch_key: str) -> str:
@@ -98,7 +105,9 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
     return CompiledPaths(folder / f"{stem}.onnx", folder / f"{stem}-int8-{calibration_key or 'x'}.onnx",
                          # "stats": the flat (S,) statistics input (was (L, 2) in "-fixedstats" files)
                          folder / f"{stem}-stats.onnx", folder / f"{stem}-encoder.onnx",
-                         folder / f"{stem}-decoder.onnx", folder / f"{stem}-carry.onnx")
+                         folder / f"{stem}-decoder.onnx", folder / f"{stem}-carry.onnx",
+                         # "s1": the stage graphs' version (their cut points and inputs)
+                         folder / f"{stem}-staged-s1")
 
 
 def nonempty_file(path: Path) -> bool:
@@ -110,6 +119,9 @@ def nonempty_file(path: Path) -> bool:
 
 
 SHRINK_WINDOW = 16
+# The stage maps a staged session keeps between images (see run_array): a 1024² photo's need
+# 228 MiB (the default --max-size); after an outlier above this they are given back.
+STAGED_KEEP_BYTES = 256 * 2**20
 SHRINK_FACTOR = 1.25
 
 # The decoder of a split graph runs on bands of about this many pixels (rows × width).
@@ -216,19 +228,29 @@ class OrtSession:
     """
 
     def __init__(
-        self, model: bytes | SplitGraph, backend: Backend, threads: int = 0,
+        self, model: bytes | SplitGraph | StagedGraph, backend: Backend, threads: int = 0,
         fixed_graph: GraphSource | None = None, carry_graph: GraphSource | None = None,
     ) -> None:
         self._ort = require_onnxruntime(backend)
         self._options = self._session_options(threads)
         self.backend = backend
         self.split = isinstance(model, SplitGraph)
-        if isinstance(model, SplitGraph):
+        self.staged: StagedGraph | None = None
+        self._stages: dict[str, Any] = {}
+        self._pool = MapPool()
+        if isinstance(model, (SplitGraph, StagedGraph)):
             shared = self._session_options(threads)
             if _register_shared_arena(self._ort):
                 shared.add_session_config_entry("session.use_env_allocators", "1")
+        if isinstance(model, SplitGraph):
             self.session = self._open(model.encoder, shared)
             self._decoder = self._open(model.decoder, shared)
+        elif isinstance(model, StagedGraph):
+            # One arena for all stages: each band's work reuses what the previous band freed.
+            self._stages = {stage.name: self._open(model.graphs[stage.name], shared) for stage in model.plan}
+            self.session = self._stages[model.plan[-1].name]
+            eps = model.eps if model.eps is not None else self._stored_eps(self.session)
+            self.staged = StagedGraph(model.graphs, eps, model.plan)
         else:
             self.session = self._open(model, self._options)
         def open_graph(data: bytes) -> Any:
@@ -241,6 +263,19 @@ class OrtSession:
         self._recent: deque[int] = deque(maxlen=SHRINK_WINDOW)
         self._shrink = self._ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    @staticmethod
+    def _stored_eps(session: Any) -> float:
+        """The LADE eps a stage graph carries in its metadata.
+
+        Raises:
+            GraphError: it carries none (a graph from another version; deleted and made again).
+        """
+        try:
+            return float(session.get_modelmeta().custom_metadata_map[EPS_KEY])
+        except (KeyError, ValueError):
+            raise GraphError(f"a cached stage graph has no {EPS_KEY} entry; delete {cache_dir() / 'compiled'} "
+                             "and rerun (it is compiled again)") from None
 
     @property
     def can_tile(self) -> bool:
@@ -309,9 +344,20 @@ class OrtSession:
             # one by one, as fast; at 4 × 512² 0.99× the time; only batches of small images gain,
             # 6–15 % at 4 × 256² and 128²; docs/speed.md).
             return np.concatenate([self.run_array(x[i : i + 1]) for i in range(n)])
+        if n > 1 and self.staged is not None:
+            return np.concatenate([self.run_array(x[i : i + 1]) for i in range(n)])  # stages run one image
         options = self._shrink if self._shrink_after(int(x.size)) else None
         if self.split:
             return self._run_split(x, options)
+        if self.staged is not None:
+            # Issue 23: no shrink request. The arena holds one band's work, whatever the image's
+            # size, and the pool the largest image's maps; giving them back after each outlier
+            # (as for the whole graph) made the per-file RSS swing by ~300 MiB on the mixed folder
+            # and cost page faults (14 photos: 25.2 s of inference against 21.2 s kept).
+            y = run_staged(self._stages, self.staged, x, pool=self._pool)
+            if options is not None and self._pool.resident_bytes > STAGED_KEEP_BYTES:
+                self._pool.clear()  # an outlier larger than a default-size photo: not kept
+            return y
         (y,) = self.session.run(["output"], {"input": x}, options)
         out: Float32Array = y
         return out

@@ -141,7 +141,7 @@ class Engine:
         """Bytes per pixel of (a whole image, a tile, the statistics pass) with this runner."""
         whole = "eager"
         if isinstance(self.runner, OrtRunner):
-            whole = "onnx-split" if self.runner.split else "onnx"
+            whole = "onnx-split" if self.runner.split else "onnx-staged" if self.runner.staged else "onnx"
         tile = "onnx-fixed" if self._fixed_forward() is not None else "eager"
         return (bytes_per_pixel(self.arch, self.dtype, whole), bytes_per_pixel(self.arch, self.dtype, tile),
                 bytes_per_pixel(self.arch, self.dtype, "eager"))

@@ -134,6 +134,12 @@ def has_local_decoder(arch: Arch) -> bool:
     return arch is Arch.LITE3
 
 
+def has_staged_graphs(arch: Arch) -> bool:
+    """Whether the architecture's ONNX export comes as stage graphs cut at its whole-image norms,
+    every level above 1/8 run in bands (AnimeGANv3; :mod:`animecli.inference.staged`)."""
+    return arch is Arch.V3
+
+
 # Peak activation memory per input pixel, float32, one image, measured on CPU as the rise
 # in peak RSS over a model already loaded (docs/models.md, "Memory per pixel"), rounded
 # up: eager PyTorch; the onnxruntime graph; onnxruntime's fixed-statistics (tiling) graph.
@@ -158,6 +164,9 @@ _BYTES_PER_PIXEL = {
              "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
                    "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+    # animeganv3 in stages (issue 23): float16 maps between stages, bands of 64 K pixels.
+    "onnx-staged": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
+                    "animeganv3": 320, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640,
                    "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 4096},
 }
@@ -169,8 +178,9 @@ def activation_bytes_per_pixel(arch: str, half: bool = False, graph: str = "eage
     Args:
         arch: ``v2``, ``lite``, ``lite2`` or ``lite3`` (anything else counts as ``v2``).
         half: computing in float16/bfloat16 (halves it).
-        graph: what runs: ``eager`` (PyTorch), ``onnx``, ``onnx-split`` or ``onnx-fixed``
-            (onnxruntime's whole, two-part (:func:`has_local_decoder`) or fixed-statistics graph).
+        graph: what runs: ``eager`` (PyTorch), ``onnx``, ``onnx-split``, ``onnx-staged`` or
+            ``onnx-fixed`` (onnxruntime's whole, two-part (:func:`has_local_decoder`), staged
+            (:func:`has_staged_graphs`) or fixed-statistics graph).
     """
     table = _BYTES_PER_PIXEL.get(graph, _BYTES_PER_PIXEL["eager"])
     bpp = table.get(arch, table["v2"])

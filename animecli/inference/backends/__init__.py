@@ -41,9 +41,11 @@ from animecli.errors import GraphError, UsageError
 from animecli.inference.backends.int8 import CALIBRATION_SIZE, calibration_images, calibration_key, quantize_int8
 from animecli.inference.backends.onnx_export import (
     can_split,
+    can_stage,
     export_onnx,
     export_onnx_carry,
     export_onnx_split,
+    export_onnx_staged,
     has_stats_graphs,
 )
 from animecli.inference.backends.torch_runner import TorchRunner
@@ -58,6 +60,7 @@ from animecli.inference.ort_session import (
     onnxruntime_available,
     require_onnxruntime,
 )
+from animecli.inference.staged import V3_PLAN, StagedGraph
 from animecli.options import Backend
 
 __all__ = [
@@ -216,6 +219,23 @@ def make_runner(
                                 lambda: discard([fixed_paths.fixed]))
             video = GraphSource(lambda: cached(fixed_paths.carry, lambda: export_onnx_carry(model)),
                                 lambda: discard([fixed_paths.carry]))
+        if can_stage(model):
+            # AnimeGANv3 in stages (issue 23: a third of the whole graph's memory); exported once
+            # for all stages, each cached in its own file (the torch-free engine reads them).
+            staged: list[StagedGraph] = []
+
+            def stage_bytes(name: str) -> bytes:
+                if not staged:
+                    staged.append(export_onnx_staged(model))
+                return staged[0].graphs[name]
+
+            def stage_cached(name: str) -> bytes:
+                return cached(paths.stage_file(name), lambda: stage_bytes(name))
+
+            def stages() -> StagedGraph:
+                return StagedGraph({st.name: stage_cached(st.name) for st in V3_PLAN}, None)
+
+            return _open_runner(stages, [paths.stage_file(st.name) for st in V3_PLAN], backend, threads, tiles, video)
         if not can_split(model):
             return _open_runner(lambda: cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
                                 backend, threads, tiles, video)
@@ -244,7 +264,7 @@ def make_runner(
 
 
 def _open_runner(
-    graph: Callable[[], bytes | SplitGraph], files: list[Path], backend: Backend, threads: int,
+    graph: Callable[[], bytes | SplitGraph | StagedGraph], files: list[Path], backend: Backend, threads: int,
     tiles: GraphSource | None = None, video: GraphSource | None = None,
 ) -> OrtRunner:
     """The session over ``graph()``; if onnxruntime refuses the cached ``files`` (damaged on

@@ -12,7 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from animecli.inference.ort_session import OPSET
-from animecli.models.animeganv3 import LADE, ExternalAttention, GeneratorV2TF, lade_apply, mix_log_mean_exp, moments
+from animecli.inference.staged import EPS_KEY, V3_PLAN, Stage, StagedGraph, StageKind
+from animecli.models.animeganv3 import (
+    LADE,
+    AnimeGANv3Generator,
+    ExternalAttention,
+    GeneratorV2TF,
+    lade_apply,
+    mix_log_mean_exp,
+    moments,
+    upsample2x_asymmetric,
+)
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm, mix_moments
 from animecli.models.v2 import GeneratorV2
@@ -21,9 +31,11 @@ __all__ = [
     "ExportGroupNorm",
     "StatsFeed",
     "can_split",
+    "can_stage",
     "export_onnx",
     "export_onnx_carry",
     "export_onnx_split",
+    "export_onnx_staged",
     "exportable",
     "has_stats_graphs",
     "stats_size",
@@ -407,6 +419,156 @@ def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, b
     decoder = _export(_Decoder(net), (feats, x), ["features", "input"],
                       {"features": fdyn, "input": dyn, "output": dyn})
     return encoder, decoder
+
+
+def can_stage(model: nn.Module) -> bool:
+    """Whether :func:`export_onnx_staged` applies: an AnimeGANv3 generator (the full-size one, any
+    widths; for a built model, what :func:`animecli.models.spec.has_staged_graphs` says of its arch)."""
+    return isinstance(model, AnimeGANv3Generator)
+
+
+def _band_moments(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(4, C): per channel, the mean and the sum of squared deviations of ``x``, then of ``t``
+    (what :func:`animecli.inference.staged.combine_moments` pools over bands)."""
+    rows = []
+    for v in (x, t):
+        mean = v.mean(dim=(0, 2, 3))
+        dev = v - mean.view(1, -1, 1, 1)
+        rows += [mean, (dev * dev).sum(dim=(0, 2, 3))]
+    return torch.stack(rows)
+
+
+def _normed_sum(maps: tuple[torch.Tensor, ...], raws: tuple[bool, ...],
+                affine: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Σ of the inputs, each raw or LeakyReLU(map · scale + shift) (its LADE, from whole-image moments)."""
+    total: torch.Tensor | None = None
+    k = 0
+    for m, raw in zip(maps, raws, strict=True):
+        v = m.float()
+        if not raw:
+            v = F.leaky_relu(v * affine[k] + affine[k + 1], 0.2)
+            k += 2
+        total = v if total is None else total + v
+    assert total is not None
+    return total
+
+
+class _StageExport(nn.Module):
+    """One banded stage (:class:`~animecli.inference.staged.Stage`): normalised inputs summed,
+    upsampled (``UP``), padded left and right (the rows come with their context), one conv;
+    its output stored as ``store`` with the band's moments, or, for the last stage, tanh."""
+
+    def __init__(self, stage: Stage, conv: nn.Conv2d, proj: nn.Conv2d | None, store: torch.dtype) -> None:
+        super().__init__()
+        self.conv = conv
+        self.proj = proj
+        self.raws = tuple(raw for _, raw in stage.inputs)
+        self.kind = stage.kind
+        self.final = stage.final
+        self.store = store
+        p = conv.kernel_size[0] // 2
+        # stride 2 pads one column on the left only (ConvLReLU); rows are padded by the caller.
+        self.pad = (1, 0, 0, 0) if stage.kind is StageKind.DOWN else (p, p, 0, 0)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.raws)
+        z = _normed_sum(args[:n], self.raws, args[n:])
+        if self.kind is StageKind.UP:
+            # The caller's rows are one above and one below the band's sources (see source_rows):
+            # the first and last upsampled rows are the band's reflect-padded context.
+            z = upsample2x_asymmetric(z)[:, :, 1:-1]
+        y = self.conv(F.pad(z, self.pad, mode="reflect"))
+        if self.final:
+            return torch.tanh(y)
+        assert self.proj is not None
+        return y.to(self.store), _band_moments(y, self.proj(y))
+
+
+class _AttentionExport(nn.Module):
+    """The 1/8 level, whole: LADE + LeakyReLU of the last stride-2 conv, the last encoder block
+    and the external attention (global softmax)."""
+
+    def __init__(self, net: AnimeGANv3Generator) -> None:
+        super().__init__()
+        self.block = net.enc[6]
+        self.attention = net.attention
+
+    def forward(self, m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.attention(self.block(_normed_sum((m,), (False,), (scale, shift))))
+        return out
+
+
+def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sample_size: int = 64) -> StagedGraph:
+    """Export an AnimeGANv3 generator as the stage graphs of :data:`~animecli.inference.staged.V3_PLAN`.
+
+    Args:
+        model: a generator for which :func:`can_stage` is true.
+        store: the dtype of the maps stored between stages (float32: the whole graph's result to
+            ~1e-5, for the tests; float16: half the memory, ~90 dB from it).
+        sample_size: side of the dummy input used for tracing (a multiple of 8).
+
+    Returns:
+        One graph per stage. A banded stage's inputs are ``map0`` … (rows with their context;
+        float32 for a raw map, ``store`` otherwise) and ``scale0``/``shift0`` … ((1, C, 1, 1)
+        float32, per normalised input); its outputs ``output`` (``store``; the last stage:
+        float32 in [-1, 1]) and ``moments`` (4, C) float32. The whole stage maps ``map0``,
+        ``scale0``, ``shift0`` to ``output`` (float32).
+    """
+    if not can_stage(model):
+        raise ValueError("only an AnimeGANv3 generator (full size) runs in stages")
+    net = exportable(model)
+    assert isinstance(net, AnimeGANv3Generator)
+    import onnx  # installed with torch's ONNX export (the onnx extra)
+
+    blocks: dict[str, nn.Module] = {f"e{i}": b for i, b in enumerate(net.enc)}
+    blocks |= {f"d{i}": b for i, b in enumerate(net.dec)}
+
+    def conv_of(block: nn.Module) -> nn.Conv2d:
+        conv = block[1]  # type: ignore[index]  # ConvLReLU / _OutLayer: pad, conv, ...
+        assert isinstance(conv, nn.Conv2d)
+        return conv
+
+    channels = {"x": 3, "a8": conv_of(net.enc[6]).out_channels}
+    sizes = {"x": sample_size}
+    graphs: dict[str, bytes] = {}
+    dyn = {2: "h", 3: "w"}
+    for stage in V3_PLAN:
+        src = stage.inputs[0][0]
+        side = sizes[src]
+        out_side = {StageKind.DOWN: side // 2, StageKind.UP: side * 2}.get(stage.kind, side)
+        rows = side + 2 * stage.halo if stage.kind is StageKind.SAME else side
+        names = [f"map{j}" for j in range(len(stage.inputs))]
+        args = [torch.zeros(1, channels[name], rows + (2 if stage.kind is StageKind.UP else 0), side,
+                            dtype=torch.float32 if raw else store) for name, raw in stage.inputs]
+        for j, (name, raw) in enumerate(stage.inputs):
+            if not raw:
+                names += [f"scale{j}", f"shift{j}"]
+                args += [torch.ones(1, channels[name], 1, 1), torch.zeros(1, channels[name], 1, 1)]
+        axes = {n: dyn for n in names if n.startswith("map")} | {"output": dyn}
+        if stage.kind is StageKind.WHOLE:
+            net_stage: nn.Module = _AttentionExport(net)
+            outputs = ["output"]
+            channels[stage.output] = channels["a8"]
+        else:
+            proj: nn.Conv2d | None = None
+            if stage.final:
+                conv = conv_of(net.out_layer)
+            else:
+                block = blocks[stage.name]
+                conv = conv_of(block)
+                lade = block[2]  # type: ignore[index]
+                assert isinstance(lade, LADE)
+                proj = lade.proj
+            net_stage = _StageExport(stage, conv, proj, store)
+            outputs = ["output"] if stage.final else ["output", "moments"]
+            channels[stage.output] = conv.out_channels
+        sizes[stage.output] = out_side
+        data = _export(net_stage, tuple(args), names, axes, outputs=outputs)
+        proto = onnx.load_from_string(data)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = EPS_KEY, repr(float(net.eps))
+        graphs[stage.name] = proto.SerializeToString()
+    return StagedGraph(graphs, float(net.eps))
 
 
 def _export(net: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],

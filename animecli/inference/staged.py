@@ -1,0 +1,342 @@
+"""AnimeGANv3 in stages: every level above 1/8 runs in bands of rows, with exact whole-image norms.
+
+Every conv of AnimeGANv3 is followed by :class:`~animecli.models.animeganv3.LADE`, whose
+statistics are taken over the whole image, so no layer can finish before the whole map under
+it exists; run as one graph, onnxruntime keeps ~860 B per input pixel of full-resolution maps
+alive (docs/speed.md, issue 23). Here the generator is cut at its norms into stages
+(:data:`V3_PLAN`): each stage takes the *pre-norm* output of earlier convs, applies their norm
+as a per-channel scale and shift (from the whole image's moments, gathered band by band) and
+LeakyReLU, adds skips, upsamples where the network does, and runs one conv, on bands of rows
+with the context its kernel needs (reflected at the image's edges, as the network's own pads).
+It returns the conv's pre-norm output band and that band's moments (of the output and of the
+norm's projection), which combine exactly into the whole image's
+(:func:`combine_moments`). Only the stored maps between stages (float16: 2 bytes per channel)
+and one band's work are alive; the 1/8 level (the attention) runs whole.
+
+This module is torch-free (numpy and onnxruntime sessions); the stage graphs are exported
+by :func:`animecli.inference.backends.onnx_export.export_onnx_staged`. It never prints and
+never exits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "EPS_KEY",
+    "STORE_DTYPE",
+    "V3_PLAN",
+    "MapPool",
+    "Stage",
+    "StageKind",
+    "StagedGraph",
+    "band_rows_for",
+    "combine_moments",
+    "map_slots",
+    "run_staged",
+    "source_rows",
+]
+
+Float32Array = npt.NDArray[np.float32]
+
+# What the stored maps between stages are kept in. float16 halves the memory of float32; against
+# the whole graph it measured 89.6 dB on a 1024×688 photo (largest difference 1e-3 in [-1, 1]).
+STORE_DTYPE = np.float16
+# Each banded stage runs on bands whose float32 work (the inputs, normalised, summed, padded;
+# the conv output, its projection and their deviations) is about this many bytes: onnxruntime's
+# arena holds the largest. Measured on the mixed folder (docs/speed.md): bands of a fixed 64 K
+# pixels held ~60 MiB more than 32 K; 16 K cost 15 % in speed (each run has a fixed cost per op:
+# more bands, more runs), 32 K 2 %. By bytes rather than pixels, the stages with little work per
+# pixel (the 7×7 convs at either end) get larger bands.
+BAND_BYTES = 32 * 2**20
+MIN_BAND_ROWS = 8
+# The metadata entry of every stage graph that holds the model's LADE eps (read back by the
+# torch-free engine, which has the cached graphs but not the model).
+EPS_KEY = "animecli.lade_eps"
+
+
+class StageKind(str, Enum):
+    """How a stage's output rows map onto its input rows."""
+
+    SAME = "same"  # stride-1 conv at the input's resolution; ``halo`` rows of context each side
+    DOWN = "down"  # 3×3 stride-2 conv padded on top only: output row j reads rows 2j-1 … 2j+1
+    UP = "up"  # ×2 asymmetric bilinear upsampling, then a 3×3 conv at the new resolution
+    WHOLE = "whole"  # the 1/8 level: runs on the whole map (its attention's softmax is global)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One graph of a staged generator.
+
+    Attributes:
+        name: the graph's name (a cache file's suffix).
+        inputs: (map, raw) pairs, summed: a raw map is used as it is (the network input, the
+            attention's output); any other is a stored pre-norm conv output, normalised with
+            its whole-image moments and passed through LeakyReLU first.
+        kind: how output rows depend on input rows.
+        output: the name of the map it produces.
+        halo: rows of context above and below (``SAME``: the kernel's half-size).
+        final: the last stage: outputs the image (tanh), no moments.
+    """
+
+    name: str
+    inputs: tuple[tuple[str, bool], ...]
+    kind: StageKind
+    output: str
+    halo: int = 0
+    final: bool = False
+
+
+_SAME, _DOWN, _UP, _WHOLE = StageKind.SAME, StageKind.DOWN, StageKind.UP, StageKind.WHOLE
+
+# :class:`~animecli.models.animeganv3.AnimeGANv3Generator` (any widths): ``eN``/``dN`` are the
+# outputs of the encoder's/decoder's N-th conv before its LADE; ``x`` the input; ``a8`` the
+# attention's output (1/8). The skips (s1 = e0, s2 = e2, s4 = e4) are added in front of the
+# decoder convs that follow them, as in the network.
+V3_PLAN: tuple[Stage, ...] = (
+    Stage("e0", (("x", True),), _SAME, "e0", 3),
+    Stage("e1", (("e0", False),), _DOWN, "e1"),
+    Stage("e2", (("e1", False),), _SAME, "e2", 1),
+    Stage("e3", (("e2", False),), _DOWN, "e3"),
+    Stage("e4", (("e3", False),), _SAME, "e4", 1),
+    Stage("e5", (("e4", False),), _DOWN, "e5"),
+    Stage("attention", (("e5", False),), _WHOLE, "a8"),
+    Stage("d0", (("a8", True),), _UP, "d0"),
+    Stage("d1", (("d0", False), ("e4", False)), _SAME, "d1", 1),
+    Stage("d2", (("d1", False),), _UP, "d2"),
+    Stage("d3", (("d2", False), ("e2", False)), _SAME, "d3", 1),
+    Stage("d4", (("d3", False),), _UP, "d4"),
+    Stage("d5", (("d4", False), ("e0", False)), _SAME, "d5", 1),
+    Stage("out", (("d5", False),), _SAME, "y", 3, final=True),
+)
+
+
+@dataclass(frozen=True)
+class StagedGraph:
+    """The stage graphs of one generator (:func:`~animecli.inference.backends.onnx_export.export_onnx_staged`).
+
+    Attributes:
+        graphs: stage name → ONNX bytes, one per stage of ``plan``.
+        eps: the model's LADE eps (0 or less: a flat channel gets scale 0, as in the model);
+            ``None``: read from the graphs' metadata (:data:`EPS_KEY`), which the export writes.
+        plan: the stages, in order.
+    """
+
+    graphs: Mapping[str, bytes]
+    eps: float | None
+    plan: tuple[Stage, ...] = V3_PLAN
+
+
+def source_rows(kind: StageKind, top: int, bottom: int, height: int, halo: int = 0) -> npt.NDArray[np.intp]:
+    """The input rows a band of output rows ``[top, bottom)`` reads, edges handled as the network's pads.
+
+    Args:
+        kind: the stage's kind (not ``WHOLE``).
+        top, bottom: the band's output rows (``UP``: both even).
+        height: the input map's height.
+        halo: ``SAME``'s rows of context.
+
+    Returns:
+        Row indices into the input map, in order: reflected at both edges (``SAME``, ``DOWN``'s
+        top row); for ``UP``, one input row above and below the band's, the one above the top
+        reflected and the one below the bottom repeated — what the graph's upsampling of that
+        slice, less its first and last rows, needs to give the upsampled map's reflect-padded
+        rows ``top - 1 … bottom``.
+    """
+    if kind is StageKind.SAME:
+        rows = np.arange(top - halo, bottom + halo)
+    elif kind is StageKind.DOWN:
+        rows = np.arange(2 * top - 1, 2 * bottom)
+    elif kind is StageKind.UP:
+        rows = np.arange(top // 2 - 1, bottom // 2 + 1)
+        rows = np.where(rows < 0, 1, np.minimum(rows, height - 1))
+        return rows.astype(np.intp)
+    else:
+        raise ValueError("a whole stage has no bands")
+    rows = np.abs(rows)
+    return np.where(rows >= height, 2 * (height - 1) - rows, rows).astype(np.intp)
+
+
+def band_rows_for(kind: StageKind, in_channels: int, out_channels: int, out_width: int, band_bytes: int = 0) -> int:
+    """Output rows per band: float32 work of about ``band_bytes`` (default :data:`BAND_BYTES`),
+    even (``UP`` needs even band edges), at least :data:`MIN_BAND_ROWS`.
+
+    Args:
+        kind: the stage's kind.
+        in_channels: the channels of its inputs, summed over inputs.
+        out_channels: its conv's output channels.
+        out_width: the output's width.
+        band_bytes: the work per band.
+    """
+    # Per output pixel: three copies of the input (cast, normalised, padded; ×4 pixels for a
+    # stride-2 conv) and four of the output (conv, projection, their deviations), float32.
+    per_pixel = 4 * (3 * in_channels * (4 if kind is StageKind.DOWN else 1) + 4 * out_channels)
+    rows = (band_bytes or BAND_BYTES) // max(1, per_pixel * out_width)
+    return max(MIN_BAND_ROWS, rows // 2 * 2)
+
+
+def combine_moments(parts: Sequence[tuple[npt.NDArray[Any], int]], eps: float) -> tuple[Float32Array, Float32Array]:
+    """The whole image's LADE as a per-channel scale and shift, from its bands' moments.
+
+    Args:
+        parts: per band, its (4, C) moments — mean and sum of squared deviations (about that
+            mean) of the conv output x, then of its projection t — and its pixel count.
+        eps: the LADE eps (0 or less: a flat channel of x gets scale 0, as
+            :func:`~animecli.models.animeganv3.lade_apply`).
+
+    Returns:
+        (scale, shift), each (1, C, 1, 1) float32: LADE(x) = x · scale + shift.
+    """
+    total = sum(n for _, n in parts)
+    means: list[npt.NDArray[np.float64]] = []
+    variances: list[npt.NDArray[np.float64]] = []
+    for k in (0, 2):
+        # Chan et al.'s pairwise combination, in float64: exact up to rounding, however many bands.
+        mean = sum(np.asarray(m[k], np.float64) * n for m, n in parts) / total
+        m2 = sum(np.asarray(m[k + 1], np.float64) + n * (np.asarray(m[k], np.float64) - mean) ** 2
+                 for m, n in parts)
+        means.append(np.asarray(mean))
+        variances.append(np.asarray(m2) / total)
+    (mean_x, mean_t), (var_x, var_t) = means, variances
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.sqrt(var_t + eps) / np.sqrt(var_x + eps)
+    if eps <= 0:
+        scale = np.where(var_x > 0, scale, 0.0)
+    shift = mean_t - mean_x * scale
+    return (scale.astype(np.float32).reshape(1, -1, 1, 1), shift.astype(np.float32).reshape(1, -1, 1, 1))
+
+
+def map_slots(plan: Sequence[Stage]) -> dict[str, int]:
+    """A memory slot for every map that stages store: maps whose lifetimes do not overlap share one.
+
+    A map lives from the stage that writes it to the last stage that reads it (while a stage
+    runs, its inputs and its output are alive together). Greedy, in plan order, each map takes
+    the lowest slot free at its birth: for :data:`V3_PLAN`, 5 slots for 13 maps.
+    """
+    last_use = {name: i for i, stage in enumerate(plan) for name, _ in stage.inputs}
+    busy_until: list[int] = []  # per slot, the last stage its current map is read by
+    slots: dict[str, int] = {}
+    for i, stage in enumerate(plan):
+        if stage.final:
+            continue
+        free = [k for k, until in enumerate(busy_until) if until < i]
+        slot = free[0] if free else len(busy_until)
+        if slot == len(busy_until):
+            busy_until.append(0)
+        busy_until[slot] = last_use.get(stage.output, i)
+        slots[stage.output] = slot
+    return slots
+
+
+def _out_channels(session: Any) -> int:
+    """The channels of a stage graph's first output (static in the export)."""
+    dim = session.get_outputs()[0].shape[1]
+    return dim if isinstance(dim, int) else 64
+
+
+class MapPool:
+    """Memory for the maps between stages, kept from one image to the next.
+
+    A fresh array for each map cost a page fault per 4 KiB every image (large arrays are
+    mmapped, and freed ones go back to the OS): ~0.7 s of a 2-s 1024×688 image on the 2-core VM
+    of docs/speed.md. Each slot of :func:`map_slots` keeps one buffer, grown to the largest map
+    it held, so the pool holds at most what the maps alive at once need, per slot at its largest.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, npt.NDArray[np.uint8]] = {}
+
+    def array(self, slot: int, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
+        """An uninitialised C-contiguous array in ``slot`` (valid until the slot is asked for again)."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = self._buffers.get(slot)
+        if buf is None or buf.size < nbytes:
+            self._buffers.pop(slot, None)  # freed before the larger one is made
+            buf = self._buffers[slot] = np.empty(nbytes, np.uint8)
+        view: npt.NDArray[Any] = buf[:nbytes].view(dtype).reshape(shape)
+        return view
+
+    def clear(self) -> None:
+        """Drop every buffer (after an outlier image: its maps need not stay resident)."""
+        self._buffers.clear()
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes held."""
+        return sum(b.size for b in self._buffers.values())
+
+
+def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array, band_bytes: int = 0,
+               last_run_options: Any = None, pool: MapPool | None = None) -> Float32Array:
+    """One image through the stage graphs.
+
+    Args:
+        sessions: stage name → onnxruntime session over that stage's graph.
+        graph: the plan and eps.
+        x: (1, 3, H, W) float32 C-contiguous in [-1, 1]; H, W multiples of 8.
+        band_bytes: work per band (0: :data:`BAND_BYTES`; the tests force many bands).
+        last_run_options: onnxruntime run options for the last run (the arena's shrink request).
+        pool: where the maps between stages live (``None``: a new pool, freed on return).
+
+    Returns:
+        (1, 3, H, W) float32 in [-1, 1].
+    """
+    plan, eps = graph.plan, graph.eps
+    if eps is None:
+        raise ValueError("the staged graph's eps is not known (OrtSession reads it from the graphs)")
+    last_use = {name: i for i, stage in enumerate(plan) for name, _ in stage.inputs}
+    pool = pool if pool is not None else MapPool()
+    slots = map_slots(plan)
+    maps: dict[str, npt.NDArray[Any]] = {"x": x}
+    norms: dict[str, tuple[Float32Array, Float32Array]] = {}
+    for i, stage in enumerate(plan):
+        feeds: dict[str, npt.NDArray[Any]] = {}
+        for j, (name, raw) in enumerate(stage.inputs):
+            if not raw:
+                feeds[f"scale{j}"], feeds[f"shift{j}"] = norms[name]
+        session = sessions[stage.name]
+        source = maps[stage.inputs[0][0]]
+        height, width = int(source.shape[2]), int(source.shape[3])
+        options = last_run_options if i == len(plan) - 1 else None
+        if stage.kind is StageKind.WHOLE:
+            feeds["map0"] = source
+            (maps[stage.output],) = session.run(["output"], feeds)
+        else:
+            out_h, out_w = {StageKind.SAME: (height, width), StageKind.DOWN: (height // 2, width // 2),
+                            StageKind.UP: (2 * height, 2 * width)}[stage.kind]
+            in_channels = sum(int(maps[name].shape[1]) for name, _ in stage.inputs)
+            rows = band_rows_for(stage.kind, in_channels, _out_channels(session), out_w, band_bytes)
+            names = ["output"] if stage.final else ["output", "moments"]
+            result: npt.NDArray[Any] | None = None
+            parts: list[tuple[npt.NDArray[Any], int]] = []
+            for top in range(0, out_h, rows):
+                bottom = min(out_h, top + rows)
+                index = source_rows(stage.kind, top, bottom, height, stage.halo)
+                for j, (name, _) in enumerate(stage.inputs):
+                    # np.take: a contiguous copy of the rows, ~6× faster than fancy indexing here
+                    feeds[f"map{j}"] = np.take(maps[name], index, axis=2)
+                outs = session.run(names, feeds, options if bottom >= out_h else None)
+                if result is None:
+                    shape = (1, int(outs[0].shape[1]), out_h, out_w)
+                    # The image is the caller's to keep; the maps live in the pool's slots.
+                    dtype = outs[0].dtype
+                    result = np.empty(shape, dtype) if stage.final else pool.array(slots[stage.output], shape, dtype)
+                result[:, :, top:bottom] = outs[0]
+                if not stage.final:
+                    parts.append((outs[1], (bottom - top) * out_w))
+                del outs
+            assert result is not None
+            maps[stage.output] = result
+            if not stage.final:
+                norms[stage.output] = combine_moments(parts, eps)
+        for name, _ in stage.inputs:
+            if last_use[name] == i and name != "x":
+                del maps[name]  # its slot is taken by a later map (map_slots)
+    y: Float32Array = maps["y"]
+    return y
