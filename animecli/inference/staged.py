@@ -49,12 +49,12 @@ Float32Array = npt.NDArray[np.float32]
 # the whole graph it measured 89.6 dB on a 1024×688 photo (largest difference 1e-3 in [-1, 1]).
 STORE_DTYPE = np.float16
 # Each banded stage runs on bands whose float32 work (the inputs, normalised, summed, padded;
-# the conv output, its projection and their deviations) is about this many bytes: onnxruntime's
-# arena holds the largest. Measured on the mixed folder (docs/speed.md): bands of a fixed 64 K
-# pixels held ~60 MiB more than 32 K; 16 K cost 15 % in speed (each run has a fixed cost per op:
-# more bands, more runs), 32 K 2 %. By bytes rather than pixels, the stages with little work per
-# pixel (the 7×7 convs at either end) get larger bands.
-BAND_BYTES = 32 * 2**20
+# the conv output, its projection and their deviations) is about this many bytes. By bytes
+# rather than pixels, the stages with little work per pixel (the 7×7 convs at either end) get
+# larger bands. Measured on the mixed folder (40 photos, one run each, docs/speed.md): 32 MiB
+# peak 487 MiB, 24 MiB 469, 16 MiB 465 but 15 % more inference time (each run has a fixed
+# cost per op: smaller bands, more runs); model-only, bands of a fixed 16 K pixels cost 15 %.
+BAND_BYTES = 24 * 2**20
 MIN_BAND_ROWS = 8
 # The metadata entry of every stage graph that holds the model's LADE eps (read back by the
 # torch-free engine, which has the cached graphs but not the model).
