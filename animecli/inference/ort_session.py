@@ -106,8 +106,9 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
                          # "stats": the flat (S,) statistics input (was (L, 2) in "-fixedstats" files)
                          folder / f"{stem}-stats.onnx", folder / f"{stem}-encoder.onnx",
                          folder / f"{stem}-decoder.onnx", folder / f"{stem}-carry.onnx",
-                         # "s1": the stage graphs' version (their cut points and inputs)
-                         folder / f"{stem}-staged-s1")
+                         # "s2": the stage graphs' version (their cut points and inputs; s2: d5
+                         # computes e0 again from x)
+                         folder / f"{stem}-staged-s2")
 
 
 def nonempty_file(path: Path) -> bool:

@@ -83,6 +83,9 @@ class Stage:
         output: the name of the map it produces.
         halo: rows of context above and below (``SAME``: the kernel's half-size).
         final: the last stage: outputs the image (tanh), no moments.
+        recompute: inputs this stage computes again from the network input instead of reading
+            them stored (their own stage's conv, which must read ``x``): the graph is fed the
+            rows of ``x`` they need and the order of their rows (edges reflected).
     """
 
     name: str
@@ -91,6 +94,11 @@ class Stage:
     output: str
     halo: int = 0
     final: bool = False
+    recompute: tuple[str, ...] = ()
+
+    def reads(self) -> tuple[str, ...]:
+        """The stored maps this stage reads (a recomputed input reads ``x``)."""
+        return tuple("x" if name in self.recompute else name for name, _ in self.inputs)
 
 
 _SAME, _DOWN, _UP, _WHOLE = StageKind.SAME, StageKind.DOWN, StageKind.UP, StageKind.WHOLE
@@ -98,7 +106,10 @@ _SAME, _DOWN, _UP, _WHOLE = StageKind.SAME, StageKind.DOWN, StageKind.UP, StageK
 # :class:`~animecli.models.animeganv3.AnimeGANv3Generator` (any widths): ``eN``/``dN`` are the
 # outputs of the encoder's/decoder's N-th conv before its LADE; ``x`` the input; ``a8`` the
 # attention's output (1/8). The skips (s1 = e0, s2 = e2, s4 = e4) are added in front of the
-# decoder convs that follow them, as in the network.
+# decoder convs that follow them, as in the network. The full-resolution skip e0 is computed
+# again from x for d5 rather than stored from the first stage to the last: its 7×7 conv from 3
+# channels costs ~7 % of the model's time, its map 64 MiB per megapixel (float16) that would be
+# alive beside d4 and d5 (issue 23: the mixed folder's peak, 476 → 4xx MiB).
 V3_PLAN: tuple[Stage, ...] = (
     Stage("e0", (("x", True),), _SAME, "e0", 3),
     Stage("e1", (("e0", False),), _DOWN, "e1"),
@@ -112,7 +123,7 @@ V3_PLAN: tuple[Stage, ...] = (
     Stage("d2", (("d1", False),), _UP, "d2"),
     Stage("d3", (("d2", False), ("e2", False)), _SAME, "d3", 1),
     Stage("d4", (("d3", False),), _UP, "d4"),
-    Stage("d5", (("d4", False), ("e0", False)), _SAME, "d5", 1),
+    Stage("d5", (("d4", False), ("e0", False)), _SAME, "d5", 1, recompute=("e0",)),
     Stage("out", (("d5", False),), _SAME, "y", 3, final=True),
 )
 
@@ -217,9 +228,9 @@ def map_slots(plan: Sequence[Stage]) -> dict[str, int]:
 
     A map lives from the stage that writes it to the last stage that reads it (while a stage
     runs, its inputs and its output are alive together). Greedy, in plan order, each map takes
-    the lowest slot free at its birth: for :data:`V3_PLAN`, 5 slots for 13 maps.
+    the lowest slot free at its birth: for :data:`V3_PLAN`, 4 slots for 13 maps.
     """
-    last_use = {name: i for i, stage in enumerate(plan) for name, _ in stage.inputs}
+    last_use = {name: i for i, stage in enumerate(plan) for name in stage.reads()}
     busy_until: list[int] = []  # per slot, the last stage its current map is read by
     slots: dict[str, int] = {}
     for i, stage in enumerate(plan):
@@ -290,7 +301,8 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
     plan, eps = graph.plan, graph.eps
     if eps is None:
         raise ValueError("the staged graph's eps is not known (OrtSession reads it from the graphs)")
-    last_use = {name: i for i, stage in enumerate(plan) for name, _ in stage.inputs}
+    last_use = {name: i for i, stage in enumerate(plan) for name in stage.reads()}
+    producers = {stage.output: stage for stage in plan}
     pool = pool if pool is not None else MapPool()
     slots = map_slots(plan)
     maps: dict[str, npt.NDArray[Any]] = {"x": x}
@@ -310,7 +322,8 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
         else:
             out_h, out_w = {StageKind.SAME: (height, width), StageKind.DOWN: (height // 2, width // 2),
                             StageKind.UP: (2 * height, 2 * width)}[stage.kind]
-            in_channels = sum(int(maps[name].shape[1]) for name, _ in stage.inputs)
+            in_channels = sum(_out_channels(sessions[producers[name].name]) if name in stage.recompute
+                              else int(maps[name].shape[1]) for name, _ in stage.inputs)
             rows = band_rows_for(stage.kind, in_channels, _out_channels(session), out_w, band_bytes)
             names = ["output"] if stage.final else ["output", "moments"]
             result: npt.NDArray[Any] | None = None
@@ -319,8 +332,17 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
                 bottom = min(out_h, top + rows)
                 index = source_rows(stage.kind, top, bottom, height, stage.halo)
                 for j, (name, _) in enumerate(stage.inputs):
-                    # np.take: a contiguous copy of the rows, ~6× faster than fancy indexing here
-                    feeds[f"map{j}"] = np.take(maps[name], index, axis=2)
+                    if name in stage.recompute:
+                        # The rows of x that its conv needs for the rows of it this band reads,
+                        # and where each of those rows is in what the graph computes from them.
+                        lo, hi = int(index.min()), int(index.max()) + 1
+                        producer = producers[name]
+                        x_rows = source_rows(producer.kind, lo, hi, height, producer.halo)
+                        feeds[f"map{j}"] = np.take(maps["x"], x_rows, axis=2)
+                        feeds[f"index{j}"] = (index - lo).astype(np.int64)
+                    else:
+                        # np.take: a contiguous copy of the rows, ~6× faster than fancy indexing
+                        feeds[f"map{j}"] = np.take(maps[name], index, axis=2)
                 outs = session.run(names, feeds, options if bottom >= out_h else None)
                 if result is None:
                     shape = (1, int(outs[0].shape[1]), out_h, out_w)
@@ -335,8 +357,8 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
             maps[stage.output] = result
             if not stage.final:
                 norms[stage.output] = combine_moments(parts, eps)
-        for name, _ in stage.inputs:
-            if last_use[name] == i and name != "x":
+        for name in stage.reads():
+            if last_use[name] == i and name != "x" and name in maps:
                 del maps[name]  # its slot is taken by a later map (map_slots)
     y: Float32Array = maps["y"]
     return y

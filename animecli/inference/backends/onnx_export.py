@@ -458,9 +458,12 @@ class _StageExport(nn.Module):
     upsampled (``UP``), padded left and right (the rows come with their context), one conv;
     its output stored as ``store`` with the band's moments, or, for the last stage, tanh."""
 
-    def __init__(self, stage: Stage, conv: nn.Conv2d, proj: nn.Conv2d | None, store: torch.dtype) -> None:
+    def __init__(self, stage: Stage, conv: nn.Conv2d, proj: nn.Conv2d | None, store: torch.dtype,
+                 recomputed: dict[int, nn.Conv2d] | None = None) -> None:
         super().__init__()
         self.conv = conv
+        # Inputs computed here from rows of x (Stage.recompute): input index → that stage's conv.
+        self.recomputed = nn.ModuleDict({str(j): c for j, c in (recomputed or {}).items()})
         self.proj = proj
         self.raws = tuple(raw for _, raw in stage.inputs)
         self.kind = stage.kind
@@ -472,7 +475,15 @@ class _StageExport(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n = len(self.raws)
-        z = _normed_sum(args[:n], self.raws, args[n:])
+        affine = 2 * sum(not raw for raw in self.raws)
+        maps = list(args[:n])
+        indexes = iter(args[n + affine :])
+        for key, conv in self.recomputed.items():
+            assert isinstance(conv, nn.Conv2d)
+            j, p = int(key), int(conv.kernel_size[0]) // 2
+            rows = next(indexes)  # the recomputed map's rows, in the order the band reads them
+            maps[j] = torch.index_select(conv(F.pad(maps[j], (p, p, 0, 0), mode="reflect")), 2, rows)
+        z = _normed_sum(tuple(maps), self.raws, args[n : n + affine])
         if self.kind is StageKind.UP:
             # The caller's rows are one above and one below the band's sources (see source_rows):
             # the first and last upsampled rows are the band's reflect-padded context.
@@ -538,13 +549,26 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
         out_side = {StageKind.DOWN: side // 2, StageKind.UP: side * 2}.get(stage.kind, side)
         rows = side + 2 * stage.halo if stage.kind is StageKind.SAME else side
         names = [f"map{j}" for j in range(len(stage.inputs))]
-        args = [torch.zeros(1, channels[name], rows + (2 if stage.kind is StageKind.UP else 0), side,
-                            dtype=torch.float32 if raw else store) for name, raw in stage.inputs]
+        producers = {st.output: st for st in V3_PLAN}
+        args = []
+        for name, raw in stage.inputs:
+            if name in stage.recompute:  # rows of x, with the context of its own stage's conv
+                args.append(torch.zeros(1, 3, rows + 2 * producers[name].halo, side))
+            else:
+                args.append(torch.zeros(1, channels[name], rows + (2 if stage.kind is StageKind.UP else 0), side,
+                                        dtype=torch.float32 if raw else store))
         for j, (name, raw) in enumerate(stage.inputs):
             if not raw:
                 names += [f"scale{j}", f"shift{j}"]
                 args += [torch.ones(1, channels[name], 1, 1), torch.zeros(1, channels[name], 1, 1)]
+        recomputed: dict[int, nn.Conv2d] = {}
+        for j, (name, _) in enumerate(stage.inputs):
+            if name in stage.recompute:
+                names.append(f"index{j}")
+                args.append(torch.arange(rows, dtype=torch.int64))
+                recomputed[j] = conv_of(blocks[producers[name].name])
         axes = {n: dyn for n in names if n.startswith("map")} | {"output": dyn}
+        axes |= {n: {0: "rows"} for n in names if n.startswith("index")}
         if stage.kind is StageKind.WHOLE:
             net_stage: nn.Module = _AttentionExport(net)
             outputs = ["output"]
@@ -559,7 +583,7 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
                 lade = block[2]  # type: ignore[index]
                 assert isinstance(lade, LADE)
                 proj = lade.proj
-            net_stage = _StageExport(stage, conv, proj, store)
+            net_stage = _StageExport(stage, conv, proj, store, recomputed)
             outputs = ["output"] if stage.final else ["output", "moments"]
             channels[stage.output] = conv.out_channels
         sizes[stage.output] = out_side
