@@ -51,10 +51,11 @@ STORE_DTYPE = np.float16
 # Each banded stage runs on bands whose float32 work (the inputs, normalised, summed, padded;
 # the conv output, its projection and their deviations) is about this many bytes. By bytes
 # rather than pixels, the stages with little work per pixel (the 7×7 convs at either end) get
-# larger bands. Measured on the mixed folder (40 photos, one run each, docs/speed.md): 32 MiB
-# peak 487 MiB, 24 MiB 469, 16 MiB 465 but 15 % more inference time (each run has a fixed
-# cost per op: smaller bands, more runs); model-only, bands of a fixed 16 K pixels cost 15 %.
-BAND_BYTES = 24 * 2**20
+# larger bands. Smaller bands hold less in onnxruntime's arena but make more runs, each with a
+# fixed cost per op (model-only, bands of a fixed 16 K pixels cost 15 % against 64 K); on the
+# mixed folder (docs/speed.md) 24 MiB measured 0.96× the whole graph's images/s at a 414 MiB
+# peak, 40 MiB 0.97× (1.02 and 0.92 in two rounds) at 415–430 MiB.
+BAND_BYTES = 40 * 2**20
 MIN_BAND_ROWS = 8
 # The metadata entry of every stage graph that holds the model's LADE eps (read back by the
 # torch-free engine, which has the cached graphs but not the model).
