@@ -121,7 +121,7 @@ def nonempty_file(path: Path) -> bool:
 
 SHRINK_WINDOW = 16
 # The stage maps a staged session keeps between images (see run_array): a 1024² photo's need
-# 228 MiB (the default --max-size); after an outlier above this they are given back.
+# 164 MiB (the default --max-size); after an outlier above this they are given back.
 STAGED_KEEP_BYTES = 256 * 2**20
 SHRINK_FACTOR = 1.25
 

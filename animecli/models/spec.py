@@ -164,8 +164,8 @@ _BYTES_PER_PIXEL = {
              "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-split": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
                    "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
-    # animeganv3 in stages (issue 23): the float16 maps between stages, kept in a pool (218 B/px:
-    # 228 MiB at 1024²), the float32 output and input (24), and one band's work (a constant).
+    # animeganv3 in stages (issue 23): the float16 maps between stages, kept in a pool (156 B/px:
+    # 164 MiB at 1024²), the float32 output and input (24), and one band's work (a constant).
     "onnx-staged": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
                     "animeganv3": 320, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640,
