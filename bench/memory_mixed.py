@@ -31,7 +31,7 @@ list`` has one, else seeded random v2 weights given with ``--weights`` (same cos
 checkpoint; the PyTorch engine's ``onnx`` backend). v2 is ~5× slower than the default:
 ``--v2-photos`` (default 30) limits its folder.
 
-``--soak N`` runs one process per tree on the folder repeated (symlinks) to N files and
+``--soak N`` runs one process per tree on the folder repeated (copies: a file reached twice is converted once) to N files and
 prints the per-file RSS at a few points and the growth from file 50 to the end.
 
 Sizes: peak RSS in MiB (kB from ``time -v`` / 1024) and in MB (10^6 bytes); the report's
@@ -119,8 +119,12 @@ def build_folder(work: Path, n: int, seed: int = 0, name: str = "mixed") -> Path
 
 
 def soak_folder(base: Path, files: int) -> Path:
-    """``files`` symlinks cycling through ``base``'s photos (made once)."""
-    folder = base.parent / f"{base.name}-soak{files}"
+    """``files`` copies cycling through ``base``'s photos (made once).
+
+    Copies, not links: the converter converts a file reached twice (a symlink, a hard link) once,
+    so a folder of links to 40 photos was a 40-file soak.
+    """
+    folder = base.parent / f"{base.name}-soakcopy{files}"
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -129,7 +133,7 @@ def soak_folder(base: Path, files: int) -> Path:
     photos = sorted(p for p in base.iterdir() if not p.name.startswith("."))
     for i in range(files):
         src = photos[i % len(photos)]
-        (folder / f"s{i:05d}{src.suffix}").symlink_to(src)
+        shutil.copyfile(src, folder / f"s{i:05d}{src.suffix}")
     done.write_text("ok\n")
     return folder
 
@@ -312,7 +316,7 @@ def main() -> None:
 
     if args.soak:
         sfolder = soak_folder(folder, args.soak)
-        print(f"\nsoak: {args.soak} files (symlinks cycling through {folder.name})")
+        print(f"\nsoak: {args.soak} files (copies cycling through {folder.name})")
         for tname, tree in trees:
             res = run_convert(tree, homes[tname], sfolder, out, model_rows[0][1] + args.arg, env_extra, report)
             rss = res.rss
