@@ -31,8 +31,8 @@ list`` has one, else seeded random v2 weights given with ``--weights`` (same cos
 checkpoint; the PyTorch engine's ``onnx`` backend). v2 is ~5× slower than the default:
 ``--v2-photos`` (default 30) limits its folder.
 
-``--soak N`` runs one process per tree on the folder repeated (copies: a file reached twice is converted once) to N files and
-prints the per-file RSS at a few points and the growth from file 50 to the end.
+``--soak N`` runs one process per tree on the folder repeated to N files (copies: a file
+reached twice is converted once) and prints the per-file RSS at a few points and the growth from file 50 to the end.
 
 Sizes: peak RSS in MiB (kB from ``time -v`` / 1024) and in MB (10^6 bytes); the report's
 ``rss_mb`` is MiB.

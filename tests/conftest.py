@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner, Result
 
+from animecli.inference.ort_engine import LEAN_ENV
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, describe
 from animecli.weights.manifest import Manifest, ModelEntry, load_manifest, save_manifest, sha256_of
@@ -145,3 +148,31 @@ def pixels(path: Path, mode: str = "RGB") -> np.ndarray:
 def size_of(path: Path) -> tuple[int, int]:
     with Image.open(path) as img:
         return img.size
+
+
+def assert_lean_convert_matches(src: Path, tmp_path: Path, setup: str, names: tuple[str, ...]) -> None:
+    """Convert ``src`` three times in fresh processes (``setup``: Python run first, e.g. smaller
+    bands): the first run (with torch) fills the graph cache, the second must not import torch,
+    the third (``ANIMECLI_LEAN=0``, the PyTorch engine) must give the second's pixels for ``names``."""
+    script = (
+        "import json, sys\n"
+        f"{setup}\n"
+        "from animecli.cli.app import app\n"
+        "code = app(sys.argv[1:], standalone_mode=False)\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
+    )
+
+    def run(out: Path, lean: str) -> dict[str, object]:
+        cmd = [sys.executable, "-c", script, "convert", str(src), str(out), "--device", "cpu", "--threads", "1"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", LEAN_ENV: lean}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    assert run(tmp_path / "first", "1") == {"code": 0, "torch": True}  # exports the graphs
+    assert run(tmp_path / "lean", "1") == {"code": 0, "torch": False}
+    assert run(tmp_path / "plain", "0") == {"code": 0, "torch": True}
+    for name in names:
+        with Image.open(tmp_path / "lean" / name) as a, Image.open(tmp_path / "plain" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -7,26 +7,21 @@ first run has cached them, and its pixels must equal the PyTorch engine's.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from animecli.inference import ort_session as ort
 from animecli.inference.backends.onnx_export import can_split, export_onnx, export_onnx_split
-from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
+from animecli.inference.ort_engine import OrtEngine, plan_lean
 from animecli.inference.ort_session import OrtSession, SplitGraph
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice
-from tests.conftest import ROOT, make_photo, make_weights_dir, tiny_state_dict
+from tests.conftest import assert_lean_convert_matches, make_photo, make_weights_dir, tiny_state_dict
 
 pytest.importorskip("onnxruntime")
 
@@ -181,26 +176,5 @@ def test_lite3_convert_without_torch(tmp_path: Path, lite3_dir: Path) -> None:
     src = tmp_path / "in"
     make_photo(src / "tall.jpg", (44, 150), seed=1)
     make_photo(src / "small.png", (30, 20), seed=2)
-    script = (
-        "import json, sys\n"
-        "from animecli.inference import ort_session as ort\n"
-        "ort.BAND_PIXELS, ort.MIN_BAND_ROWS = 16 * 44, 4  # bands of 16 rows\n"
-        "from animecli.cli.app import app\n"
-        "code = app(sys.argv[1:], standalone_mode=False)\n"
-        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
-    )
-
-    def run(out: Path, lean: str) -> dict[str, object]:
-        cmd = [sys.executable, "-c", script, "convert", str(src), str(out), "--device", "cpu", "--threads", "1"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", LEAN_ENV: lean}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert done.returncode == 0, done.stderr
-        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
-
-    assert run(tmp_path / "first", "1") == {"code": 0, "torch": True}  # exports both graphs
-    assert run(tmp_path / "lean", "1") == {"code": 0, "torch": False}
-    assert run(tmp_path / "plain", "0") == {"code": 0, "torch": True}
-    for name in ("tall.jpg", "small.png"):
-        with Image.open(tmp_path / "lean" / name) as a, Image.open(tmp_path / "plain" / name) as b:
-            assert np.array_equal(np.asarray(a), np.asarray(b))
+    setup = "from animecli.inference import ort_session as ort\nort.BAND_PIXELS, ort.MIN_BAND_ROWS = 16 * 44, 4"
+    assert_lean_convert_matches(src, tmp_path, setup, ("tall.jpg", "small.png"))  # bands of 16 rows

@@ -9,27 +9,22 @@ the torch-free engine must use the cached stage graphs and give the PyTorch engi
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from animecli.inference import staged as stg
 from animecli.inference.backends.onnx_export import can_stage, export_onnx, export_onnx_staged
-from animecli.inference.ort_engine import LEAN_ENV, OrtEngine, plan_lean
+from animecli.inference.ort_engine import OrtEngine, plan_lean
 from animecli.inference.ort_session import OrtSession
 from animecli.models.animeganv3 import AnimeGANv3Generator, upsample2x_asymmetric
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, has_staged_graphs
 from animecli.options import Backend, EngineOptions, ModelChoice
-from tests.conftest import ROOT, make_photo, make_weights_dir
+from tests.conftest import assert_lean_convert_matches, make_photo, make_weights_dir
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -227,26 +222,5 @@ def test_v3_convert_without_torch(tmp_path: Path, v3_dir: Path) -> None:
     src = tmp_path / "in"
     make_photo(src / "tall.png", (48, 150), seed=1)
     make_photo(src / "small.png", (30, 20), seed=2)
-    script = (
-        "import json, sys\n"
-        "from animecli.inference import staged\n"
-        "staged.BAND_BYTES = 40_000  # many bands\n"
-        "from animecli.cli.app import app\n"
-        "code = app(sys.argv[1:], standalone_mode=False)\n"
-        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
-    )
-
-    def run(out: Path, lean: str) -> dict[str, object]:
-        cmd = [sys.executable, "-c", script, "convert", str(src), str(out), "--device", "cpu", "--threads", "1"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", LEAN_ENV: lean}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert done.returncode == 0, done.stderr
-        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
-
-    assert run(tmp_path / "first", "1") == {"code": 0, "torch": True}  # exports the stages
-    assert run(tmp_path / "lean", "1") == {"code": 0, "torch": False}
-    assert run(tmp_path / "plain", "0") == {"code": 0, "torch": True}
-    for name in ("tall.png", "small.png"):
-        with Image.open(tmp_path / "lean" / name) as a, Image.open(tmp_path / "plain" / name) as b:
-            assert np.array_equal(np.asarray(a), np.asarray(b))
+    setup = "from animecli.inference import staged\nstaged.BAND_BYTES = 40_000  # many bands"
+    assert_lean_convert_matches(src, tmp_path, setup, ("tall.png", "small.png"))
