@@ -331,6 +331,16 @@ def main() -> None:
                   + ", ".join(f"#{i}: {avg(i):.0f}" for i in points)
                   + f"; growth #50→end {avg(len(rss) - 1) - avg(50):+.0f} MiB; "
                     f"max after #50 {max(rss[50:] or rss):.0f}")
+            # The same photos in each cycle through the folder: the fairest view of growth,
+            # since a window of 50 files mixes photos of different sizes.
+            n = max(1, len(list(folder.glob("p*"))))
+            cycles = [statistics.median(rss[c:c + n]) for c in range(0, len(rss) - n + 1, n)]
+            if len(cycles) > 1:
+                pick = sorted({0, 1, 2, 5, 10, 25, len(cycles) - 1} & set(range(len(cycles))))
+                print(f"  {tname}: per-cycle median RSS ({n} photos each) "
+                      + ", ".join(f"c{c + 1}: {cycles[c]:.0f}" for c in pick)
+                      + f"; cycle 2→last {cycles[-1] - cycles[1]:+.0f} MiB; "
+                        f"#20→end {avg(len(rss) - 1) - avg(20):+.0f} MiB")
 
 
 if __name__ == "__main__":
