@@ -38,10 +38,13 @@ def _cpu(**kw: object) -> EngineOptions:
 def test_pad_array_matches_pad_batch(size: tuple[int, int]) -> None:
     h, w = size
     rgb = np.random.default_rng(h * 100 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    ours = pad_array(rgb, 4)
-    theirs = pad_batch(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), 4)[0].permute(1, 2, 0)
-    assert ours.shape == tuple(theirs.shape)
-    assert np.array_equal(ours, theirs.to(torch.uint8).numpy())
+    for multiple in (4, 16):
+        ours = pad_array(rgb, multiple)
+        theirs = pad_batch(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), multiple)[0].permute(1, 2, 0)
+        assert ours.shape == tuple(theirs.shape)
+        assert np.array_equal(ours, theirs.to(torch.uint8).numpy())
+        # at least two multiples: the deepest level keeps 2 px for its reflect pads (tiny AnimeGANv3: 1/16)
+        assert min(ours.shape[:2]) >= max(16, 2 * multiple) and ours.shape[0] % multiple == 0
 
 
 def test_torch_build_read_without_importing_torch() -> None:

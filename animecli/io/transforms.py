@@ -137,10 +137,15 @@ def prepare(img: Image.Image, max_size: int) -> Prepared:
 
 
 def padded_size(height: int, width: int, multiple: int, min_size: int) -> tuple[int, int]:
-    """Smallest (H, W) ≥ the input, ≥ ``min_size`` and divisible by ``multiple``."""
+    """Smallest (H, W) ≥ the input, ≥ ``min_size`` and ≥ 2 × ``multiple``, divisible by ``multiple``.
+
+    Two multiples at least: the deepest level (1/``multiple``) must have 2 px or more for its
+    reflect pads; a tiny AnimeGANv3 (multiple 16) padded a 5×9 photo to 16×16 and failed on
+    its 1×1 level.
+    """
 
     def up(v: int) -> int:
-        v = max(v, min_size)
+        v = max(v, min_size, 2 * multiple)
         return -(-v // multiple) * multiple
 
     return up(height), up(width)
