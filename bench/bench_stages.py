@@ -1,4 +1,4 @@
-"""AnimeGANv3 in stages against the whole graph: model-only time, peak RSS and the difference.
+"""AnimeGANv3 (full size or tiny) in stages against the whole graph: model-only time, peak RSS and the difference.
 
 Usage: python bench/bench_stages.py [--model hayao] [--sizes 512x512,688x1024,1024x1024]
        [--repeat 5] [--threads 0]
@@ -31,15 +31,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from animecli.inference.ort_session import OrtSession
-from animecli.inference.staged import V3_PLAN, StagedGraph
+from animecli.inference.staged import TINY_PLAN, V3_PLAN, StagedGraph
 from animecli.options import Backend
-folder, kind, photo, h, w, repeat, threads, out = sys.argv[1:9]
+folder, kind, photo, h, w, repeat, threads, out, plan_name = sys.argv[1:10]
+plan = {"v3": V3_PLAN, "tiny": TINY_PLAN}[plan_name]
 h, w, repeat, threads = int(h), int(w), int(repeat), int(threads)
 if kind == "whole":
     session = OrtSession(Path(folder, "whole.onnx").read_bytes(), Backend.ONNX, threads)
 else:
-    graphs = {s.name: Path(folder, f"stage-{s.name}.onnx").read_bytes() for s in V3_PLAN}
-    session = OrtSession(StagedGraph(graphs, None), Backend.ONNX, threads)
+    graphs = {s.name: Path(folder, f"stage-{s.name}.onnx").read_bytes() for s in plan}
+    session = OrtSession(StagedGraph(graphs, None, plan), Backend.ONNX, threads)
 img = Image.open(photo).convert("RGB").resize((w, h), Image.LANCZOS)
 x = np.ascontiguousarray((np.asarray(img, np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -63,6 +64,7 @@ def main() -> None:
     import numpy as np
 
     from animecli.inference.backends.onnx_export import export_onnx, export_onnx_staged
+    from animecli.inference.staged import V3_PLAN
     from animecli.options import ModelChoice
     from animecli.weights.resolve import load_generator
 
@@ -72,7 +74,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
         folder = Path(tmp)
         (folder / "whole.onnx").write_bytes(export_onnx(model))
-        for name, data in export_onnx_staged(model).graphs.items():
+        staged = export_onnx_staged(model)
+        plan_name = "v3" if staged.plan is V3_PLAN else "tiny"
+        for name, data in staged.graphs.items():
             (folder / f"stage-{name}.onnx").write_bytes(data)
         print(f"model {args.model}, photo {photo.name}, {args.repeat} runs each after a warm-up, "
               f"threads {args.threads or 'default'}; fresh process per run set, alternating\n")
@@ -88,7 +92,7 @@ def main() -> None:
                 for kind in ("whole", "staged"):
                     out = folder / f"{kind}.npy"
                     done = subprocess.run([sys.executable, "-c", CHILD, str(folder), kind, str(photo), str(h), str(w),
-                                           str(max(1, args.repeat // 2)), str(args.threads), str(out)],
+                                           str(max(1, args.repeat // 2)), str(args.threads), str(out), plan_name],
                                           capture_output=True, text=True, cwd=ROOT, check=True)
                     r = json.loads(done.stdout.strip().splitlines()[-1])
                     times[kind] += r["times"]

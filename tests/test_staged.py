@@ -1,4 +1,5 @@
-"""AnimeGANv3 in stages (issue 23): every level above 1/8 in bands, whole-image norms exact.
+"""AnimeGANv3 in stages (issue 23): every level above 1/8 (the tiny one's: above 1/4) in bands,
+whole-image norms exact.
 
 The stages must give the whole graph's output (float32 maps between stages: to rounding;
 float16, the default: within 1e-3), however the image is cut into bands; the row bookkeeping
@@ -20,7 +21,7 @@ from animecli.inference import staged as stg
 from animecli.inference.backends.onnx_export import can_stage, export_onnx, export_onnx_staged
 from animecli.inference.ort_engine import OrtEngine, plan_lean
 from animecli.inference.ort_session import OrtSession
-from animecli.models.animeganv3 import AnimeGANv3Generator, upsample2x_asymmetric
+from animecli.models.animeganv3 import AnimeGANv3Generator, AnimeGANv3TinyGenerator, upsample2x_asymmetric
 from animecli.models.registry import build_generator
 from animecli.models.spec import Arch, ArchSpec, has_staged_graphs
 from animecli.options import Backend, EngineOptions, ModelChoice
@@ -30,6 +31,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 SIZES = [(64, 64), (72, 136), (200, 48), (128, 256)]
+TINY_SIZES = [(64, 64), (80, 144), (208, 48), (128, 256)]  # multiples of 16
+
+
+def _eps(model: torch.nn.Module, eps: float) -> None:
+    model.eps = eps  # type: ignore[assignment]
+    for mod in model.modules():
+        if hasattr(mod, "proj"):
+            mod.eps = eps  # type: ignore[assignment]
 
 
 def _v3(eps: float = 1e-5, seed: int = 0) -> AnimeGANv3Generator:
@@ -37,10 +46,16 @@ def _v3(eps: float = 1e-5, seed: int = 0) -> AnimeGANv3Generator:
     torch.manual_seed(seed)
     model = build_generator(ArchSpec(Arch.V3, width=0.25)).eval()
     assert isinstance(model, AnimeGANv3Generator)
-    model.eps = eps
-    for mod in model.modules():
-        if hasattr(mod, "proj"):
-            mod.eps = eps  # type: ignore[assignment]
+    _eps(model, eps)
+    return model
+
+
+def _tiny(eps: float = 1e-5, seed: int = 0) -> AnimeGANv3TinyGenerator:
+    """A seeded tiny AnimeGANv3 (tiny_Cute's shape) of width 1/4, with its final LADE."""
+    torch.manual_seed(seed)
+    model = build_generator(ArchSpec(Arch.V3_TINY, width=0.25)).eval()
+    assert isinstance(model, AnimeGANv3TinyGenerator) and model.final_norm
+    _eps(model, eps)
     return model
 
 
@@ -54,29 +69,36 @@ def _cpu(**kw: object) -> EngineOptions:
 
 def test_only_animeganv3_runs_in_stages() -> None:
     for arch in Arch:
-        model = build_generator(ArchSpec(arch, width=0.125))
-        assert can_stage(model) is has_staged_graphs(arch) is (arch is Arch.V3)
+        spec = ArchSpec(arch, width=0.125)
+        assert can_stage(build_generator(spec)) is has_staged_graphs(spec) is (arch in (Arch.V3, Arch.V3_TINY))
+        assert (stg.plan_for(spec) is not None) is has_staged_graphs(spec)
+    assert stg.plan_for(ArchSpec(Arch.V3_TINY)) is stg.TINY_PLAN and stg.plan_for(ArchSpec(Arch.V3)) is stg.V3_PLAN
+    no_norm = ArchSpec(Arch.V3_TINY, width=0.125, final_norm=False)  # a pruned student without its LADE
+    assert not has_staged_graphs(no_norm) and not can_stage(build_generator(no_norm))
     with pytest.raises(ValueError, match="AnimeGANv3"):
-        export_onnx_staged(build_generator(ArchSpec(Arch.V3_TINY, width=0.125)))
+        export_onnx_staged(build_generator(no_norm))
 
 
-@pytest.fixture(scope="module", params=[1e-5, 0.0], ids=["eps1e-5", "eps0"])
+@pytest.fixture(scope="module", params=[("v3", 1e-5), ("v3", 0.0), ("tiny", 1e-5), ("tiny", 0.0)],
+                ids=["v3-eps1e-5", "v3-eps0", "tiny-eps1e-5", "tiny-eps0"])
 def graphs(request: pytest.FixtureRequest) -> tuple[OrtSession, OrtSession, OrtSession]:
     """(whole graph, stages with float32 maps, stages with float16 maps) of one seeded model."""
-    model = _v3(eps=request.param)
+    kind, eps = request.param
+    model = _v3(eps=eps) if kind == "v3" else _tiny(eps=eps)
     return (OrtSession(export_onnx(model), Backend.ONNX, 1),
             OrtSession(export_onnx_staged(model, store=torch.float32), Backend.ONNX, 1),
             OrtSession(export_onnx_staged(model), Backend.ONNX, 1))
 
 
-@pytest.mark.parametrize(("height", "width"), SIZES)
+@pytest.mark.parametrize("size", range(4))
 @pytest.mark.parametrize("band_bytes", [0, 30_000, 200_000])
-def test_stages_give_the_whole_graph(graphs: tuple[OrtSession, ...], height: int, width: int, band_bytes: int) -> None:
+def test_stages_give_the_whole_graph(graphs: tuple[OrtSession, ...], size: int, band_bytes: int) -> None:
     whole, exact, half = graphs
+    assert exact.staged is not None and half.staged is not None
+    height, width = (TINY_SIZES if exact.staged.plan is stg.TINY_PLAN else SIZES)[size]
     x = _image(height, width)
     want = whole.run_array(x)
     assert float(want.std()) > 0.02 and float(np.abs(want).max()) < 0.99  # not saturated: the test can fail
-    assert exact.staged is not None and half.staged is not None
     got = stg.run_staged(exact._stages, exact.staged, x, band_bytes=band_bytes)
     assert float(np.abs(got - want).max()) < 2e-6
     got16 = stg.run_staged(half._stages, half.staged, x, band_bytes=band_bytes)
@@ -151,8 +173,8 @@ def test_pooled_moments_are_the_whole_images() -> None:
         np.testing.assert_allclose(shift.ravel(), t.mean(1) - x.mean(1) * want_scale, rtol=1e-5, atol=1e-6)
 
 
-def test_maps_alive_together_never_share_a_slot() -> None:
-    plan = stg.V3_PLAN
+@pytest.mark.parametrize(("plan", "alive"), [(stg.V3_PLAN, 4), (stg.TINY_PLAN, 4)], ids=["v3", "tiny"])
+def test_maps_alive_together_never_share_a_slot(plan: tuple[stg.Stage, ...], alive: int) -> None:
     slots = stg.map_slots(plan)
     born = {stage.output: i for i, stage in enumerate(plan) if not stage.final}
     dies = {name: i for i, stage in enumerate(plan) for name in stage.reads()}
@@ -161,7 +183,9 @@ def test_maps_alive_together_never_share_a_slot() -> None:
         for b in names:
             overlap = a != b and born[a] <= dies[b] and born[b] <= dies[a]
             assert not (overlap and slots[a] == slots[b]), (a, b)
-    assert max(slots.values()) + 1 == 4  # 13 maps, at most 4 alive at once (e0 is recomputed for d5)
+    # V3: 13 maps, at most 4 alive at once (e0 is recomputed for d5); tiny: 10 maps,
+    # 4 alive at once (the skips e0 and e2 beside low's input and output)
+    assert max(slots.values()) + 1 == alive
 
 
 def test_the_pool_keeps_memory_between_images(graphs: tuple[OrtSession, ...]) -> None:
@@ -186,9 +210,10 @@ def test_graphs_carry_their_eps() -> None:
     assert session.staged is not None and session.staged.eps == 0.0
 
 
-@pytest.fixture
-def v3_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_weights_dir(tmp_path, monkeypatch, (("tinyv3", Arch.V3),))
+@pytest.fixture(params=[Arch.V3, Arch.V3_TINY], ids=["v3", "tiny"])
+def v3_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """A weights folder whose default model is a seeded AnimeGANv3 (full size or tiny) of width 1/8."""
+    return make_weights_dir(tmp_path, monkeypatch, (("tinyv3", request.param),))
 
 
 def test_lean_plan_uses_the_stage_graphs(v3_dir: Path) -> None:
@@ -200,7 +225,9 @@ def test_lean_plan_uses_the_stage_graphs(v3_dir: Path) -> None:
     engine = Engine(loaded.model, loaded.input_multiple, _cpu(backend=Backend.ONNX), loaded.spec.arch.value,
                     weights_sha256=loaded.sha256, arch_key=loaded.spec.key)
     plan = plan_lean(ModelChoice(), _cpu())
-    assert plan is not None and plan.staged is not None and len(plan.staged) == len(stg.V3_PLAN)
+    want_plan = stg.plan_for(loaded.spec)
+    assert want_plan is not None and plan is not None and plan.staged is not None
+    assert len(plan.staged) == len(want_plan)
     lean = OrtEngine(plan, _cpu(), lambda: pytest.fail("no tiling expected"))  # type: ignore[arg-type,return-value]
     assert lean.session.staged is not None and engine.runner.staged is not None  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
@@ -218,7 +245,8 @@ def test_lean_plan_uses_the_stage_graphs(v3_dir: Path) -> None:
 
 
 def test_v3_convert_without_torch(tmp_path: Path, v3_dir: Path) -> None:
-    """The default model's path: a second run converts without torch, in stages, same pixels."""
+    """The default model's path: a second run converts without torch, in stages, same pixels
+    (full size and tiny; the tall photo is padded to the tiny one's multiple of 16)."""
     src = tmp_path / "in"
     make_photo(src / "tall.png", (48, 150), seed=1)
     make_photo(src / "small.png", (30, 20), seed=2)

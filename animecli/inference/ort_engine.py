@@ -29,9 +29,9 @@ from animecli.inference.device import read_device
 from animecli.inference.memory import memory_budget, needs_tiling
 from animecli.inference.ort_session import OrtSession, SplitGraph, cache_key, compiled_paths, nonempty_file
 from animecli.inference.result import BatchResult, failure_reason, release_host_memory
-from animecli.inference.staged import V3_PLAN, StagedGraph
+from animecli.inference.staged import StagedGraph, plan_for
 from animecli.io.transforms import UInt8Array, pad_array
-from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder, has_staged_graphs
+from animecli.models.spec import ArchSpec, activation_bytes_per_pixel, has_local_decoder
 from animecli.options import Backend, EngineOptions, ModelChoice, Precision
 from animecli.weights.manifest import Manifest
 from animecli.weights.resolve import WeightsFile, resolve_file
@@ -100,8 +100,9 @@ def plan_lean(model: ModelChoice, opts: EngineOptions, manifest: Manifest | None
     if found.spec is None:
         return None
     paths = compiled_paths(found.sha256, cache_key(found.spec.key))
-    if has_staged_graphs(found.spec.arch):
-        files = tuple(paths.stage_file(stage.name) for stage in V3_PLAN)
+    stage_plan = plan_for(found.spec)
+    if stage_plan is not None:
+        files = tuple(paths.stage_file(stage.name) for stage in stage_plan)
         if not all(nonempty_file(f) for f in files):
             return None
         return LeanPlan(found, found.spec, paths.fp32, staged=files)
@@ -133,9 +134,10 @@ class OrtEngine:
         self.opts = opts
         self.multiple = plan.weights.input_multiple
         graph: bytes | SplitGraph | StagedGraph
-        if plan.staged is not None:
-            files = zip(V3_PLAN, plan.staged, strict=True)
-            graph = StagedGraph({stage.name: f.read_bytes() for stage, f in files}, None)
+        stage_plan = plan_for(plan.spec)
+        if plan.staged is not None and stage_plan is not None:
+            files = zip(stage_plan, plan.staged, strict=True)
+            graph = StagedGraph({stage.name: f.read_bytes() for stage, f in files}, None, stage_plan)
         elif plan.split is not None:
             graph = SplitGraph(plan.split[0].read_bytes(), plan.split[1].read_bytes())
         else:

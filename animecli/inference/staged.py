@@ -1,4 +1,4 @@
-"""AnimeGANv3 in stages: every level above 1/8 runs in bands of rows, with exact whole-image norms.
+"""AnimeGANv3 in stages: the upper levels run in bands of rows, with exact whole-image norms.
 
 Every conv of AnimeGANv3 is followed by :class:`~animecli.models.animeganv3.LADE`, whose
 statistics are taken over the whole image, so no layer can finish before the whole map under
@@ -11,7 +11,8 @@ with the context its kernel needs (reflected at the image's edges, as the networ
 It returns the conv's pre-norm output band and that band's moments (of the output and of the
 norm's projection), which combine exactly into the whole image's
 (:func:`combine_moments`). Only the stored maps between stages (float16: 2 bytes per channel)
-and one band's work are alive; the 1/8 level (the attention) runs whole.
+and one band's work are alive; the 1/8 level (the attention) runs whole. The tiny generator
+(:data:`TINY_PLAN`) has one LADE only; its levels of 1/4 and below run whole.
 
 This module is torch-free (numpy and onnxruntime sessions); the stage graphs are exported
 by :func:`animecli.inference.backends.onnx_export.export_onnx_staged`. It never prints and
@@ -28,17 +29,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from animecli.models.spec import Arch, ArchSpec, has_staged_graphs
+
 __all__ = [
     "EPS_KEY",
     "STORE_DTYPE",
+    "TINY_PLAN",
     "V3_PLAN",
     "MapPool",
     "Stage",
     "StageKind",
     "StagedGraph",
     "band_rows_for",
+    "column_pad",
     "combine_moments",
+    "gather_band",
     "map_slots",
+    "plan_for",
     "run_staged",
     "source_rows",
 ]
@@ -68,7 +75,7 @@ class StageKind(str, Enum):
     SAME = "same"  # stride-1 conv at the input's resolution; ``halo`` rows of context each side
     DOWN = "down"  # 3×3 stride-2 conv padded on top only: output row j reads rows 2j-1 … 2j+1
     UP = "up"  # ×2 asymmetric bilinear upsampling, then a 3×3 conv at the new resolution
-    WHOLE = "whole"  # the 1/8 level: runs on the whole map (its attention's softmax is global)
+    WHOLE = "whole"  # runs on the whole map (V3: the 1/8 level, whose attention's softmax is global)
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,10 @@ class Stage:
 
     Attributes:
         name: the graph's name (a cache file's suffix).
-        inputs: (map, raw) pairs, summed: a raw map is used as it is (the network input, the
-            attention's output); any other is a stored pre-norm conv output, normalised with
-            its whole-image moments and passed through LeakyReLU first.
+        inputs: (map, raw) pairs, summed: a raw map is used as it is (the network input, a
+            whole stage's output); any other is a stored conv output before its norm and
+            activation, normalised with its whole-image moments (if its stage is ``normed``)
+            and passed through LeakyReLU first.
         kind: how output rows depend on input rows.
         output: the name of the map it produces.
         halo: rows of context above and below (``SAME``: the kernel's half-size).
@@ -87,6 +95,9 @@ class Stage:
         recompute: inputs this stage computes again from the network input instead of reading
             them stored (their own stage's conv, which must read ``x``): the graph is fed the
             rows of ``x`` they need and the order of their rows (edges reflected).
+        normed: its conv is followed by a LADE: the graph also returns the band's moments and
+            readers normalise the map; ``False`` (the tiny generator's norm-free convs): no
+            moments, readers apply LeakyReLU only.
     """
 
     name: str
@@ -96,6 +107,7 @@ class Stage:
     halo: int = 0
     final: bool = False
     recompute: tuple[str, ...] = ()
+    normed: bool = True
 
     def reads(self) -> tuple[str, ...]:
         """The stored maps this stage reads (a recomputed input reads ``x``)."""
@@ -127,6 +139,35 @@ V3_PLAN: tuple[Stage, ...] = (
     Stage("d5", (("d4", False), ("e0", False)), _SAME, "d5", 1, recompute=("e0",)),
     Stage("out", (("d5", False),), _SAME, "y", 3, final=True),
 )
+
+# :class:`~animecli.models.animeganv3.AnimeGANv3TinyGenerator` (tiny_Cute and its pruned
+# students): no norms but the LADE on the last decoder conv, so every other stage stores its
+# conv's output before the LeakyReLU and returns no moments. The levels of 1/4 and below run
+# as one whole graph ("low": e4 … e8, the residual blocks, d0 … d5 with their skips, ending in
+# d5's activation): their maps are 1/16 of the pixels or fewer, and the LADE is not among them.
+# e0 is stored (not recomputed as in V3_PLAN): its 7×7 conv from 3 channels is ~36 % of the
+# release's work (2.4 of 6.5 kMAC per pixel), its float16 map 32 B per pixel.
+TINY_PLAN: tuple[Stage, ...] = (
+    Stage("e0", (("x", True),), _SAME, "e0", 3, normed=False),
+    Stage("e1", (("e0", False),), _DOWN, "e1", normed=False),
+    Stage("e2", (("e1", False),), _SAME, "e2", 1, normed=False),
+    Stage("e3", (("e2", False),), _DOWN, "e3", normed=False),
+    Stage("low", (("e3", False),), _WHOLE, "a4"),
+    Stage("d6", (("a4", True),), _UP, "d6", normed=False),
+    Stage("d7", (("d6", False), ("e2", False)), _SAME, "d7", 1, normed=False),
+    Stage("d8", (("d7", False),), _SAME, "d8", 1, normed=False),
+    Stage("d9", (("d8", False),), _UP, "d9", normed=False),
+    Stage("d10", (("d9", False), ("e0", False)), _SAME, "d10", 1),
+    Stage("out", (("d10", False),), _SAME, "y", 3, final=True),
+)
+
+
+def plan_for(spec: ArchSpec) -> tuple[Stage, ...] | None:
+    """The stage plan of an architecture whose ONNX export comes in stages, else ``None``
+    (:func:`animecli.models.spec.has_staged_graphs` says which)."""
+    if not has_staged_graphs(spec):
+        return None
+    return TINY_PLAN if spec.arch is Arch.V3_TINY else V3_PLAN
 
 
 @dataclass(frozen=True)
@@ -173,6 +214,42 @@ def source_rows(kind: StageKind, top: int, bottom: int, height: int, halo: int =
         raise ValueError("a whole stage has no bands")
     rows = np.abs(rows)
     return np.where(rows >= height, 2 * (height - 1) - rows, rows).astype(np.intp)
+
+
+def column_pad(stage: Stage) -> tuple[int, int]:
+    """The reflected columns (left, right) that the caller adds to a band's stored and raw inputs.
+
+    A stride-1 conv needs its kernel's half-size each side, the stride-2 one of ``DOWN`` one
+    column on the left (as the network pads); ``UP`` pads after its upsampling, in the graph.
+    A recomputed input comes with its own stage's padding (:func:`column_pad` of that stage).
+    """
+    if stage.kind is StageKind.SAME:
+        return stage.halo, stage.halo
+    return (1, 0) if stage.kind is StageKind.DOWN else (0, 0)
+
+
+def gather_band(m: npt.NDArray[Any], rows: npt.NDArray[np.intp], left: int, right: int) -> npt.NDArray[Any]:
+    """Rows ``rows`` of the (1, C, H, W) map ``m``, reflect-padded by ``left``/``right`` columns: one copy.
+
+    Returns:
+        (1, C, len(rows), W + left + right), ``m``'s dtype, C-contiguous.
+    """
+    if not left and not right:
+        # np.take: a contiguous copy of the rows, ~6× faster than fancy indexing
+        return np.take(m, rows, axis=2)
+    width = int(m.shape[3])
+    out = np.empty((*m.shape[:2], len(rows), width + left + right), m.dtype)
+    inner = out[:, :, :, left : left + width]
+    first, count = int(rows[0]), len(rows)
+    if int(rows[-1]) - first == count - 1 and bool(np.all(np.diff(rows) == 1)):
+        inner[...] = m[:, :, first : first + count]  # an inner band: a plain strided copy, fastest
+    else:
+        np.take(m, rows, axis=2, out=inner, mode="clip")  # "clip": no buffering (rows are in range)
+    for k in range(1, left + 1):
+        out[:, :, :, left - k] = out[:, :, :, left + k]
+    for k in range(1, right + 1):
+        out[:, :, :, left + width - 1 + k] = out[:, :, :, left + width - 1 - k]
+    return out
 
 
 def band_rows_for(kind: StageKind, in_channels: int, out_channels: int, out_width: int, band_bytes: int = 0) -> int:
@@ -311,7 +388,7 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
     for i, stage in enumerate(plan):
         feeds: dict[str, npt.NDArray[Any]] = {}
         for j, (name, raw) in enumerate(stage.inputs):
-            if not raw:
+            if not raw and producers[name].normed:
                 feeds[f"scale{j}"], feeds[f"shift{j}"] = norms[name]
         session = sessions[stage.name]
         source = maps[stage.inputs[0][0]]
@@ -326,7 +403,8 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
             in_channels = sum(_out_channels(sessions[producers[name].name]) if name in stage.recompute
                               else int(maps[name].shape[1]) for name, _ in stage.inputs)
             rows = band_rows_for(stage.kind, in_channels, _out_channels(session), out_w, band_bytes)
-            names = ["output"] if stage.final else ["output", "moments"]
+            moments = stage.normed and not stage.final
+            names = ["output", "moments"] if moments else ["output"]
             result: npt.NDArray[Any] | None = None
             parts: list[tuple[npt.NDArray[Any], int]] = []
             for top in range(0, out_h, rows):
@@ -339,24 +417,25 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
                         lo, hi = int(index.min()), int(index.max()) + 1
                         producer = producers[name]
                         x_rows = source_rows(producer.kind, lo, hi, height, producer.halo)
-                        feeds[f"map{j}"] = np.take(maps["x"], x_rows, axis=2)
+                        feeds[f"map{j}"] = gather_band(maps["x"], x_rows, *column_pad(producer))
                         feeds[f"index{j}"] = (index - lo).astype(np.int64)
                     else:
-                        # np.take: a contiguous copy of the rows, ~6× faster than fancy indexing
-                        feeds[f"map{j}"] = np.take(maps[name], index, axis=2)
+                        feeds[f"map{j}"] = gather_band(maps[name], index, *column_pad(stage))
                 outs = session.run(names, feeds, options if bottom >= out_h else None)
                 if result is None:
                     shape = (1, int(outs[0].shape[1]), out_h, out_w)
                     # The image is the caller's to keep; the maps live in the pool's slots.
                     dtype = outs[0].dtype
                     result = np.empty(shape, dtype) if stage.final else pool.array(slots[stage.output], shape, dtype)
-                result[:, :, top:bottom] = outs[0]
-                if not stage.final:
+                # An UP stage's graph returns one more row above and below the band (its conv
+                # ran over all the upsampled rows).
+                result[:, :, top:bottom] = outs[0][:, :, 1:-1] if stage.kind is StageKind.UP else outs[0]
+                if moments:
                     parts.append((outs[1], (bottom - top) * out_w))
                 del outs
             assert result is not None
             maps[stage.output] = result
-            if not stage.final:
+            if moments:
                 norms[stage.output] = combine_moments(parts, eps)
         for name in stage.reads():
             if last_use[name] == i and name != "x" and name in maps:

@@ -134,10 +134,11 @@ def has_local_decoder(arch: Arch) -> bool:
     return arch is Arch.LITE3
 
 
-def has_staged_graphs(arch: Arch) -> bool:
+def has_staged_graphs(spec: ArchSpec) -> bool:
     """Whether the architecture's ONNX export comes as stage graphs cut at its whole-image norms,
-    every level above 1/8 run in bands (AnimeGANv3; :mod:`animecli.inference.staged`)."""
-    return arch is Arch.V3
+    the upper levels run in bands (AnimeGANv3, and the tiny one with its final LADE;
+    :mod:`animecli.inference.staged`)."""
+    return spec.arch is Arch.V3 or (spec.arch is Arch.V3_TINY and spec.final_norm)
 
 
 # Peak activation memory per input pixel, float32, one image, measured on CPU as the rise
@@ -166,8 +167,11 @@ _BYTES_PER_PIXEL = {
                    "animeganv3": 768, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
     # animeganv3 in stages (issue 23): the float16 maps between stages, kept in a pool (156 B/px:
     # 164 MiB at 1024²), the float32 output and input (24), and one band's work (a constant).
+    # The tiny one: its pool (e0, e2, the 1/4 level's input and output; ~100 B/px) and the input
+    # and output; bench/bench_stages.py measured 294 → 320 MiB peak from 688×1024 to 1024², ~78 B
+    # per added pixel.
     "onnx-staged": {"v2": 2176, "lite": 1152, "lite2": 640, "lite3": 272,
-                    "animeganv3": 320, "animeganv3-tiny": 768, "animeganv2-tf": 2176},
+                    "animeganv3": 320, "animeganv3-tiny": 256, "animeganv2-tf": 2176},
     "onnx-fixed": {"v2": 4096, "lite": 2176, "lite2": 640, "lite3": 640,
                    "animeganv3": 1536, "animeganv3-tiny": 768, "animeganv2-tf": 4096},
 }

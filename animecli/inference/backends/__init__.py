@@ -41,12 +41,12 @@ from animecli.errors import GraphError, UsageError
 from animecli.inference.backends.int8 import CALIBRATION_SIZE, calibration_images, calibration_key, quantize_int8
 from animecli.inference.backends.onnx_export import (
     can_split,
-    can_stage,
     export_onnx,
     export_onnx_carry,
     export_onnx_split,
     export_onnx_staged,
     has_stats_graphs,
+    stage_plan,
 )
 from animecli.inference.backends.torch_runner import TorchRunner
 from animecli.inference.graph_cache import cached, discard
@@ -60,7 +60,7 @@ from animecli.inference.ort_session import (
     onnxruntime_available,
     require_onnxruntime,
 )
-from animecli.inference.staged import V3_PLAN, StagedGraph
+from animecli.inference.staged import StagedGraph
 from animecli.options import Backend
 
 __all__ = [
@@ -219,7 +219,8 @@ def make_runner(
                                 lambda: discard([fixed_paths.fixed]))
             video = GraphSource(lambda: cached(fixed_paths.carry, lambda: export_onnx_carry(model)),
                                 lambda: discard([fixed_paths.carry]))
-        if can_stage(model):
+        plan = stage_plan(model)
+        if plan is not None:
             # AnimeGANv3 in stages (issue 23: a third of the whole graph's memory); exported once
             # for all stages, each cached in its own file (the torch-free engine reads them).
             staged: list[StagedGraph] = []
@@ -233,9 +234,10 @@ def make_runner(
                 return cached(paths.stage_file(name), lambda: stage_bytes(name))
 
             def stages() -> StagedGraph:
-                return StagedGraph({st.name: stage_cached(st.name) for st in V3_PLAN}, None)
+                return StagedGraph({st.name: stage_cached(st.name) for st in plan}, None, plan)
 
-            return _open_runner(stages, [paths.stage_file(st.name) for st in V3_PLAN], backend, threads, tiles, video)
+            files = [paths.stage_file(st.name) for st in plan]
+            return _open_runner(stages, files, backend, threads, tiles, video)
         if not can_split(model):
             return _open_runner(lambda: cached(paths.fp32, lambda: export_onnx(model)), [paths.fp32],
                                 backend, threads, tiles, video)

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from animecli.inference.ort_session import OPSET
-from animecli.inference.staged import EPS_KEY, V3_PLAN, Stage, StagedGraph, StageKind
+from animecli.inference.staged import EPS_KEY, TINY_PLAN, V3_PLAN, Stage, StagedGraph, StageKind, column_pad
 from animecli.models.animeganv3 import (
     LADE,
     AnimeGANv3Generator,
+    AnimeGANv3TinyGenerator,
     ExternalAttention,
     GeneratorV2TF,
     lade_apply,
@@ -38,6 +39,7 @@ __all__ = [
     "export_onnx_staged",
     "exportable",
     "has_stats_graphs",
+    "stage_plan",
     "stats_size",
 ]
 
@@ -421,10 +423,20 @@ def export_onnx_split(model: nn.Module, sample_size: int = 64) -> tuple[bytes, b
     return encoder, decoder
 
 
+def stage_plan(model: nn.Module) -> tuple[Stage, ...] | None:
+    """The stage plan :func:`export_onnx_staged` exports ``model`` as, or ``None`` (it runs as
+    one graph): an AnimeGANv3 generator (the full-size one, any widths) or a tiny one with its
+    final LADE. For a model's arch, :func:`animecli.inference.staged.plan_for` says the same."""
+    if isinstance(model, AnimeGANv3Generator):
+        return V3_PLAN
+    if isinstance(model, AnimeGANv3TinyGenerator) and model.final_norm:
+        return TINY_PLAN
+    return None
+
+
 def can_stage(model: nn.Module) -> bool:
-    """Whether :func:`export_onnx_staged` applies: an AnimeGANv3 generator (the full-size one, any
-    widths; for a built model, what :func:`animecli.models.spec.has_staged_graphs` says of its arch)."""
-    return isinstance(model, AnimeGANv3Generator)
+    """Whether :func:`export_onnx_staged` applies (:func:`stage_plan` has a plan for it)."""
+    return stage_plan(model) is not None
 
 
 def _band_moments(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -438,65 +450,91 @@ def _band_moments(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _normed_sum(maps: tuple[torch.Tensor, ...], raws: tuple[bool, ...],
+# How a stage graph treats each input (see Stage.inputs): used as it is; LeakyReLU only (a
+# norm-free conv's output); its LADE as a scale and shift (two more inputs), then LeakyReLU.
+_RAW, _ACT, _NORM = "raw", "act", "norm"
+
+
+def _input_modes(stage: Stage, plan: tuple[Stage, ...]) -> tuple[str, ...]:
+    producers = {st.output: st for st in plan}
+    return tuple(_RAW if raw else _NORM if producers[name].normed else _ACT for name, raw in stage.inputs)
+
+
+def _normed_sum(maps: tuple[torch.Tensor, ...], modes: tuple[str, ...],
                 affine: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Σ of the inputs, each raw or LeakyReLU(map · scale + shift) (its LADE, from whole-image moments)."""
+    """Σ of the inputs, each as its mode says (:data:`_RAW`, :data:`_ACT`, :data:`_NORM`; a norm's
+    LADE from whole-image moments is ``map · scale + shift``)."""
     total: torch.Tensor | None = None
     k = 0
-    for m, raw in zip(maps, raws, strict=True):
+    for m, mode in zip(maps, modes, strict=True):
         v = m.float()
-        if not raw:
-            v = F.leaky_relu(v * affine[k] + affine[k + 1], 0.2)
+        if mode == _NORM:
+            v = v * affine[k] + affine[k + 1]
             k += 2
+        if mode != _RAW:
+            v = F.leaky_relu(v, 0.2)
         total = v if total is None else total + v
     assert total is not None
     return total
 
 
 class _StageExport(nn.Module):
-    """One banded stage (:class:`~animecli.inference.staged.Stage`): normalised inputs summed,
-    upsampled (``UP``), padded left and right (the rows come with their context), one conv;
-    its output stored as ``store`` with the band's moments, or, for the last stage, tanh."""
+    """One banded stage (:class:`~animecli.inference.staged.Stage`): inputs activated (and
+    normalised) and summed, upsampled (``UP``), one conv; its output stored as ``store`` with
+    the band's moments (none for a norm-free conv), or, for the last stage, tanh.
 
-    def __init__(self, stage: Stage, conv: nn.Conv2d, proj: nn.Conv2d | None, store: torch.dtype,
-                 recomputed: dict[int, nn.Conv2d] | None = None) -> None:
+    The caller pads the rows and, but for ``UP``, the columns (:func:`~animecli.inference.staged.column_pad`):
+    padding a stored float16 map in numpy is one copy that the band's gather makes anyway,
+    where onnxruntime's reflect ``Pad`` on the float32 map was ~10 % of the stage's time."""
+
+    def __init__(self, stage: Stage, modes: tuple[str, ...], conv: nn.Conv2d, proj: nn.Conv2d | None,
+                 store: torch.dtype, recomputed: dict[int, nn.Conv2d] | None = None) -> None:
         super().__init__()
         self.conv = conv
         # Inputs computed here from rows of x (Stage.recompute): input index → that stage's conv.
         self.recomputed = nn.ModuleDict({str(j): c for j, c in (recomputed or {}).items()})
         self.proj = proj
-        self.raws = tuple(raw for _, raw in stage.inputs)
+        self.modes = modes
         self.kind = stage.kind
         self.final = stage.final
         self.store = store
-        p = conv.kernel_size[0] // 2
-        # stride 2 pads one column on the left only (ConvLReLU); rows are padded by the caller.
-        self.pad = (1, 0, 0, 0) if stage.kind is StageKind.DOWN else (p, p, 0, 0)
+        self.halo = conv.kernel_size[0] // 2
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.raws)
-        affine = 2 * sum(not raw for raw in self.raws)
+        n = len(self.modes)
+        affine = 2 * self.modes.count(_NORM)
         maps = list(args[:n])
         indexes = iter(args[n + affine :])
+        p = self.halo
         for key, conv in self.recomputed.items():
-            assert isinstance(conv, nn.Conv2d)
-            j, p = int(key), int(conv.kernel_size[0]) // 2
+            assert isinstance(conv, nn.Conv2d) and self.kind is StageKind.SAME
             rows = next(indexes)  # the recomputed map's rows, in the order the band reads them
-            maps[j] = torch.index_select(conv(F.pad(maps[j], (p, p, 0, 0), mode="reflect")), 2, rows)
-        z = _normed_sum(tuple(maps), self.raws, args[n : n + affine])
+            # x comes padded for its own conv; the recomputed map is padded here, as the stored ones are.
+            m = torch.index_select(conv(maps[int(key)]), 2, rows)
+            maps[int(key)] = F.pad(m, (p, p, 0, 0), mode="reflect")
+        z = _normed_sum(tuple(maps), self.modes, args[n : n + affine])
         if self.kind is StageKind.UP:
             # The caller's rows are one above and one below the band's sources (see source_rows):
-            # the first and last upsampled rows are the band's reflect-padded context.
-            z = upsample2x_asymmetric(z)[:, :, 1:-1]
-        y = self.conv(F.pad(z, self.pad, mode="reflect"))
+            # upsampled, rows 1 … -2 are the band's with their reflect-padded context, so rows 1 … -2
+            # of the conv over all of them are the band. Slicing the conv's output (the caller's
+            # copy into the whole map does it for free) rather than the upsampled input saves a
+            # copy of it: with the caller's column padding, the tiny d9 at 1024² went from 119 to
+            # 81 ms in onnxruntime's profile (Slice 16 ms gone, Resize 31 → 19).
+            y: torch.Tensor = self.conv(F.pad(upsample2x_asymmetric(z), (p, p, 0, 0), mode="reflect"))
+            if self.final or self.proj is None:
+                return y.to(self.store)
+            inner = y[:, :, 1:-1]
+            return y.to(self.store), _band_moments(inner, self.proj(inner))
+        y = self.conv(z)
         if self.final:
             return torch.tanh(y)
-        assert self.proj is not None
+        if self.proj is None:
+            return y.to(self.store)
         return y.to(self.store), _band_moments(y, self.proj(y))
 
 
 class _AttentionExport(nn.Module):
-    """The 1/8 level, whole: LADE + LeakyReLU of the last stride-2 conv, the last encoder block
+    """V3's 1/8 level, whole: LADE + LeakyReLU of the last stride-2 conv, the last encoder block
     and the external attention (global softmax)."""
 
     def __init__(self, net: AnimeGANv3Generator) -> None:
@@ -505,30 +543,54 @@ class _AttentionExport(nn.Module):
         self.attention = net.attention
 
     def forward(self, m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.attention(self.block(_normed_sum((m,), (False,), (scale, shift))))
+        out: torch.Tensor = self.attention(self.block(_normed_sum((m,), (_NORM,), (scale, shift))))
         return out
 
 
+class _TinyLowExport(nn.Module):
+    """The tiny generator's levels of 1/4 and below, whole (:data:`~animecli.inference.staged.TINY_PLAN`'s
+    ``low``): LeakyReLU of e3, e4 … e8, the residual blocks and d0 … d5 with the skips of e6
+    and e4, as :meth:`AnimeGANv3TinyGenerator.forward`; returns d5's activation."""
+
+    def __init__(self, net: AnimeGANv3TinyGenerator) -> None:
+        super().__init__()
+        self.enc, self.res, self.dec = net.enc, net.res, net.dec
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        e, d = self.enc, self.dec
+        s4 = e[4](_normed_sum((m,), (_ACT,), ()))
+        s8 = e[6](e[5](s4))
+        h: torch.Tensor = e[8](e[7](s8))
+        for r in self.res:
+            h = r(h)
+        for start, skip in ((0, s8), (3, s4)):
+            h = d[start](upsample2x_asymmetric(h)) + skip
+            h = d[start + 2](d[start + 1](h))
+        return h
+
+
 def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sample_size: int = 64) -> StagedGraph:
-    """Export an AnimeGANv3 generator as the stage graphs of :data:`~animecli.inference.staged.V3_PLAN`.
+    """Export an AnimeGANv3 generator (full size or tiny) as the stage graphs of its
+    :func:`stage_plan` (:data:`~animecli.inference.staged.V3_PLAN`, :data:`~animecli.inference.staged.TINY_PLAN`).
 
     Args:
         model: a generator for which :func:`can_stage` is true.
         store: the dtype of the maps stored between stages (float32: the whole graph's result to
             ~1e-5, for the tests; float16: half the memory, ~90 dB from it).
-        sample_size: side of the dummy input used for tracing (a multiple of 8).
+        sample_size: side of the dummy input used for tracing (a multiple of 16).
 
     Returns:
         One graph per stage. A banded stage's inputs are ``map0`` … (rows with their context;
         float32 for a raw map, ``store`` otherwise) and ``scale0``/``shift0`` … ((1, C, 1, 1)
         float32, per normalised input); its outputs ``output`` (``store``; the last stage:
-        float32 in [-1, 1]) and ``moments`` (4, C) float32. The whole stage maps ``map0``,
-        ``scale0``, ``shift0`` to ``output`` (float32).
+        float32 in [-1, 1]) and, after a LADE, ``moments`` (4, C) float32. A whole stage maps
+        ``map0`` (and V3's ``scale0``, ``shift0``) to ``output`` (float32).
     """
-    if not can_stage(model):
-        raise ValueError("only an AnimeGANv3 generator (full size) runs in stages")
+    plan = stage_plan(model)
+    if plan is None:
+        raise ValueError("only an AnimeGANv3 generator (full size, or tiny with its final LADE) runs in stages")
     net = exportable(model)
-    assert isinstance(net, AnimeGANv3Generator)
+    assert isinstance(net, (AnimeGANv3Generator, AnimeGANv3TinyGenerator))
     import onnx  # installed with torch's ONNX export (the onnx extra)
 
     blocks: dict[str, nn.Module] = {f"e{i}": b for i, b in enumerate(net.enc)}
@@ -539,26 +601,29 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
         assert isinstance(conv, nn.Conv2d)
         return conv
 
-    channels = {"x": 3, "a8": conv_of(net.enc[6]).out_channels}
+    producers = {st.output: st for st in plan}
+    channels = {"x": 3}
     sizes = {"x": sample_size}
     graphs: dict[str, bytes] = {}
     dyn = {2: "h", 3: "w"}
-    for stage in V3_PLAN:
+    for stage in plan:
         src = stage.inputs[0][0]
         side = sizes[src]
         out_side = {StageKind.DOWN: side // 2, StageKind.UP: side * 2}.get(stage.kind, side)
         rows = side + 2 * stage.halo if stage.kind is StageKind.SAME else side
+        modes = _input_modes(stage, plan)
         names = [f"map{j}" for j in range(len(stage.inputs))]
-        producers = {st.output: st for st in V3_PLAN}
         args = []
+        left, right = column_pad(stage)
         for name, raw in stage.inputs:
             if name in stage.recompute:  # rows of x, with the context of its own stage's conv
-                args.append(torch.zeros(1, 3, rows + 2 * producers[name].halo, side))
+                halo = producers[name].halo
+                args.append(torch.zeros(1, 3, rows + 2 * halo, side + 2 * halo))
             else:
-                args.append(torch.zeros(1, channels[name], rows + (2 if stage.kind is StageKind.UP else 0), side,
-                                        dtype=torch.float32 if raw else store))
-        for j, (name, raw) in enumerate(stage.inputs):
-            if not raw:
+                args.append(torch.zeros(1, channels[name], rows + (2 if stage.kind is StageKind.UP else 0),
+                                        side + left + right, dtype=torch.float32 if raw else store))
+        for j, (name, mode) in enumerate(zip((n for n, _ in stage.inputs), modes, strict=True)):
+            if mode == _NORM:
                 names += [f"scale{j}", f"shift{j}"]
                 args += [torch.ones(1, channels[name], 1, 1), torch.zeros(1, channels[name], 1, 1)]
         recomputed: dict[int, nn.Conv2d] = {}
@@ -570,9 +635,13 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
         axes = {n: dyn for n in names if n.startswith("map")} | {"output": dyn}
         axes |= {n: {0: "rows"} for n in names if n.startswith("index")}
         if stage.kind is StageKind.WHOLE:
-            net_stage: nn.Module = _AttentionExport(net)
+            if isinstance(net, AnimeGANv3Generator):
+                net_stage: nn.Module = _AttentionExport(net)
+                channels[stage.output] = conv_of(net.enc[6]).out_channels
+            else:
+                net_stage = _TinyLowExport(net)
+                channels[stage.output] = conv_of(net.dec[5]).out_channels
             outputs = ["output"]
-            channels[stage.output] = channels["a8"]
         else:
             proj: nn.Conv2d | None = None
             if stage.final:
@@ -580,11 +649,12 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
             else:
                 block = blocks[stage.name]
                 conv = conv_of(block)
-                lade = block[2]  # type: ignore[index]
-                assert isinstance(lade, LADE)
-                proj = lade.proj
-            net_stage = _StageExport(stage, conv, proj, store, recomputed)
-            outputs = ["output"] if stage.final else ["output", "moments"]
+                if stage.normed:
+                    lade = block[2]  # type: ignore[index]
+                    assert isinstance(lade, LADE)
+                    proj = lade.proj
+            net_stage = _StageExport(stage, modes, conv, proj, store, recomputed)
+            outputs = ["output", "moments"] if proj is not None else ["output"]
             channels[stage.output] = conv.out_channels
         sizes[stage.output] = out_side
         data = _export(net_stage, tuple(args), names, axes, outputs=outputs)
@@ -592,7 +662,7 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
         entry = proto.metadata_props.add()
         entry.key, entry.value = EPS_KEY, repr(float(net.eps))
         graphs[stage.name] = proto.SerializeToString()
-    return StagedGraph(graphs, float(net.eps))
+    return StagedGraph(graphs, float(net.eps), plan)
 
 
 def _export(net: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
