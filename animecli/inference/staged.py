@@ -74,7 +74,7 @@ class StageKind(str, Enum):
 
     SAME = "same"  # stride-1 conv at the input's resolution; ``halo`` rows of context each side
     DOWN = "down"  # 3×3 stride-2 conv padded on top only: output row j reads rows 2j-1 … 2j+1
-    UP = "up"  # ×2 asymmetric bilinear upsampling, then a 3×3 conv at the new resolution
+    UP = "up"  # ×2 asymmetric bilinear upsampling, then a 3×3 conv (run as 4 phase convs on the source)
     WHOLE = "whole"  # runs on the whole map (V3: the 1/8 level, whose attention's softmax is global)
 
 
@@ -220,16 +220,20 @@ def column_pad(stage: Stage) -> tuple[int, int]:
     """The reflected columns (left, right) that the caller adds to a band's stored and raw inputs.
 
     A stride-1 conv needs its kernel's half-size each side, the stride-2 one of ``DOWN`` one
-    column on the left (as the network pads); ``UP`` pads after its upsampling, in the graph.
-    A recomputed input comes with its own stage's padding (:func:`column_pad` of that stage).
+    column on the left (as the network pads); ``UP`` one source column each side, the right
+    one repeated rather than reflected (:func:`gather_band`'s ``repeat_right``; see
+    :func:`source_rows` for its rows). A recomputed input comes with its own stage's padding
+    (:func:`column_pad` of that stage).
     """
     if stage.kind is StageKind.SAME:
         return stage.halo, stage.halo
-    return (1, 0) if stage.kind is StageKind.DOWN else (0, 0)
+    return {StageKind.DOWN: (1, 0), StageKind.UP: (1, 1)}.get(stage.kind, (0, 0))
 
 
-def gather_band(m: npt.NDArray[Any], rows: npt.NDArray[np.intp], left: int, right: int) -> npt.NDArray[Any]:
-    """Rows ``rows`` of the (1, C, H, W) map ``m``, reflect-padded by ``left``/``right`` columns: one copy.
+def gather_band(m: npt.NDArray[Any], rows: npt.NDArray[np.intp], left: int, right: int,
+                repeat_right: bool = False) -> npt.NDArray[Any]:
+    """Rows ``rows`` of the (1, C, H, W) map ``m``, reflect-padded by ``left``/``right`` columns
+    (``repeat_right``: the right ones repeat the last column): one copy.
 
     Returns:
         (1, C, len(rows), W + left + right), ``m``'s dtype, C-contiguous.
@@ -248,7 +252,7 @@ def gather_band(m: npt.NDArray[Any], rows: npt.NDArray[np.intp], left: int, righ
     for k in range(1, left + 1):
         out[:, :, :, left - k] = out[:, :, :, left + k]
     for k in range(1, right + 1):
-        out[:, :, :, left + width - 1 + k] = out[:, :, :, left + width - 1 - k]
+        out[:, :, :, left + width - 1 + k] = out[:, :, :, left + width - 1 - (0 if repeat_right else k)]
     return out
 
 
@@ -420,16 +424,20 @@ def run_staged(sessions: Mapping[str, Any], graph: StagedGraph, x: Float32Array,
                         feeds[f"map{j}"] = gather_band(maps["x"], x_rows, *column_pad(producer))
                         feeds[f"index{j}"] = (index - lo).astype(np.int64)
                     else:
-                        feeds[f"map{j}"] = gather_band(maps[name], index, *column_pad(stage))
+                        feeds[f"map{j}"] = gather_band(maps[name], index, *column_pad(stage),
+                                                       repeat_right=stage.kind is StageKind.UP)
                 outs = session.run(names, feeds, options if bottom >= out_h else None)
                 if result is None:
-                    shape = (1, int(outs[0].shape[1]), out_h, out_w)
+                    shape = (1, int(outs[0].shape[1]), out_h, out_w)  # UP: (4, C, …), C as well
                     # The image is the caller's to keep; the maps live in the pool's slots.
                     dtype = outs[0].dtype
                     result = np.empty(shape, dtype) if stage.final else pool.array(slots[stage.output], shape, dtype)
-                # An UP stage's graph returns one more row above and below the band (its conv
-                # ran over all the upsampled rows).
-                result[:, :, top:bottom] = outs[0][:, :, 1:-1] if stage.kind is StageKind.UP else outs[0]
+                if stage.kind is StageKind.UP:
+                    # the 4 phases (row parity, column parity) of the band, interleaved
+                    for phase, part in enumerate(outs[0]):
+                        result[0, :, top + phase // 2 : bottom : 2, phase % 2 :: 2] = part
+                else:
+                    result[:, :, top:bottom] = outs[0]
                 if moments:
                     parts.append((outs[1], (bottom - top) * out_w))
                 del outs

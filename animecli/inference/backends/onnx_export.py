@@ -478,19 +478,44 @@ def _normed_sum(maps: tuple[torch.Tensor, ...], modes: tuple[str, ...],
     return total
 
 
+# Bilinear ×2 upsampling (TensorFlow's asymmetric grid) then a 3×3 conv, seen from the low-res
+# rows: output row 2i + py reads source rows i … i+2 (the source padded by one row, reflected
+# on top and repeated below, as source_rows gives them) through tap weights _PHASE_TAPS[py]
+# (row r of the source, tap a of the kernel): even rows read (s0+s1)/2, s1, (s1+s2)/2; odd
+# rows s1, (s1+s2)/2, s2. The same holds for columns.
+_PHASE_TAPS = ((( 0.5, 0.0, 0.0), (0.5, 1.0, 0.5), (0.0, 0.0, 0.5)),
+               (( 0.0, 0.0, 0.0), (1.0, 0.5, 0.0), (0.0, 0.5, 1.0)))
+
+
+def _phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """The 3×3 conv that follows a ×2 upsampling, as one 3×3 conv on the source with 4× the
+    output channels: phase ``2·py + px`` (output row parity py, column parity px) first."""
+    assert conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1 and conv.bias is not None
+    taps = torch.tensor(_PHASE_TAPS, dtype=torch.float64)
+    w = conv.weight.detach().double()
+    # K[py, px, o, i, r, s] = Σ_ab taps[py][r][a] · W[o, i, a, b] · taps[px][s][b]
+    k = torch.einsum("yra,oiab,xsb->yxoirs", taps, w, taps).reshape(4 * conv.out_channels, conv.in_channels, 3, 3)
+    out = nn.Conv2d(conv.in_channels, 4 * conv.out_channels, 3)
+    with torch.no_grad():
+        out.weight.copy_(k.float())
+        out.bias.copy_(conv.bias.detach().repeat(4))
+    return out
+
+
 class _StageExport(nn.Module):
     """One banded stage (:class:`~animecli.inference.staged.Stage`): inputs activated (and
     normalised) and summed, upsampled (``UP``), one conv; its output stored as ``store`` with
     the band's moments (none for a norm-free conv), or, for the last stage, tanh.
 
-    The caller pads the rows and, but for ``UP``, the columns (:func:`~animecli.inference.staged.column_pad`):
+    The caller pads the rows and the columns (:func:`~animecli.inference.staged.column_pad`):
     padding a stored float16 map in numpy is one copy that the band's gather makes anyway,
     where onnxruntime's reflect ``Pad`` on the float32 map was ~10 % of the stage's time."""
 
     def __init__(self, stage: Stage, modes: tuple[str, ...], conv: nn.Conv2d, proj: nn.Conv2d | None,
                  store: torch.dtype, recomputed: dict[int, nn.Conv2d] | None = None) -> None:
         super().__init__()
-        self.conv = conv
+        self.conv = _phase_conv(conv) if stage.kind is StageKind.UP else conv
+        self.out_channels = conv.out_channels
         # Inputs computed here from rows of x (Stage.recompute): input index → that stage's conv.
         self.recomputed = nn.ModuleDict({str(j): c for j, c in (recomputed or {}).items()})
         self.proj = proj
@@ -514,17 +539,16 @@ class _StageExport(nn.Module):
             maps[int(key)] = F.pad(m, (p, p, 0, 0), mode="reflect")
         z = _normed_sum(tuple(maps), self.modes, args[n : n + affine])
         if self.kind is StageKind.UP:
-            # The caller's rows are one above and one below the band's sources (see source_rows):
-            # upsampled, rows 1 … -2 are the band's with their reflect-padded context, so rows 1 … -2
-            # of the conv over all of them are the band. Slicing the conv's output (the caller's
-            # copy into the whole map does it for free) rather than the upsampled input saves a
-            # copy of it: with the caller's column padding, the tiny d9 at 1024² went from 119 to
-            # 81 ms in onnxruntime's profile (Slice 16 ms gone, Resize 31 → 19).
-            y: torch.Tensor = self.conv(F.pad(upsample2x_asymmetric(z), (p, p, 0, 0), mode="reflect"))
-            if self.final or self.proj is None:
-                return y.to(self.store)
-            inner = y[:, :, 1:-1]
-            return y.to(self.store), _band_moments(inner, self.proj(inner))
+            # Upsampling and conv in one (see _PHASE_TAPS): the caller's rows and columns are the
+            # band's sources with one more each side (reflected before, repeated after), which
+            # is what the upsampled map's reflect padding reads. Out: the 4 phases as a batch,
+            # (4, C, rows/2, W/2), that the caller interleaves into the full-resolution map.
+            # Against Resize + Pad + conv on the upsampled band: no upsampled copy and no pad;
+            # the conv runs on a quarter of the pixels with 4× the channels.
+            y4 = self.conv(z).reshape(4, self.out_channels, z.shape[2] - 2, z.shape[3] - 2)
+            if self.proj is None:
+                return y4.to(self.store)
+            return y4.to(self.store), _band_moments(y4, self.proj(y4))
         y = self.conv(z)
         if self.final:
             return torch.tanh(y)
@@ -659,6 +683,11 @@ def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sam
         sizes[stage.output] = out_side
         data = _export(net_stage, tuple(args), names, axes, outputs=outputs)
         proto = onnx.load_from_string(data)
+        # The output's channels, static (the UP stages' reshape leaves them symbolic): the
+        # engine sizes its bands by them (staged._out_channels).
+        dims = proto.graph.output[0].type.tensor_type.shape.dim
+        dims[1].Clear()
+        dims[1].dim_value = channels[stage.output] if not stage.final else 3
         entry = proto.metadata_props.add()
         entry.key, entry.value = EPS_KEY, repr(float(net.eps))
         graphs[stage.name] = proto.SerializeToString()
