@@ -498,7 +498,9 @@ def _phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
     out = nn.Conv2d(conv.in_channels, 4 * conv.out_channels, 3)
     with torch.no_grad():
         out.weight.copy_(k.float())
-        out.bias.copy_(conv.bias.detach().repeat(4))
+        bias = out.bias
+        assert bias is not None
+        bias.copy_(conv.bias.detach().repeat(4))
     return out
 
 
@@ -545,11 +547,11 @@ class _StageExport(nn.Module):
             # (4, C, rows/2, W/2), that the caller interleaves into the full-resolution map.
             # Against Resize + Pad + conv on the upsampled band: no upsampled copy and no pad;
             # the conv runs on a quarter of the pixels with 4× the channels.
-            y4 = self.conv(z).reshape(4, self.out_channels, z.shape[2] - 2, z.shape[3] - 2)
+            y4: torch.Tensor = self.conv(z).reshape(4, self.out_channels, z.shape[2] - 2, z.shape[3] - 2)
             if self.proj is None:
                 return y4.to(self.store)
             return y4.to(self.store), _band_moments(y4, self.proj(y4))
-        y = self.conv(z)
+        y: torch.Tensor = self.conv(z)
         if self.final:
             return torch.tanh(y)
         if self.proj is None:
