@@ -106,10 +106,10 @@ def compiled_paths(digest: str, arch_key: str, calibration_key: str = "") -> Com
                          # "stats": the flat (S,) statistics input (was (L, 2) in "-fixedstats" files)
                          folder / f"{stem}-stats.onnx", folder / f"{stem}-encoder.onnx",
                          folder / f"{stem}-decoder.onnx", folder / f"{stem}-carry.onnx",
-                         # "s3": the stage graphs' version (their cut points and inputs; s2: d5
-                         # computes e0 again from x; s3: inputs come with their columns padded,
-                         # UP stages return two more rows, the tiny generator's plan)
-                         folder / f"{stem}-staged-s3")
+                         # "s4": the stage graphs' version (their cut points, inputs and outputs;
+                         # s2: d5 computes e0 again from x; s3: inputs come with their columns
+                         # padded, the tiny generator's plan; s4: UP stages return their 4 phases)
+                         folder / f"{stem}-staged-s4")
 
 
 def nonempty_file(path: Path) -> bool:

@@ -198,9 +198,10 @@ def source_rows(kind: StageKind, top: int, bottom: int, height: int, halo: int =
     Returns:
         Row indices into the input map, in order: reflected at both edges (``SAME``, ``DOWN``'s
         top row); for ``UP``, one input row above and below the band's, the one above the top
-        reflected and the one below the bottom repeated — what the graph's upsampling of that
-        slice, less its first and last rows, needs to give the upsampled map's reflect-padded
-        rows ``top - 1 … bottom``.
+        reflected and the one below the bottom repeated — what the upsampling of that slice,
+        less its first and last rows, needs to give the upsampled map's reflect-padded rows
+        ``top - 1 … bottom`` (the graph folds the upsampling into its conv instead:
+        ``onnx_export._phase_conv``; same rows).
     """
     if kind is StageKind.SAME:
         rows = np.arange(top - halo, bottom + halo)
