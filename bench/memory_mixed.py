@@ -207,15 +207,16 @@ def rss_stats(rss: list[float], skip: int = 20) -> tuple[float, float, float, fl
     return statistics.median(tail), min(tail), max(tail), max(tail) - min(tail)
 
 
-def v2_weights(work: Path, tree: Path) -> Path:
-    """Seeded random v2 weights (a state dict), made once with the given tree's code."""
+def v2_weights(work: Path) -> Path:
+    """Seeded random v2 weights (a state dict), made once with this checkout's code (the
+    state dict's keys are v2's in every tree; the module paths that build it are not)."""
     path = work / "v2_random_seed0.pt"
     if not path.exists():
-        code = ("import torch, sys; from animecli.models import build_generator; "
-                "from animecli.archs import Arch, ArchSpec; torch.manual_seed(0); "
+        code = ("import torch, sys; from animecli.models.registry import build_generator; "
+                "from animecli.models.spec import Arch, ArchSpec; torch.manual_seed(0); "
                 "m = build_generator(ArchSpec(Arch.V2)); torch.save(m.state_dict(), sys.argv[1])")
-        subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(tree)),
-                       check=True, cwd=tree)
+        subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       check=True, cwd=ROOT)
     return path
 
 
@@ -270,7 +271,7 @@ def main() -> None:
         if name:
             model_rows.append((name, ["--model", name], v2_folder))
         else:
-            wts = v2_weights(args.work, trees[0][1])
+            wts = v2_weights(args.work)
             model_rows.append(("v2 (random weights)", ["--weights", str(wts), "--arch", "v2"], v2_folder))
 
     homes = {name: args.work / f"home-{name}" for name, _ in trees}
