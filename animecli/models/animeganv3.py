@@ -556,20 +556,42 @@ class AnimeGANv3TinyGenerator(nn.Module):
         e = self.enc
         s1 = e[0](x)
         s2 = e[2](e[1](s1))
-        s4 = e[4](e[3](s2))
-        s8 = e[6](e[5](s4))
-        h = e[8](e[7](s8))
-        for r in self.res:
-            h = r(h)
-        d = self.dec
-        # Stage starts in ``dec``: 0, 3, 6, 9 (the last stage has two convs).
-        starts = (0, 3, 6, 9, len(d))
-        for i, skip in enumerate((s8, s4, s2, s1)):
-            h = d[starts[i]](upsample2x_asymmetric(h)) + skip
-            for j in range(starts[i] + 1, starts[i + 1]):
-                h = d[j](h)
+        h = self.low_levels(e[3](s2))
+        h = self._up_level(2, h, s2)
+        h = self._up_level(3, h, s1)
         out: torch.Tensor = self.out_layer(h)
         return out
+
+    # Where each decoder level starts in ``dec`` (the last level has two convs), and its end.
+    _LEVEL_STARTS = (0, 3, 6, 9, 11)
+
+    def _up_level(self, level: int, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Decoder level ``level`` (0: 1/16 → 1/8 … 3: 1/2 → 1/1): ×2 upsampling, its first conv
+        plus the encoder's skip of that resolution, then its other convs."""
+        d, starts = self.dec, self._LEVEL_STARTS
+        h = d[starts[level]](upsample2x_asymmetric(h)) + skip
+        for j in range(starts[level] + 1, starts[level + 1]):
+            h = d[j](h)
+        return h
+
+    def low_levels(self, a4: torch.Tensor) -> torch.Tensor:
+        """The levels of 1/4 and below: ``enc[4]`` … ``enc[8]``, the residual blocks and
+        decoder levels 0 and 1 with their skips (the staged export's ``low`` stage runs this).
+
+        Args:
+            a4: (N, enc[3] channels, H/4, W/4), the activated output of ``enc[3]``.
+
+        Returns:
+            (N, dec[5] channels, H/4, W/4), the activated output of ``dec[5]``.
+        """
+        e = self.enc
+        s4 = e[4](a4)
+        s8 = e[6](e[5](s4))
+        h: torch.Tensor = e[8](e[7](s8))
+        for r in self.res:
+            h = r(h)
+        h = self._up_level(0, h, s8)
+        return self._up_level(1, h, s4)
 
 
 class GeneratorV2TF(GeneratorV2):

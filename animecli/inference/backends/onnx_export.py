@@ -22,7 +22,6 @@ from animecli.models.animeganv3 import (
     lade_apply,
     mix_log_mean_exp,
     moments,
-    upsample2x_asymmetric,
 )
 from animecli.models.lite import GeneratorLite
 from animecli.models.norm import FastGroupNorm, mix_moments
@@ -575,24 +574,14 @@ class _AttentionExport(nn.Module):
 
 class _TinyLowExport(nn.Module):
     """The tiny generator's levels of 1/4 and below, whole (:data:`~animecli.inference.staged.TINY_PLAN`'s
-    ``low``): LeakyReLU of e3, e4 … e8, the residual blocks and d0 … d5 with the skips of e6
-    and e4, as :meth:`AnimeGANv3TinyGenerator.forward`; returns d5's activation."""
+    ``low``): LeakyReLU of e3, then :meth:`AnimeGANv3TinyGenerator.low_levels`; returns d5's activation."""
 
     def __init__(self, net: AnimeGANv3TinyGenerator) -> None:
         super().__init__()
-        self.enc, self.res, self.dec = net.enc, net.res, net.dec
+        self.net = net
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        e, d = self.enc, self.dec
-        s4 = e[4](_normed_sum((m,), (_ACT,), ()))
-        s8 = e[6](e[5](s4))
-        h: torch.Tensor = e[8](e[7](s8))
-        for r in self.res:
-            h = r(h)
-        for start, skip in ((0, s8), (3, s4)):
-            h = d[start](upsample2x_asymmetric(h)) + skip
-            h = d[start + 2](d[start + 1](h))
-        return h
+        return self.net.low_levels(_normed_sum((m,), (_ACT,), ()))
 
 
 def export_onnx_staged(model: nn.Module, store: torch.dtype = torch.float16, sample_size: int = 64) -> StagedGraph:
