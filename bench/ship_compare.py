@@ -8,7 +8,8 @@ onnxruntime on the exported graph when it is installed), the same backend for ev
 * captured = 1 − ΣMSE(student, teacher) / ΣMSE(photo, teacher) over the photos;
 * colour = that figure for the best per-image affine colour map photo → teacher;
 * edge = mean Sobel gradient magnitude of the student / of the teacher;
-  quality in eager float32 on ``--val-dir`` photos, long side 512, centre-cropped to a multiple of 16
+  quality in float32 (``--quality-backend``: auto, the onnxruntime graphs a user's run uses, staged for
+  AnimeGANv3; eager, the modules) on ``--val-dir`` photos, long side 512, centre-cropped to a multiple of 16
   (``bench/prune_pareto.py``'s measure);
 * model-only ms at 512² and 1024×688: median of ``--repeat`` interleaved rounds after a warm-up.
 
